@@ -1,0 +1,564 @@
+//! Configuration: every setting of the original (F2–F14) in one immutable [`AuditConfig`], built
+//! once at startup from code defaults, a TOML file and `AUDIT_*` environment variables (in that
+//! order of precedence, lowest first), and validated once. Nothing is read again at request time;
+//! a new configuration means building a new value (D50).
+//!
+//! ```toml
+//! activate = true                      # AUDIT_ACTIVATE
+//! db_alias = "audit"                   # AUDIT_DB_ALIAS
+//! db_connection = "audit.db"           # AUDIT_DB: a SQLite path or a mongodb:// URI, or a table:
+//! # [db_connection]
+//! # HOST = ["h1", "h2"]; PORT = [27017, 27018]; NAME = "audit"; USER = ""; PASSWORD = ""; REPLICA_SET = "rs0"
+//! run_async = false                    # AUDIT_RUN_ASYNC
+//! queue_name = "audit"                 # AUDIT_QUEUE_NAME (the original's AUDIT_CELERY_QUEUE)
+//! logged_models = ["demo::Poll"]       # AUDIT_LOGGED_MODELS (comma-separated)
+//! access_indexes = ["custom.polls.names", ["custom.polls.names", "custom.polls.num_polls"]]
+//! process_indexes = []
+//! model_action_indexes = []
+//! translate_urls = false               # AUDIT_TRANSLATE_URLS
+//! [blacklist]                          # AUDIT_BLACKLIST (a TOML inline table)
+//! "" = ["^/static/"]
+//! demo = ['^(?!(/access/|/modelaction/)).*$']
+//! [custom_provider]                    # AUDIT_CUSTOM_PROVIDER
+//! polls = "polls"
+//! ```
+//!
+//! Database credentials may also come from `DB_AUDIT_USER` and `DB_AUDIT_PASSWORD`, as the original's
+//! installation steps set them; they are percent-encoded into the URI (D8) and never printed.
+
+use crate::blacklist::Blacklist;
+use crate::document::Collection;
+use crate::store::index::{default_indexes, validate_index_path, IndexSpec};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::{Table, Value};
+
+/// The embedded default database file, in the working directory (like Django's `db.sqlite3`).
+pub const DEFAULT_SQLITE_PATH: &str = "audit.db";
+/// The config file read when none is named and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "audit.toml";
+/// Default bound of the async writer's queue, in records.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+
+/// A configuration that cannot be used. The message names the setting and the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid audit configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// Where the audit documents go.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DbConnection {
+    /// The embedded store: a SQLite file.
+    Sqlite(PathBuf),
+    /// A MongoDB deployment.
+    Mongo {
+        /// The connection string, credentials percent-encoded.
+        uri: String,
+        /// The database holding the three collections.
+        database: String,
+    },
+}
+
+impl std::fmt::Debug for DbConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// Shows the connection with any password replaced by `****`.
+impl std::fmt::Display for DbConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbConnection::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            DbConnection::Mongo { uri, database } => write!(f, "{} (database {database})", redact_uri(uri)),
+        }
+    }
+}
+
+/// What the async writer does when its queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullPolicy {
+    /// Wait for room (back-pressure). The default: these are audit records.
+    Block,
+    /// Drop the record and count it. Only when chosen explicitly.
+    Drop,
+}
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Master switch (default `true`, as documented; D51).
+    pub activate: bool,
+    /// The original's connection alias; kept as a label for logs.
+    pub db_alias: String,
+    /// Where documents are stored.
+    pub db_connection: DbConnection,
+    /// Write through the background writer instead of before the response.
+    pub run_async: bool,
+    /// Name of the writer's queue (the original's Celery queue; used as the writer's log target).
+    pub queue_name: String,
+    /// Models whose actions are recorded, by full name (`crate::module::Type`).
+    pub logged_models: Vec<String>,
+    /// Compiled blacklist.
+    pub blacklist: Blacklist,
+    /// Extra indexes on `audit_access`.
+    pub access_indexes: Vec<IndexSpec>,
+    /// Extra indexes on `audit_process`.
+    pub process_indexes: Vec<IndexSpec>,
+    /// Extra indexes on `audit_model_action`.
+    pub model_action_indexes: Vec<IndexSpec>,
+    /// App name → registered provider name.
+    pub custom_provider: BTreeMap<String, String>,
+    /// Kept for parity; the port has no URL patterns of its own to translate.
+    pub translate_urls: bool,
+    /// Capacity of the async writer's queue.
+    pub queue_capacity: usize,
+    /// What the async writer does when full.
+    pub full_policy: FullPolicy,
+    /// How long shutdown may take to flush the writer.
+    pub flush_timeout: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            activate: true,
+            db_alias: "audit".into(),
+            db_connection: DbConnection::Sqlite(DEFAULT_SQLITE_PATH.into()),
+            run_async: false,
+            queue_name: "audit".into(),
+            logged_models: Vec::new(),
+            blacklist: Blacklist::default(),
+            access_indexes: Vec::new(),
+            process_indexes: Vec::new(),
+            model_action_indexes: Vec::new(),
+            custom_provider: BTreeMap::new(),
+            translate_urls: false,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            full_policy: FullPolicy::Block,
+            flush_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+const KEYS: &[&str] = &[
+    "activate",
+    "db_alias",
+    "db_connection",
+    "run_async",
+    "queue_name",
+    "logged_models",
+    "blacklist",
+    "access_indexes",
+    "process_indexes",
+    "model_action_indexes",
+    "custom_provider",
+    "translate_urls",
+    "queue_capacity",
+    "full_policy",
+    "flush_timeout_ms",
+];
+
+/// Environment variables that are not settings but are allowed under the `AUDIT_` prefix.
+const NON_SETTING_VARS: &[&str] = &["AUDIT_MACROS_DEBUG", "AUDIT_CONFIG", "AUDIT_LOG"];
+
+impl AuditConfig {
+    /// Loads the configuration of a process: the file `path` (or `AUDIT_CONFIG`, or `audit.toml`
+    /// when it exists), then the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let named = path.map(Path::to_owned).or_else(|| std::env::var_os("AUDIT_CONFIG").map(PathBuf::from));
+        let text = match named {
+            Some(p) => Some(
+                std::fs::read_to_string(&p).map_err(|e| ConfigError(format!("cannot read config file {}: {e}", p.display())))?,
+            ),
+            None => std::fs::read_to_string(DEFAULT_CONFIG_FILE).ok(),
+        };
+        Self::from_sources(text.as_deref(), std::env::vars())
+    }
+
+    /// Builds the configuration from a TOML text (if any) and environment pairs. Unknown keys,
+    /// unknown `AUDIT_*` variables and invalid values are errors.
+    pub fn from_sources<I, K, V>(toml_text: Option<&str>, env: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut table = match toml_text {
+            Some(t) => t.parse::<Table>().map_err(|e| ConfigError(format!("config file is not valid TOML: {e}")))?,
+            None => Table::new(),
+        };
+        let mut credentials = (None, None);
+        for (k, v) in env {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            match k {
+                "DB_AUDIT_USER" => credentials.0 = Some(v.to_owned()),
+                "DB_AUDIT_PASSWORD" => credentials.1 = Some(v.to_owned()),
+                _ => {
+                    if let Some(key) = k.strip_prefix("AUDIT_") {
+                        if NON_SETTING_VARS.contains(&k) {
+                            continue;
+                        }
+                        let (key, value) = env_value(k, key, v)?;
+                        table.insert(key, value);
+                    }
+                }
+            }
+        }
+        Self::from_table(table, credentials)
+    }
+
+    /// Builds the configuration from a TOML table (file and environment merged).
+    fn from_table(table: Table, credentials: (Option<String>, Option<String>)) -> Result<Self, ConfigError> {
+        let mut c = AuditConfig::default();
+        for (key, value) in table {
+            match key.as_str() {
+                "activate" => c.activate = as_bool(&key, &value)?,
+                "run_async" => c.run_async = as_bool(&key, &value)?,
+                "translate_urls" => c.translate_urls = as_bool(&key, &value)?,
+                "db_alias" => c.db_alias = as_str(&key, &value)?,
+                "queue_name" => c.queue_name = as_str(&key, &value)?,
+                "db_connection" => c.db_connection = parse_connection(&value, &credentials)?,
+                "logged_models" => c.logged_models = as_str_list(&key, &value)?,
+                "blacklist" => c.blacklist = parse_blacklist(&value)?,
+                "access_indexes" => c.access_indexes = parse_indexes(&key, &value)?,
+                "process_indexes" => c.process_indexes = parse_indexes(&key, &value)?,
+                "model_action_indexes" => c.model_action_indexes = parse_indexes(&key, &value)?,
+                "custom_provider" => c.custom_provider = parse_providers(&value)?,
+                "queue_capacity" => {
+                    c.queue_capacity = match value.as_integer() {
+                        Some(n) if n > 0 => n as usize,
+                        _ => return err(format!("queue_capacity: expected a positive integer, got {value}")),
+                    }
+                }
+                "full_policy" => {
+                    c.full_policy = match value.as_str() {
+                        Some("block") => FullPolicy::Block,
+                        Some("drop") => FullPolicy::Drop,
+                        _ => return err(format!("full_policy: expected \"block\" or \"drop\", got {value}")),
+                    }
+                }
+                "flush_timeout_ms" => {
+                    c.flush_timeout = match value.as_integer() {
+                        Some(n) if n >= 0 => Duration::from_millis(n as u64),
+                        _ => return err(format!("flush_timeout_ms: expected a non-negative integer, got {value}")),
+                    }
+                }
+                other => return err(format!("unknown setting `{other}` (known: {})", KEYS.join(", "))),
+            }
+        }
+        // Credentials from the environment apply to a connection that has none of its own.
+        if let (DbConnection::Mongo { uri, .. }, (Some(user), Some(password))) = (&mut c.db_connection, &credentials) {
+            if !uri_has_credentials(uri) && !user.is_empty() {
+                *uri = insert_credentials(uri, user, password);
+            }
+        }
+        Ok(c)
+    }
+
+    /// Default plus custom indexes of one collection.
+    pub fn indexes_for(&self, c: Collection) -> Vec<IndexSpec> {
+        let custom = match c {
+            Collection::Access => &self.access_indexes,
+            Collection::Process => &self.process_indexes,
+            Collection::ModelAction => &self.model_action_indexes,
+        };
+        let mut all = default_indexes(c);
+        for spec in custom {
+            if !all.iter().any(|d| d.name() == spec.name()) {
+                all.push(spec.clone());
+            }
+        }
+        all
+    }
+
+    /// The same configuration storing in `conn`.
+    pub fn with_connection(mut self, conn: DbConnection) -> Self {
+        self.db_connection = conn;
+        self
+    }
+}
+
+/// Maps one `AUDIT_*` variable to a setting and its TOML value.
+fn env_value(var: &str, key: &str, v: &str) -> Result<(String, Value), ConfigError> {
+    let key = key.to_ascii_lowercase();
+    let key = match key.as_str() {
+        "db" | "db_connection" => return Ok(("db_connection".into(), Value::String(v.to_owned()))),
+        "celery_queue" => "queue_name".to_owned(),
+        _ => key,
+    };
+    if !KEYS.contains(&key.as_str()) {
+        return err(format!("unknown environment variable `{var}` (settings: AUDIT_ + one of {})", KEYS.join(", ")));
+    }
+    let value = match key.as_str() {
+        "activate" | "run_async" | "translate_urls" => Value::Boolean(parse_bool(v).ok_or_else(|| {
+            ConfigError(format!("{var}: expected true or false, got `{v}`"))
+        })?),
+        "db_alias" | "queue_name" | "full_policy" => Value::String(v.to_owned()),
+        "logged_models" if !v.trim_start().starts_with('[') => Value::Array(
+            v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.to_owned())).collect(),
+        ),
+        // Structured settings are written as TOML values: AUDIT_BLACKLIST='{ "" = ["^/x"] }'.
+        _ => format!("v = {v}")
+            .parse::<Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .ok_or_else(|| ConfigError(format!("{var}: expected a TOML value, got `{v}`")))?,
+    };
+    Ok((key, value))
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn as_bool(key: &str, v: &Value) -> Result<bool, ConfigError> {
+    v.as_bool().ok_or_else(|| ConfigError(format!("{key}: expected true or false, got {v}")))
+}
+
+fn as_str(key: &str, v: &Value) -> Result<String, ConfigError> {
+    v.as_str().map(str::to_owned).ok_or_else(|| ConfigError(format!("{key}: expected a string, got {v}")))
+}
+
+fn as_str_list(key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
+    let Some(items) = v.as_array() else {
+        return err(format!("{key}: expected a list of strings, got {v}"));
+    };
+    items.iter().map(|i| as_str(key, i)).collect()
+}
+
+fn parse_blacklist(v: &Value) -> Result<Blacklist, ConfigError> {
+    let Some(t) = v.as_table() else {
+        return err(format!("blacklist: expected a table of app = [patterns], got {v}"));
+    };
+    let mut entries = BTreeMap::new();
+    for (app, patterns) in t {
+        let Some(list) = patterns.as_array() else {
+            // The original iterated a plain string per character, so `^` blacklisted everything (D38).
+            return err(format!("blacklist.{app:?}: expected a list of regex strings, got {patterns}"));
+        };
+        let list = list
+            .iter()
+            .map(|p| p.as_str().map(str::to_owned).ok_or_else(|| ConfigError(format!("blacklist.{app:?}: expected a regex string, got {p}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.insert(app.clone(), list);
+    }
+    Blacklist::compile(&entries).map_err(|e| ConfigError(e.to_string()))
+}
+
+fn parse_indexes(key: &str, v: &Value) -> Result<Vec<IndexSpec>, ConfigError> {
+    let Some(items) = v.as_array() else {
+        return err(format!("{key}: expected a list of paths or lists of paths, got {v}"));
+    };
+    items
+        .iter()
+        .map(|item| {
+            let fields = match item {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(a) if !a.is_empty() => a
+                    .iter()
+                    .map(|f| f.as_str().map(str::to_owned).ok_or_else(|| ConfigError(format!("{key}: expected an index path, got {f}"))))
+                    .collect::<Result<_, _>>()?,
+                other => return err(format!("{key}: expected an index path or a non-empty list of paths, got {other}")),
+            };
+            for f in &fields {
+                validate_index_path(f).map_err(|e| ConfigError(format!("{key}: {e}")))?;
+            }
+            Ok(IndexSpec::from_fields(&fields))
+        })
+        .collect()
+}
+
+fn parse_providers(v: &Value) -> Result<BTreeMap<String, String>, ConfigError> {
+    let Some(t) = v.as_table() else {
+        return err(format!("custom_provider: expected a table of app = \"provider name\", got {v}"));
+    };
+    t.iter()
+        .map(|(app, name)| Ok((app.clone(), as_str(&format!("custom_provider.{app}"), name)?)))
+        .collect()
+}
+
+/// Characters escaped in URI user info (RFC 3986 reserved plus `%`).
+const USERINFO: &AsciiSet = &CONTROLS
+    .add(b' ').add(b'%').add(b':').add(b'/').add(b'?').add(b'#').add(b'[').add(b']').add(b'@')
+    .add(b'!').add(b'$').add(b'&').add(b'\'').add(b'(').add(b')').add(b'*').add(b'+').add(b',')
+    .add(b';').add(b'=').add(b'"').add(b'<').add(b'>').add(b'\\').add(b'^').add(b'`').add(b'{')
+    .add(b'|').add(b'}');
+
+fn parse_connection(v: &Value, credentials: &(Option<String>, Option<String>)) -> Result<DbConnection, ConfigError> {
+    match v {
+        Value::String(s) => parse_connection_str(s),
+        Value::Table(t) => {
+            let parts = MongoParts::from_table(t)?;
+            let mut parts = parts;
+            if parts.user.is_empty() {
+                if let (Some(u), Some(p)) = credentials {
+                    parts.user = u.clone();
+                    parts.password = p.clone();
+                }
+            }
+            Ok(DbConnection::Mongo { uri: parts.uri()?, database: parts.name.clone() })
+        }
+        other => err(format!("db_connection: expected a SQLite path, a mongodb:// URI or a table, got {other}")),
+    }
+}
+
+/// Parses a connection string: a `mongodb://` / `mongodb+srv://` URI, or a SQLite path (optionally
+/// `sqlite:` prefixed).
+pub fn parse_connection_str(s: &str) -> Result<DbConnection, ConfigError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return err("db_connection: empty value");
+    }
+    if s.starts_with("mongodb://") || s.starts_with("mongodb+srv://") {
+        let rest = s.split_once("://").map(|x| x.1).unwrap_or_default();
+        let hostpart = rest.split(['/', '?']).next().unwrap_or_default();
+        let hosts = hostpart.rsplit_once('@').map_or(hostpart, |x| x.1);
+        if hosts.is_empty() || hosts.split(',').any(|h| h.is_empty() || h.starts_with(':')) || s.contains(char::is_whitespace) {
+            return err(format!("db_connection: malformed MongoDB URI `{}`", redact_uri(s)));
+        }
+        let database = rest
+            .split_once('/')
+            .map(|x| x.1.split('?').next().unwrap_or_default())
+            .filter(|d| !d.is_empty())
+            .unwrap_or("audit")
+            .to_owned();
+        return Ok(DbConnection::Mongo { uri: s.to_owned(), database });
+    }
+    if let Some((scheme, _)) = s.split_once("://") {
+        if scheme != "sqlite" {
+            return err(format!("db_connection: unsupported scheme `{scheme}://` (use a SQLite path or mongodb://)"));
+        }
+    }
+    let path = s.strip_prefix("sqlite://").or_else(|| s.strip_prefix("sqlite:")).unwrap_or(s);
+    Ok(DbConnection::Sqlite(PathBuf::from(path)))
+}
+
+/// The original's `AUDIT_DB_CONNECTION` dictionary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MongoParts {
+    /// One or several hosts.
+    pub hosts: Vec<String>,
+    /// As many ports as hosts.
+    pub ports: Vec<u16>,
+    /// The database.
+    pub name: String,
+    /// Empty for no authentication.
+    pub user: String,
+    /// Empty for no authentication.
+    pub password: String,
+    /// The replica set, if any.
+    pub replica_set: Option<String>,
+}
+
+impl Default for MongoParts {
+    fn default() -> Self {
+        MongoParts {
+            hosts: vec!["localhost".into()],
+            ports: vec![27017],
+            name: "audit".into(),
+            user: String::new(),
+            password: String::new(),
+            replica_set: None,
+        }
+    }
+}
+
+impl MongoParts {
+    fn from_table(t: &Table) -> Result<Self, ConfigError> {
+        let mut p = MongoParts::default();
+        for (k, v) in t {
+            let key = format!("db_connection.{k}");
+            match k.to_ascii_uppercase().as_str() {
+                "HOST" => {
+                    p.hosts = match v {
+                        Value::String(s) => vec![s.clone()],
+                        Value::Array(_) => as_str_list(&key, v)?,
+                        other => return err(format!("{key}: expected a host or a list of hosts, got {other}")),
+                    }
+                }
+                "PORT" => {
+                    let one = |x: &Value| match x.as_integer() {
+                        Some(n) if (0..=65535).contains(&n) => Ok(n as u16),
+                        _ => err(format!("{key}: expected a port number, got {x}")),
+                    };
+                    p.ports = match v {
+                        Value::Array(a) => a.iter().map(one).collect::<Result<_, _>>()?,
+                        x => vec![one(x)?],
+                    }
+                }
+                "NAME" => p.name = as_str(&key, v)?,
+                "USER" => p.user = as_str(&key, v)?,
+                "PASSWORD" => p.password = as_str(&key, v)?,
+                "REPLICA_SET" => p.replica_set = Some(as_str(&key, v)?).filter(|s| !s.is_empty()),
+                _ => return err(format!("unknown setting `{key}` (known: HOST, PORT, NAME, USER, PASSWORD, REPLICA_SET)")),
+            }
+        }
+        Ok(p)
+    }
+
+    /// The connection string (F6), with credentials percent-encoded (D8).
+    pub fn uri(&self) -> Result<String, ConfigError> {
+        if self.hosts.len() != self.ports.len() || self.hosts.is_empty() {
+            return err(format!(
+                "db_connection: HOST and PORT must have the same number of entries ({} hosts, {} ports)",
+                self.hosts.len(),
+                self.ports.len()
+            ));
+        }
+        let hosts: Vec<String> = self.hosts.iter().zip(&self.ports).map(|(h, p)| format!("{h}:{p}")).collect();
+        let auth = if !self.user.is_empty() && !self.password.is_empty() {
+            format!(
+                "{}:{}@",
+                utf8_percent_encode(&self.user, USERINFO),
+                utf8_percent_encode(&self.password, USERINFO)
+            )
+        } else {
+            String::new()
+        };
+        let options = match &self.replica_set {
+            Some(rs) => format!("?replicaSet={rs}"),
+            None => String::new(),
+        };
+        Ok(format!("mongodb://{auth}{}/{}{options}", hosts.join(","), self.name))
+    }
+}
+
+fn uri_has_credentials(uri: &str) -> bool {
+    let rest = uri.split_once("://").map_or(uri, |x| x.1);
+    rest.split(['/', '?']).next().unwrap_or_default().contains('@')
+}
+
+fn insert_credentials(uri: &str, user: &str, password: &str) -> String {
+    match uri.split_once("://") {
+        Some((scheme, rest)) => format!(
+            "{scheme}://{}:{}@{rest}",
+            utf8_percent_encode(user, USERINFO),
+            utf8_percent_encode(password, USERINFO)
+        ),
+        None => uri.to_owned(),
+    }
+}
+
+/// The URI with its password replaced by `****`, for messages and logs.
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else { return uri.to_owned() };
+    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..host_end].rsplit_once('@') {
+        Some((userinfo, _)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:****@{}", &rest[userinfo.len() + 1..])
+        }
+        None => uri.to_owned(),
+    }
+}

@@ -1,0 +1,109 @@
+//! The three audit documents — [`Access`], [`Process`] and [`ModelAction`] — and their embedded parts.
+//!
+//! Field names, nesting and collection names are those of django-audit-tools, so documents written by
+//! the original deserialise here and ours stay readable by its schema. Two deliberate departures, both
+//! from the spec's defect list: a user id may be a string (D39) and process creation times keep their
+//! full (millisecond, the BSON limit) precision in UTC (D29).
+//!
+//! Every document and embedded document has [`items`](Items::items): its fields in declaration order,
+//! nulls omitted, as the original's `to_mongo().items()` did (F101).
+
+mod access;
+mod model_action;
+mod process;
+pub(crate) mod serde_util;
+
+pub use access::{
+    Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView, UserId,
+};
+pub use model_action::{Action, ModelAction, ModelActionContent, ModelActionInstance, ModelActionModel};
+pub use process::Process;
+
+use bson::{Bson, Document};
+use serde::Serialize;
+
+/// Name of the collection (MongoDB) or table (SQLite) holding [`Access`] documents.
+pub const ACCESS_COLLECTION: &str = "audit_access";
+/// Name of the collection (MongoDB) or table (SQLite) holding [`Process`] documents.
+pub const PROCESS_COLLECTION: &str = "audit_process";
+/// Name of the collection (MongoDB) or table (SQLite) holding [`ModelAction`] documents.
+pub const MODEL_ACTION_COLLECTION: &str = "audit_model_action";
+
+/// Ordered field listing of a document, nulls omitted (the original's `items()`, F101).
+pub trait Items {
+    /// The fields in declaration order; `None` fields are left out, empty maps and lists are kept.
+    fn items(&self) -> Vec<(String, Bson)>;
+}
+
+impl<T: Serialize> Items for T {
+    fn items(&self) -> Vec<(String, Bson)> {
+        match bson::to_document(self) {
+            Ok(doc) => doc.into_iter().collect(),
+            // Every document type here serialises to a map; anything else has no fields to list.
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// A stored document type: which collection it lives in and how to get its id.
+pub trait AuditDocument: Serialize + serde::de::DeserializeOwned + Send + Sync + Unpin + 'static {
+    /// The collection this document type is stored in.
+    const COLLECTION: Collection;
+    /// The document's `_id`.
+    fn id(&self) -> bson::oid::ObjectId;
+    /// Serialises to a BSON document with the exact stored field names.
+    fn to_document(&self) -> Result<Document, bson::ser::Error> {
+        bson::to_document(self)
+    }
+}
+
+/// The three audit collections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Collection {
+    /// `audit_access`
+    Access,
+    /// `audit_process`
+    Process,
+    /// `audit_model_action`
+    ModelAction,
+}
+
+impl Collection {
+    /// All three, in the order setup creates them.
+    pub const ALL: [Collection; 3] = [Collection::Access, Collection::Process, Collection::ModelAction];
+
+    /// The exact collection (or table) name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Collection::Access => ACCESS_COLLECTION,
+            Collection::Process => PROCESS_COLLECTION,
+            Collection::ModelAction => MODEL_ACTION_COLLECTION,
+        }
+    }
+
+    /// The date field that orders this collection and that ranged deletes apply to.
+    pub const fn date_field(self) -> &'static str {
+        match self {
+            Collection::Access => "time.request",
+            Collection::Process => "creation_time",
+            Collection::ModelAction => "timestamp",
+        }
+    }
+}
+
+impl std::fmt::Display for Collection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Formats a datetime the way Python's `str(datetime)` did in the original's strings
+/// (`2016-01-15 23:24:00`, with microseconds only when there are some).
+pub(crate) fn python_datetime(t: &chrono::DateTime<chrono::Utc>) -> String {
+    use chrono::Timelike;
+    if t.nanosecond() == 0 {
+        t.format("%Y-%m-%d %H:%M:%S").to_string()
+    } else {
+        t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+    }
+}

@@ -1,0 +1,120 @@
+//! Key escaping for stored maps (D42). MongoDB keys may not contain `.` nor start with `$`, and the
+//! original replaced both with `_`, so `a.b` and `a_b` collided and one value was silently lost.
+//!
+//! Here the escape is reversible and collision-free: `%` becomes `%25`, `.` becomes `%2E` and `$`
+//! becomes `%24` (percent-encoding of just those three), applied recursively to nested documents
+//! and arrays. Keys without those characters are stored as they are.
+
+use bson::{Bson, Document};
+use std::borrow::Cow;
+
+/// Escapes one key.
+pub fn escape_key(k: &str) -> String {
+    escape_key_cow(k).into_owned()
+}
+
+fn escape_key_cow(k: &str) -> Cow<'_, str> {
+    if !k.contains(['.', '$', '%']) {
+        return Cow::Borrowed(k);
+    }
+    let mut out = String::with_capacity(k.len() + 6);
+    for c in k.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '.' => out.push_str("%2E"),
+            '$' => out.push_str("%24"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Reverses [`escape_key`].
+pub fn unescape_key(k: &str) -> String {
+    if !k.contains('%') {
+        return k.to_owned();
+    }
+    k.replace("%2E", ".").replace("%24", "$").replace("%25", "%")
+}
+
+/// Escapes every key of `doc`, recursively, without recursion on the call stack (so a document
+/// nested 100,000 deep cannot overflow it).
+pub fn escape_document(doc: Document) -> Document {
+    match escape_value(Bson::Document(doc)) {
+        Bson::Document(d) => d,
+        _ => Document::new(),
+    }
+}
+
+/// Escapes every key inside `value`, recursively (iteratively).
+pub fn escape_value(value: Bson) -> Bson {
+    // Fast path: nothing to escape (the common case) means no rebuild.
+    if !needs_escape(&value) {
+        return value;
+    }
+    enum Frame {
+        Doc(std::vec::IntoIter<(String, Bson)>, Document, Option<String>),
+        Arr(std::vec::IntoIter<Bson>, Vec<Bson>, Option<String>),
+    }
+    fn open(v: Bson, key: Option<String>) -> Result<Frame, (Option<String>, Bson)> {
+        match v {
+            Bson::Document(d) => Ok(Frame::Doc(d.into_iter().collect::<Vec<_>>().into_iter(), Document::new(), key)),
+            Bson::Array(a) => Ok(Frame::Arr(a.into_iter(), Vec::new(), key)),
+            other => Err((key, other)),
+        }
+    }
+    let mut stack = match open(value, None) {
+        Ok(f) => vec![f],
+        Err((_, v)) => return v,
+    };
+    loop {
+        let top = stack.last_mut().expect("stack is never empty here");
+        let next = match top {
+            Frame::Doc(it, _, _) => it.next().map(|(k, v)| (Some(escape_key(&k)), v)),
+            Frame::Arr(it, _, _) => it.next().map(|v| (None, v)),
+        };
+        match next {
+            Some((key, v)) => match open(v, key) {
+                Ok(frame) => stack.push(frame),
+                Err((key, leaf)) => push_child(stack.last_mut().expect("non-empty"), key, leaf),
+            },
+            None => {
+                let (done, key) = match stack.pop().expect("non-empty") {
+                    Frame::Doc(_, d, k) => (Bson::Document(d), k),
+                    Frame::Arr(_, a, k) => (Bson::Array(a), k),
+                };
+                match stack.last_mut() {
+                    Some(parent) => push_child(parent, key, done),
+                    None => return done,
+                }
+            }
+        }
+    }
+    fn push_child(parent: &mut Frame, key: Option<String>, v: Bson) {
+        match parent {
+            Frame::Doc(_, d, _) => {
+                d.insert(key.unwrap_or_default(), v);
+            }
+            Frame::Arr(_, a, _) => a.push(v),
+        }
+    }
+}
+
+fn needs_escape(v: &Bson) -> bool {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Bson::Document(d) => {
+                for (k, v) in d {
+                    if k.contains(['.', '$', '%']) {
+                        return true;
+                    }
+                    stack.push(v);
+                }
+            }
+            Bson::Array(a) => stack.extend(a.iter()),
+            _ => {}
+        }
+    }
+    false
+}

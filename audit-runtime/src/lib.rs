@@ -1,0 +1,51 @@
+//! # audit-runtime
+//!
+//! An audit trail for Rust web applications, successor of django-audit-tools. It records every
+//! **access** to a handler (request, response or exception, timing, view, user, custom data),
+//! every **model action** (create, update, delete with old and new values and the changes) and the
+//! **process** that served them, in MongoDB or — by default, with no server — in an embedded
+//! SQLite file.
+//!
+//! The pieces, each in its module:
+//! - [`document`]: the three documents, with the original's exact field and collection names;
+//! - [`config`]: every setting, loaded once from TOML and `AUDIT_*` variables, validated;
+//! - [`store`]: the SQLite and MongoDB stores behind one [`Store`];
+//! - [`query`]: the original's query helpers (`filter_by_url`, `filter_by_view`, ...), typed;
+//! - [`registry`] and [`model`]: what the macros register and implement.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_docs)]
+
+pub mod blacklist;
+pub mod config;
+pub mod document;
+pub mod keys;
+pub mod model;
+pub mod query;
+pub mod registry;
+pub mod store;
+
+pub use blacklist::Blacklist;
+pub use config::{AuditConfig, ConfigError, DbConnection, FullPolicy};
+pub use document::{
+    Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView, Action, AuditDocument,
+    Collection, Items, ModelAction, ModelActionContent, ModelActionInstance, ModelActionModel, Process, UserId,
+};
+pub use model::{AuditValue, Audited, ModelIdentity};
+pub use query::{Query, QueryError, UrlMatch};
+pub use registry::{ModelRegistration, RegistryError, ViewRegistration};
+pub use store::{Filter, FindOptions, Order, Store, StoreError};
+
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+pub use audit_macros::{audited_view, disable_audit, Audited};
+
+// Not public API. Used by generated code.
+#[doc(hidden)]
+pub mod __private {
+    pub use bson;
+    pub use inventory;
+    pub use core::option::Option;
+    pub use core::result::Result;
+    pub use std::string::String;
+}

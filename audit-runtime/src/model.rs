@@ -1,0 +1,220 @@
+//! What `#[derive(Audited)]` implements: a model's identity, its instance id and description, and a
+//! typed BSON snapshot of its fields; plus the O(n) diff between two snapshots (F71, D28).
+//!
+//! Snapshots are built field by field through [`AuditValue`], never through `serde_json::Value`, so
+//! they keep full precision and types: datetimes keep their time of day and zone (D23), strings keep
+//! their Unicode (D24), decimals keep every digit (D26: stored as their exact decimal string).
+
+use bson::{doc, Bson, Document};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
+
+/// What a masked value is stored as.
+pub const MASK: &str = "********";
+
+/// Field names masked unless `#[audit(capture)]` says otherwise (D2): matched case-insensitively as
+/// substrings of the field name.
+pub const SECRET_FIELD_PATTERNS: &[&str] =
+    &["password", "passwd", "secret", "token", "api_key", "apikey", "private_key", "credential"];
+
+/// True when a field of this name is masked by default.
+pub fn is_secret_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    SECRET_FIELD_PATTERNS.iter().any(|p| lower.contains(p))
+}
+
+/// A model's identity (F72).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ModelIdentity {
+    /// The Rust path of the type.
+    pub full_name: &'static str,
+    /// The crate name, or the `#[audit(app = "...")]` override.
+    pub app: &'static str,
+    /// The type name.
+    pub name: &'static str,
+}
+
+/// A model whose create, update and delete actions can be recorded. Derive it.
+pub trait Audited {
+    /// The model's identity.
+    const MODEL: ModelIdentity;
+    /// The instance id as stored (`instance.id`), `None` for an instance without one.
+    fn audit_id(&self) -> Option<String>;
+    /// The instance's description (`instance.description`): its `Display`.
+    fn audit_description(&self) -> String;
+    /// The fields as a BSON document, secrets masked, skipped fields left out.
+    fn audit_snapshot(&self) -> Document;
+}
+
+/// A value that can appear in a snapshot.
+pub trait AuditValue {
+    /// The value as BSON, exactly (no lossy conversion).
+    fn to_audit_bson(&self) -> Bson;
+}
+
+macro_rules! audit_value_via {
+    ($($t:ty => |$v:ident| $e:expr;)*) => {
+        $(impl AuditValue for $t {
+            #[inline]
+            fn to_audit_bson(&self) -> Bson {
+                let $v = self;
+                $e
+            }
+        })*
+    };
+}
+
+audit_value_via! {
+    bool => |v| Bson::Boolean(*v);
+    i8 => |v| Bson::Int32((*v).into());
+    i16 => |v| Bson::Int32((*v).into());
+    i32 => |v| Bson::Int32(*v);
+    i64 => |v| Bson::Int64(*v);
+    u8 => |v| Bson::Int32((*v).into());
+    u16 => |v| Bson::Int32((*v).into());
+    u32 => |v| Bson::Int64((*v).into());
+    u64 => |v| i64::try_from(*v).map(Bson::Int64).unwrap_or_else(|_| Bson::String(v.to_string()));
+    usize => |v| i64::try_from(*v).map(Bson::Int64).unwrap_or_else(|_| Bson::String(v.to_string()));
+    isize => |v| Bson::Int64(*v as i64);
+    i128 => |v| i64::try_from(*v).map(Bson::Int64).unwrap_or_else(|_| Bson::String(v.to_string()));
+    u128 => |v| i64::try_from(*v).map(Bson::Int64).unwrap_or_else(|_| Bson::String(v.to_string()));
+    f32 => |v| Bson::Double((*v).into());
+    f64 => |v| Bson::Double(*v);
+    char => |v| Bson::String(v.to_string());
+    String => |v| Bson::String(v.clone());
+    str => |v| Bson::String(v.to_owned());
+    Bson => |v| v.clone();
+    Document => |v| Bson::Document(v.clone());
+    bson::oid::ObjectId => |v| Bson::ObjectId(*v);
+    chrono::DateTime<chrono::Utc> => |v| Bson::DateTime(bson::DateTime::from_chrono(*v));
+    // A zoned datetime keeps its instant and its offset (D23).
+    chrono::DateTime<chrono::FixedOffset> => |v| Bson::String(v.to_rfc3339());
+    chrono::NaiveDateTime => |v| Bson::String(v.format("%Y-%m-%dT%H:%M:%S%.f").to_string());
+    chrono::NaiveDate => |v| Bson::String(v.format("%Y-%m-%d").to_string());
+    chrono::NaiveTime => |v| Bson::String(v.format("%H:%M:%S%.f").to_string());
+    std::path::PathBuf => |v| Bson::String(v.to_string_lossy().into_owned());
+    std::net::IpAddr => |v| Bson::String(v.to_string());
+    std::time::Duration => |v| Bson::Double(v.as_secs_f64());
+}
+
+impl<T: AuditValue + ?Sized> AuditValue for &T {
+    fn to_audit_bson(&self) -> Bson {
+        (**self).to_audit_bson()
+    }
+}
+
+impl<T: AuditValue + ?Sized> AuditValue for Box<T> {
+    fn to_audit_bson(&self) -> Bson {
+        (**self).to_audit_bson()
+    }
+}
+
+impl<T: AuditValue> AuditValue for Option<T> {
+    fn to_audit_bson(&self) -> Bson {
+        self.as_ref().map_or(Bson::Null, AuditValue::to_audit_bson)
+    }
+}
+
+impl<T: AuditValue> AuditValue for Vec<T> {
+    fn to_audit_bson(&self) -> Bson {
+        Bson::Array(self.iter().map(AuditValue::to_audit_bson).collect())
+    }
+}
+
+impl<T: AuditValue> AuditValue for [T] {
+    fn to_audit_bson(&self) -> Bson {
+        Bson::Array(self.iter().map(AuditValue::to_audit_bson).collect())
+    }
+}
+
+impl<T: AuditValue + Ord> AuditValue for std::collections::BTreeSet<T> {
+    fn to_audit_bson(&self) -> Bson {
+        Bson::Array(self.iter().map(AuditValue::to_audit_bson).collect())
+    }
+}
+
+impl<K: AsRef<str>, V: AuditValue> AuditValue for BTreeMap<K, V> {
+    fn to_audit_bson(&self) -> Bson {
+        Bson::Document(self.iter().map(|(k, v)| (crate::keys::escape_key(k.as_ref()), v.to_audit_bson())).collect())
+    }
+}
+
+impl<K: AsRef<str>, V: AuditValue, S> AuditValue for HashMap<K, V, S> {
+    fn to_audit_bson(&self) -> Bson {
+        // Sorted, so equal maps give equal snapshots whatever their hashing order.
+        let mut entries: Vec<_> = self.iter().map(|(k, v)| (crate::keys::escape_key(k.as_ref()), v.to_audit_bson())).collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Bson::Document(entries.into_iter().collect())
+    }
+}
+
+/// A value stored through its `Display` (for types from crates this one does not know, such as
+/// UUIDs and decimals: both display exactly). Used by `#[audit(display)]`.
+pub fn display_value<T: std::fmt::Display + ?Sized>(v: &T) -> Bson {
+    Bson::String(v.to_string())
+}
+
+/// A value stored through its `Serialize` impl (`#[audit(serde)]`); a value that does not
+/// serialise to BSON is stored as its error text rather than failing the record (D27).
+pub fn serde_value<T: serde::Serialize + ?Sized>(v: &T) -> Bson {
+    bson::to_bson(v).unwrap_or_else(|e| Bson::String(format!("<unserialisable: {e}>")))
+}
+
+/// The marker that a masked value carries inside a snapshot: a fingerprint, keyed by a secret chosen
+/// per process and never stored, so two snapshots taken in this process show whether the value
+/// changed. [`finalize_masks`] turns every marker into [`MASK`] before anything is stored.
+const MASK_MARKER: &str = "\u{0}audit-mask:";
+
+/// Masks a value: a per-process keyed fingerprint, replaced by [`MASK`] before storage.
+pub fn mask_value(v: &Bson) -> Bson {
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    let mut h = KEY.get_or_init(Default::default).build_hasher();
+    let mut bytes = Vec::new();
+    // A document wrapper makes every BSON value serialisable; failure cannot happen for owned values.
+    let _ = doc! { "v": v.clone() }.to_writer(&mut bytes);
+    h.write(&bytes);
+    Bson::String(format!("{MASK_MARKER}{:016x}", h.finish()))
+}
+
+fn is_mask_marker(v: &Bson) -> bool {
+    matches!(v, Bson::String(s) if s.starts_with(MASK_MARKER))
+}
+
+/// Replaces every mask fingerprint in `doc` (recursively) by [`MASK`].
+pub fn finalize_masks(doc: &mut Document) {
+    for (_, v) in doc.iter_mut() {
+        finalize_value(v);
+    }
+}
+
+fn finalize_value(v: &mut Bson) {
+    match v {
+        s if is_mask_marker(s) => *s = Bson::String(MASK.to_owned()),
+        Bson::Document(d) => finalize_masks(d),
+        Bson::Array(a) => a.iter_mut().for_each(finalize_value),
+        _ => {}
+    }
+}
+
+/// The changes between two snapshots: `{field: {old, new}}` for every key whose value differs, is
+/// only in `old` (`new: null`) or only in `new` (`old: null`). One pass over each side: O(n).
+pub fn diff(old: &Document, new: &Document) -> Document {
+    let mut changes = Document::new();
+    for (k, ov) in old {
+        match new.get(k) {
+            Some(nv) if nv == ov => {}
+            Some(nv) => {
+                changes.insert(k.clone(), doc! { "old": ov.clone(), "new": nv.clone() });
+            }
+            None => {
+                changes.insert(k.clone(), doc! { "old": ov.clone(), "new": Bson::Null });
+            }
+        }
+    }
+    for (k, nv) in new {
+        if !old.contains_key(k) {
+            changes.insert(k.clone(), doc! { "old": Bson::Null, "new": nv.clone() });
+        }
+    }
+    changes
+}

@@ -1,0 +1,142 @@
+//! The registry of audited views and models (F65–F67, F98, F105), filled at link time through
+//! `inventory` by `#[audited_view]`, `#[disable_audit]` and `#[derive(Audited)]`, plus the runtime
+//! set of models whose actions are recorded (`register` / `unregister`, `register_models`).
+//!
+//! A crate that holds only handlers or models is not linked unless the binary names it; such a
+//! crate's registrations silently go missing. Write `use my_handlers as _;` in the binary.
+
+use crate::config::AuditConfig;
+use std::collections::BTreeSet;
+use std::sync::RwLock;
+
+/// One handler annotated with `#[audited_view]` or `#[disable_audit]`.
+#[derive(Debug)]
+pub struct ViewRegistration {
+    /// The handler's Rust path: `module_path!()` plus the name (or `Type::method`).
+    pub full_name: &'static str,
+    /// The crate name, or the `app = "..."` override.
+    pub app: &'static str,
+    /// The handler name, or the `name = "..."` override.
+    pub name: &'static str,
+    /// `false` for `#[disable_audit]` handlers.
+    pub audited: bool,
+}
+
+impl ViewRegistration {
+    /// Used by generated code.
+    pub const fn new(full_name: &'static str, app: &'static str, name: &'static str, audited: bool) -> Self {
+        ViewRegistration { full_name, app, name, audited }
+    }
+}
+
+inventory::collect!(ViewRegistration);
+
+/// One model type deriving `Audited`.
+#[derive(Debug)]
+pub struct ModelRegistration {
+    /// The model's Rust path.
+    pub full_name: &'static str,
+    /// The crate name, or the `#[audit(app = "...")]` override.
+    pub app: &'static str,
+    /// The type name.
+    pub name: &'static str,
+    /// The snapshot field names, in declaration order (after renames; skipped fields left out).
+    pub fields: &'static [&'static str],
+}
+
+impl ModelRegistration {
+    /// Used by generated code.
+    pub const fn new(full_name: &'static str, app: &'static str, name: &'static str, fields: &'static [&'static str]) -> Self {
+        ModelRegistration { full_name, app, name, fields }
+    }
+}
+
+inventory::collect!(ModelRegistration);
+
+/// A name that is not registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// No handler with that full name.
+    #[error("View {0} does not exist.")]
+    UnknownView(String),
+    /// No model with that full name (the original's message, F105).
+    #[error("Model {0} does not exist.")]
+    UnknownModel(String),
+}
+
+/// Every registered handler, sorted by full name (inventory's order is unspecified).
+pub fn views() -> Vec<&'static ViewRegistration> {
+    let mut v: Vec<_> = inventory::iter::<ViewRegistration>.into_iter().collect();
+    v.sort_by_key(|r| (r.full_name, r.audited));
+    v
+}
+
+/// Handlers marked `#[disable_audit]`.
+pub fn disabled_views() -> Vec<&'static ViewRegistration> {
+    views().into_iter().filter(|v| !v.audited).collect()
+}
+
+/// The handler registered under `full_name`.
+pub fn get_view(full_name: &str) -> Result<&'static ViewRegistration, RegistryError> {
+    // A handler with both attributes is registered twice; the disabled entry wins.
+    let mut found = inventory::iter::<ViewRegistration>.into_iter().filter(|v| v.full_name == full_name).collect::<Vec<_>>();
+    found.sort_by_key(|v| v.audited);
+    found.first().copied().ok_or_else(|| RegistryError::UnknownView(full_name.to_owned()))
+}
+
+/// Every model deriving `Audited`, sorted by full name.
+pub fn models() -> Vec<&'static ModelRegistration> {
+    let mut v: Vec<_> = inventory::iter::<ModelRegistration>.into_iter().collect();
+    v.sort_by_key(|r| r.full_name);
+    v
+}
+
+/// The model registered under `full_name`.
+pub fn get_model(full_name: &str) -> Result<&'static ModelRegistration, RegistryError> {
+    inventory::iter::<ModelRegistration>
+        .into_iter()
+        .find(|m| m.full_name == full_name)
+        .ok_or_else(|| RegistryError::UnknownModel(full_name.to_owned()))
+}
+
+/// Models whose actions are recorded right now.
+static RECORDED: RwLock<BTreeSet<&'static str>> = RwLock::new(BTreeSet::new());
+
+fn recorded() -> std::sync::RwLockReadGuard<'static, BTreeSet<&'static str>> {
+    RECORDED.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn recorded_mut() -> std::sync::RwLockWriteGuard<'static, BTreeSet<&'static str>> {
+    RECORDED.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts recording the actions of `T` (idempotent).
+pub fn register<T: crate::model::Audited>() {
+    recorded_mut().insert(T::MODEL.full_name);
+}
+
+/// Stops recording the actions of `T` (idempotent).
+pub fn unregister<T: crate::model::Audited>() {
+    recorded_mut().remove(T::MODEL.full_name);
+}
+
+/// True when actions of the model named `full_name` are recorded.
+pub fn is_registered(full_name: &str) -> bool {
+    recorded().contains(full_name)
+}
+
+/// Registers every model named in `logged_models` (F1, F67). An unknown name is an error naming it,
+/// and then nothing is registered.
+pub fn register_models(config: &AuditConfig) -> Result<Vec<&'static str>, RegistryError> {
+    let found = config.logged_models.iter().map(|n| get_model(n).map(|m| m.full_name)).collect::<Result<Vec<_>, _>>()?;
+    recorded_mut().extend(found.iter().copied());
+    Ok(found)
+}
+
+/// Unregisters every model named in `logged_models` (unknown names are ignored: nothing to undo).
+pub fn unregister_models(config: &AuditConfig) {
+    let mut set = recorded_mut();
+    for n in &config.logged_models {
+        set.remove(n.as_str());
+    }
+}

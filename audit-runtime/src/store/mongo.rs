@@ -1,0 +1,184 @@
+//! The MongoDB store: the three collections in the configured database, through the official
+//! `mongodb` driver. Filters become query documents ([`Filter::to_mongo`]); index names are the
+//! driver's generated names, which are also mongoengine's, so an existing deployment's indexes are
+//! recognised as already there.
+
+use super::filter::{Filter, FindOptions};
+use super::index::{EnsuredIndex, IndexInfo, IndexSpec};
+use super::{StoreError, StoreResult};
+use crate::document::{Collection, Process};
+use bson::{doc, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::{Client, Database, IndexModel};
+
+/// Server error code for a duplicate key.
+const DUPLICATE_KEY: i32 = 11000;
+
+/// The MongoDB store. Clones share the driver's connection pool.
+#[derive(Clone)]
+pub struct MongoStore {
+    db: Database,
+}
+
+impl MongoStore {
+    /// Connects to `uri` and uses `database`. The driver connects lazily; a ping here makes an
+    /// unreachable or refusing server an error at startup rather than at the first write.
+    pub async fn connect(uri: &str, database: &str) -> StoreResult<Self> {
+        let client = Client::with_uri_str(uri).await?;
+        let db = client.database(database);
+        db.run_command(doc! { "ping": 1 }).await?;
+        Ok(MongoStore { db })
+    }
+
+    /// The database in use.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    fn coll(&self, c: Collection) -> mongodb::Collection<Document> {
+        self.db.collection(c.name())
+    }
+
+    pub(crate) async fn insert_many(&self, c: Collection, docs: Vec<Document>) -> StoreResult<u64> {
+        let n = docs.len() as u64;
+        match self.coll(c).insert_many(docs).ordered(false).await {
+            Ok(r) => Ok(r.inserted_ids.len() as u64),
+            Err(e) => match *e.kind {
+                // An unordered insert stores every other document; the ones refused for a
+                // duplicate `_id` were stored by an earlier attempt, which is what a retry wants.
+                ErrorKind::InsertMany(ref f) => {
+                    let errors = f.write_errors.as_deref().unwrap_or_default();
+                    if f.write_concern_error.is_none() && errors.iter().all(|w| w.code == DUPLICATE_KEY && w.message.contains("_id_")) {
+                        Ok(n - errors.len() as u64)
+                    } else if let Some(w) = errors.iter().find(|w| w.code == DUPLICATE_KEY) {
+                        Err(StoreError::Duplicate { collection: c, detail: w.message.clone() })
+                    } else {
+                        Err(e.into())
+                    }
+                }
+                _ => Err(e.into()),
+            },
+        }
+    }
+
+    pub(crate) async fn upsert_process(&self, p: &Process) -> StoreResult<Process> {
+        let key = doc! {
+            "pid": p.pid,
+            "machine": &p.machine,
+            "creation_time": bson::DateTime::from_chrono(p.creation_time),
+        };
+        let coll = self.db.collection::<Process>(Collection::Process.name());
+        // Two first upserts racing on the unique index: one inserts, the other gets a duplicate
+        // key error and then finds the winner's document.
+        for _ in 0..3 {
+            let res = coll
+                .find_one_and_update(key.clone(), doc! { "$setOnInsert": bson::to_document(p)? })
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await;
+            match res {
+                Ok(Some(stored)) => return Ok(stored),
+                Ok(None) => {}
+                Err(e) if is_duplicate(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(stored) = coll.find_one(key.clone()).await? {
+                return Ok(stored);
+            }
+        }
+        Err(StoreError::Raw("process upsert did not converge".into()))
+    }
+
+    pub(crate) async fn find(&self, c: Collection, opts: &FindOptions) -> StoreResult<Vec<Document>> {
+        let coll = self.coll(c);
+        let mut find = coll.find(opts.filter.to_mongo()).skip(opts.skip);
+        if let Some(sort) = opts.mongo_sort() {
+            find = find.sort(sort);
+        }
+        if let Some(limit) = opts.limit {
+            find = find.limit(limit.min(i64::MAX as u64) as i64);
+        }
+        let mut cursor = find.await?;
+        let mut out = Vec::new();
+        while cursor.advance().await? {
+            out.push(cursor.deserialize_current()?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn count(&self, c: Collection, filter: &Filter) -> StoreResult<u64> {
+        Ok(self.coll(c).count_documents(filter.to_mongo()).await?)
+    }
+
+    pub(crate) async fn delete_many(&self, c: Collection, filter: &Filter) -> StoreResult<u64> {
+        Ok(self.coll(c).delete_many(filter.to_mongo()).await?.deleted_count)
+    }
+
+    pub(crate) async fn drop_collection(&self, c: Collection) -> StoreResult<()> {
+        Ok(self.coll(c).drop().await?)
+    }
+
+    pub(crate) async fn ensure_indexes(&self, c: Collection, specs: &[IndexSpec]) -> StoreResult<Vec<EnsuredIndex>> {
+        let existing: Vec<String> = self.list_indexes(c).await?.into_iter().map(|i| i.name).collect();
+        let mut out = Vec::new();
+        for spec in specs {
+            let name = spec.name();
+            let created = !existing.contains(&name);
+            if created {
+                let mut keys = Document::new();
+                for (p, d) in &spec.keys {
+                    keys.insert(p.clone(), *d);
+                }
+                let options = IndexOptions::builder().name(name.clone()).unique(spec.unique.then_some(true)).build();
+                self.coll(c)
+                    .create_index(IndexModel::builder().keys(keys).options(options).build())
+                    .await
+                    .map_err(|e| if is_duplicate(&e) { StoreError::Duplicate { collection: c, detail: e.to_string() } } else { e.into() })?;
+            }
+            out.push(EnsuredIndex { collection: c, name, created });
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn list_indexes(&self, c: Collection) -> StoreResult<Vec<IndexInfo>> {
+        let mut cursor = match self.coll(c).list_indexes().await {
+            Ok(cursor) => cursor,
+            // A collection that does not exist yet has no indexes.
+            Err(e) if matches!(*e.kind, ErrorKind::Command(ref ce) if ce.code == 26) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        while cursor.advance().await? {
+            let model = cursor.deserialize_current()?;
+            let keys = model
+                .keys
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_i32().or_else(|| v.as_i64().map(|i| i as i32)).or_else(|| v.as_f64().map(|f| f as i32)).unwrap_or(1)))
+                .collect();
+            let options = model.options.unwrap_or_default();
+            out.push(IndexInfo {
+                name: options.name.unwrap_or_default(),
+                keys,
+                unique: options.unique.unwrap_or(false),
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn drop_index(&self, c: Collection, name: &str) -> StoreResult<bool> {
+        let exists = self.list_indexes(c).await?.iter().any(|i| i.name == name);
+        if exists {
+            self.coll(c).drop_index(name).await?;
+        }
+        Ok(exists)
+    }
+}
+
+fn is_duplicate(e: &mongodb::error::Error) -> bool {
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}

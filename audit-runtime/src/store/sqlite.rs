@@ -1,0 +1,435 @@
+//! The embedded store: one SQLite file (WAL, `synchronous=FULL`), one table per collection holding
+//! each document as a raw BSON blob, so every type round-trips exactly (an Int64 stays Int64).
+//!
+//! Queries and indexes go through one deterministic SQL function, `bson_get(doc, 'dotted.path')`,
+//! which reads a field straight out of the raw BSON without decoding the document. Indexes are
+//! expression indexes on exactly those calls, and the filter translator below emits exactly the
+//! same expressions, so SQLite's planner uses them (checked by `EXPLAIN QUERY PLAN` in the tests).
+//! A second function, `regexp(pattern, value)`, backs `REGEXP` with the `regex` crate.
+//!
+//! SQLite is a single writer and its calls block, so all work runs on tokio's blocking pool behind
+//! one mutex-guarded connection; the async executor never waits on disk.
+
+use super::filter::{Filter, FindOptions, Order};
+use super::index::{EnsuredIndex, IndexInfo, IndexSpec};
+use super::{StoreError, StoreResult};
+use crate::document::{Collection, Process};
+use bson::raw::{RawBsonRef, RawDocument};
+use bson::{Bson, Document};
+use rusqlite::functions::{Context, FunctionFlags};
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The embedded SQLite store. Clones share one connection.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and its three tables.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let p = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || open_connection(&p))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))??;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection, on the blocking pool.
+    async fn run<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&conn)))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+
+    pub(crate) async fn insert_many(&self, c: Collection, docs: Vec<Document>) -> StoreResult<u64> {
+        // Encoding happens here, off the blocking pool's single connection.
+        let rows = docs
+            .iter()
+            .map(|d| {
+                let id = d
+                    .get_object_id("_id")
+                    .map_err(|_| StoreError::Raw("document has no ObjectId `_id`".into()))?;
+                let mut blob = Vec::with_capacity(2048);
+                d.to_writer(&mut blob)?;
+                Ok((id.to_hex(), blob))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let mut n = 0;
+            {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "INSERT INTO {} (id, doc) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+                    c.name()
+                ))?;
+                for (id, blob) in &rows {
+                    n += stmt.execute(rusqlite::params![id, blob]).map_err(|e| duplicate(c, e))? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    pub(crate) async fn upsert_process(&self, p: &Process) -> StoreResult<Process> {
+        let doc = bson::to_document(p)?;
+        let mut blob = Vec::new();
+        doc.to_writer(&mut blob)?;
+        let id = p.id.to_hex();
+        let (pid, machine, created) = (p.pid, p.machine.clone(), p.creation_time.timestamp_millis());
+        let stored: Vec<u8> = self
+            .run(move |conn| {
+                let tx = conn.transaction()?;
+                // `ON CONFLICT DO NOTHING` without a target covers the unique (pid, machine,
+                // creation_time) expression index, so concurrent first calls store one document.
+                tx.execute(
+                    "INSERT INTO audit_process (id, doc) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    rusqlite::params![id, blob],
+                )?;
+                let stored = tx.query_row(
+                    "SELECT doc FROM audit_process WHERE bson_get(doc,'pid') = ?1 \
+                     AND bson_get(doc,'machine') = ?2 AND bson_get(doc,'creation_time') = ?3",
+                    rusqlite::params![pid, machine, created],
+                    |r| r.get(0),
+                )?;
+                tx.commit()?;
+                Ok(stored)
+            })
+            .await?;
+        Ok(bson::from_document(decode(&stored)?)?)
+    }
+
+    pub(crate) async fn find(&self, c: Collection, opts: &FindOptions) -> StoreResult<Vec<Document>> {
+        let mut params = Vec::new();
+        let mut sql = format!("SELECT doc FROM {} WHERE {}", c.name(), where_sql(&opts.filter, &mut params)?);
+        if !opts.sort.is_empty() {
+            let keys: Vec<String> = opts
+                .sort
+                .iter()
+                .map(|(p, o)| format!("{} {}", expr(p), if *o == Order::Asc { "ASC" } else { "DESC" }))
+                .collect();
+            sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
+        }
+        let limit = opts.limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
+        sql.push_str(&format!(" LIMIT {limit} OFFSET {}", opts.skip.min(i64::MAX as u64)));
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let blobs = stmt
+                .query_map(params_from_iter(params.iter()), |r| r.get::<_, Vec<u8>>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            blobs.iter().map(|b| decode(b)).collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn count(&self, c: Collection, filter: &Filter) -> StoreResult<u64> {
+        let mut params = Vec::new();
+        let sql = format!("SELECT COUNT(*) FROM {} WHERE {}", c.name(), where_sql(filter, &mut params)?);
+        self.run(move |conn| {
+            let n: i64 = conn.prepare_cached(&sql)?.query_row(params_from_iter(params.iter()), |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    pub(crate) async fn delete_many(&self, c: Collection, filter: &Filter) -> StoreResult<u64> {
+        let mut params = Vec::new();
+        let sql = format!("DELETE FROM {} WHERE {}", c.name(), where_sql(filter, &mut params)?);
+        self.run(move |conn| Ok(conn.execute(&sql, params_from_iter(params.iter()))? as u64)).await
+    }
+
+    pub(crate) async fn drop_collection(&self, c: Collection) -> StoreResult<()> {
+        self.run(move |conn| {
+            conn.execute_batch(&format!("DROP TABLE IF EXISTS {}; {}", c.name(), table_sql(c)))?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn ensure_indexes(&self, c: Collection, specs: &[IndexSpec]) -> StoreResult<Vec<EnsuredIndex>> {
+        let specs = specs.to_vec();
+        self.run(move |conn| {
+            let mut out = Vec::new();
+            for spec in &specs {
+                let name = index_name(c, spec);
+                let exists = conn
+                    .query_row("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1", [&name], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if !exists {
+                    conn.execute_batch(&create_index_sql(c, spec)).map_err(|e| duplicate(c, e))?;
+                }
+                out.push(EnsuredIndex { collection: c, name: spec.name(), created: !exists });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(crate) async fn list_indexes(&self, c: Collection) -> StoreResult<Vec<IndexInfo>> {
+        self.run(move |conn| {
+            let mut out = vec![IndexInfo { name: "_id_".into(), keys: vec![("_id".into(), 1)], unique: true }];
+            let mut stmt = conn.prepare(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL ORDER BY rowid",
+            )?;
+            let prefix = format!("{}.", c.name());
+            let rows = stmt.query_map([c.name()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (name, sql) = row?;
+                let Some(short) = name.strip_prefix(&prefix) else { continue };
+                out.push(IndexInfo { name: short.to_owned(), keys: parse_index_keys(&sql), unique: sql.starts_with("CREATE UNIQUE") });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(crate) async fn drop_index(&self, c: Collection, name: &str) -> StoreResult<bool> {
+        let full = format!("{}.{}", c.name(), name);
+        self.run(move |conn| {
+            let exists = conn
+                .query_row("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1", [&full], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if exists {
+                conn.execute_batch(&format!("DROP INDEX \"{}\"", full.replace('"', "\"\"")))?;
+            }
+            Ok(exists)
+        })
+        .await
+    }
+
+    /// The query plan SQLite picks for `filter` on `collection` (`EXPLAIN QUERY PLAN` detail rows), so
+    /// tests and operators can check that a query shape uses an index.
+    pub async fn explain(&self, c: Collection, opts: &FindOptions) -> StoreResult<Vec<String>> {
+        let mut params = Vec::new();
+        let mut sql = format!("EXPLAIN QUERY PLAN SELECT doc FROM {} WHERE {}", c.name(), where_sql(&opts.filter, &mut params)?);
+        if !opts.sort.is_empty() {
+            let keys: Vec<String> = opts
+                .sort
+                .iter()
+                .map(|(p, o)| format!("{} {}", expr(p), if *o == Order::Asc { "ASC" } else { "DESC" }))
+                .collect();
+            sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
+        }
+        self.run(move |conn| {
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(3))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding the lock leaves the connection usable (SQLite rolls back an open
+    // transaction when the `Transaction` guard drops), so a poisoned lock is taken over.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn duplicate(c: Collection, e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, msg) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StoreError::Duplicate { collection: c, detail: msg.unwrap_or_else(|| f.to_string()) }
+        }
+        e => StoreError::Sqlite(e),
+    }
+}
+
+fn decode(blob: &[u8]) -> StoreResult<Document> {
+    Document::from_reader(blob).map_err(|e| StoreError::Raw(e.to_string()))
+}
+
+/// Opens a connection with the store's pragmas and SQL functions, and creates the tables.
+pub fn open_connection(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path)?;
+    prepare_connection(&conn)?;
+    for c in Collection::ALL {
+        conn.execute_batch(&table_sql(c))?;
+    }
+    Ok(conn)
+}
+
+/// Sets WAL + `synchronous=FULL` and registers `bson_get` and `regexp` on a connection. Every
+/// connection that touches an audit database needs the functions, since the indexes use them.
+pub fn prepare_connection(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("bson_get", 2, flags, bson_get)?;
+    conn.create_scalar_function("regexp", 2, flags, regexp)?;
+    Ok(())
+}
+
+/// The table of one collection: a rowid, the document's hex ObjectId (unique: the `_id_` index) and
+/// the raw BSON.
+pub fn table_sql(c: Collection) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, doc BLOB NOT NULL);",
+        c.name()
+    )
+}
+
+fn index_name(c: Collection, spec: &IndexSpec) -> String {
+    format!("{}.{}", c.name(), spec.name())
+}
+
+/// The `CREATE INDEX` statement of one index spec.
+pub fn create_index_sql(c: Collection, spec: &IndexSpec) -> String {
+    let cols: Vec<String> = spec
+        .keys
+        .iter()
+        .map(|(p, d)| format!("{}{}", expr(p), if *d < 0 { " DESC" } else { "" }))
+        .collect();
+    format!(
+        "CREATE {}INDEX IF NOT EXISTS \"{}\" ON {} ({});",
+        if spec.unique { "UNIQUE " } else { "" },
+        index_name(c, spec).replace('"', "\"\""),
+        c.name(),
+        cols.join(", ")
+    )
+}
+
+fn parse_index_keys(sql: &str) -> Vec<(String, i32)> {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| regex::Regex::new(r"bson_get\(doc,'((?:[^']|'')*)'\)( DESC)?").expect("static regex"));
+    re.captures_iter(sql)
+        .map(|c| (c[1].replace("''", "'"), if c.get(2).is_some() { -1 } else { 1 }))
+        .collect()
+}
+
+/// The SQL expression for a dotted path: exactly the text the indexes are built on.
+fn expr(path: &str) -> String {
+    if path == "_id" {
+        "id".to_owned()
+    } else {
+        format!("bson_get(doc,'{}')", path.replace('\'', "''"))
+    }
+}
+
+/// Translates a filter into a `WHERE` clause, pushing its parameters.
+fn where_sql(f: &Filter, params: &mut Vec<Value>) -> StoreResult<String> {
+    Ok(match f {
+        Filter::Eq(p, Bson::Null) => format!("{} IS NULL", expr(p)),
+        Filter::Eq(p, v) => {
+            params.push(sql_value(v)?);
+            format!("{} = ?", expr(p))
+        }
+        Filter::In(_, vs) if vs.is_empty() => "0".into(),
+        Filter::In(p, vs) => {
+            for v in vs {
+                params.push(sql_value(v)?);
+            }
+            format!("{} IN ({})", expr(p), vec!["?"; vs.len()].join(", "))
+        }
+        Filter::Cmp(p, op, v) => {
+            params.push(sql_value(v)?);
+            format!("{} {} ?", expr(p), op.sql())
+        }
+        Filter::Regex { path, pattern, case_insensitive } => {
+            params.push(Value::Text(if *case_insensitive { format!("(?i){pattern}") } else { pattern.clone() }));
+            format!("regexp(?, {})", expr(path))
+        }
+        Filter::Prefix(p, prefix) if prefix.is_empty() => format!("typeof({}) = 'text'", expr(p)),
+        Filter::Prefix(p, prefix) => {
+            // A range on the indexed expression: every string that starts with `prefix` sorts at or
+            // after it and before `prefix` followed by the highest code point.
+            params.push(Value::Text(prefix.clone()));
+            params.push(Value::Text(format!("{prefix}\u{10FFFF}")));
+            let e = expr(p);
+            format!("({e} >= ? AND {e} < ?)")
+        }
+        Filter::And(fs) if fs.is_empty() => "1".into(),
+        Filter::Or(fs) if fs.is_empty() => "0".into(),
+        Filter::And(fs) | Filter::Or(fs) => {
+            let joiner = if matches!(f, Filter::And(_)) { " AND " } else { " OR " };
+            let parts = fs.iter().map(|f| where_sql(f, params)).collect::<StoreResult<Vec<_>>>()?;
+            format!("({})", parts.join(joiner))
+        }
+    })
+}
+
+/// A filter value as the SQL value `bson_get` yields for the same BSON value.
+fn sql_value(v: &Bson) -> StoreResult<Value> {
+    Ok(match v {
+        Bson::Null => Value::Null,
+        Bson::Int32(i) => Value::Integer((*i).into()),
+        Bson::Int64(i) => Value::Integer(*i),
+        Bson::Double(d) => Value::Real(*d),
+        Bson::Boolean(b) => Value::Integer((*b).into()),
+        Bson::String(s) => Value::Text(s.clone()),
+        Bson::DateTime(t) => Value::Integer(t.timestamp_millis()),
+        Bson::ObjectId(o) => Value::Text(o.to_hex()),
+        Bson::Decimal128(d) => Value::Text(d.to_string()),
+        other => return Err(StoreError::Filter(format!("cannot compare against {other}"))),
+    })
+}
+
+/// `bson_get(doc, path)`: the value at a dotted path of a raw BSON blob, as an SQL value.
+fn bson_get(ctx: &Context<'_>) -> rusqlite::Result<Value> {
+    let blob = ctx.get_raw(0).as_blob().map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+    let path = ctx.get_raw(1).as_str().map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+    let doc = RawDocument::from_bytes(blob).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+    let mut cur = RawBsonRef::Document(doc);
+    for seg in path.split('.') {
+        let next = match cur {
+            RawBsonRef::Document(d) => d.get(seg),
+            RawBsonRef::Array(a) => match seg.parse::<usize>() {
+                Ok(i) => a.get(i),
+                Err(_) => return Ok(Value::Null),
+            },
+            _ => return Ok(Value::Null),
+        };
+        match next {
+            Ok(Some(v)) => cur = v,
+            Ok(None) => return Ok(Value::Null),
+            Err(e) => return Err(rusqlite::Error::UserFunctionError(e.into())),
+        }
+    }
+    Ok(match cur {
+        RawBsonRef::Null | RawBsonRef::Undefined => Value::Null,
+        RawBsonRef::Int32(i) => Value::Integer(i.into()),
+        RawBsonRef::Int64(i) => Value::Integer(i),
+        RawBsonRef::Double(d) => Value::Real(d),
+        RawBsonRef::Boolean(b) => Value::Integer(b.into()),
+        RawBsonRef::String(s) => Value::Text(s.to_owned()),
+        RawBsonRef::DateTime(t) => Value::Integer(t.timestamp_millis()),
+        RawBsonRef::ObjectId(o) => Value::Text(o.to_hex()),
+        RawBsonRef::Decimal128(d) => Value::Text(d.to_string()),
+        RawBsonRef::Symbol(s) => Value::Text(s.to_owned()),
+        RawBsonRef::Timestamp(t) => Value::Integer(((t.time as i64) << 32) | t.increment as i64),
+        RawBsonRef::Document(d) => Value::Blob(d.as_bytes().to_vec()),
+        RawBsonRef::Array(a) => Value::Blob(a.as_bytes().to_vec()),
+        RawBsonRef::Binary(b) => Value::Blob(b.bytes.to_vec()),
+        other => Value::Text(format!("{other:?}")),
+    })
+}
+
+/// `regexp(pattern, value)`: `value REGEXP pattern` with the `regex` crate; the compiled pattern is
+/// cached per statement.
+fn regexp(ctx: &Context<'_>) -> rusqlite::Result<bool> {
+    let re: Arc<regex::Regex> = ctx.get_or_create_aux(0, |vr| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(regex::Regex::new(vr.as_str()?)?)
+    })?;
+    Ok(match ctx.get_raw(1) {
+        rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t).map(|s| re.is_match(s)).unwrap_or(false),
+        _ => false,
+    })
+}
