@@ -121,8 +121,54 @@ pub struct AuditConfig {
     pub queue_capacity: usize,
     /// What the async writer does when full.
     pub full_policy: FullPolicy,
-    /// How long shutdown may take to flush the writer.
+    /// How long shutdown may take to flush the writer (and sync mode waits for a write).
     pub flush_timeout: Duration,
+    /// What the HTTP layer captures and redacts.
+    pub capture: CaptureConfig,
+}
+
+/// The `[capture]` table: what the HTTP layer stores of a request and its response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureConfig {
+    /// Mask secrets (on by default; turning it off is explicit, D1).
+    pub redact: bool,
+    /// Query, form and JSON keys whose values are masked: case-insensitive substrings.
+    pub redact_keys: Vec<String>,
+    /// Headers whose values are masked (lower-case names). Every cookie value is masked too.
+    pub redact_headers: Vec<String>,
+    /// Largest form body (request) and JSON/XML body (response) stored, in bytes.
+    pub max_body_bytes: usize,
+    /// The header carrying the correlation id (also echoed on the response).
+    pub interlink_header: String,
+    /// The app of routes without `#[audited_view]` (for the blacklist and `view.app`).
+    pub default_app: String,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            redact: true,
+            redact_keys: ["password", "passwd", "secret", "token", "csrf", "session", "api_key", "apikey"]
+                .map(String::from)
+                .to_vec(),
+            redact_headers: [
+                "authorization",
+                "proxy-authorization",
+                "cookie",
+                "set-cookie",
+                "x-api-key",
+                "api-key",
+                "x-auth-token",
+                "x-csrftoken",
+                "x-csrf-token",
+            ]
+            .map(String::from)
+            .to_vec(),
+            max_body_bytes: 64 * 1024,
+            interlink_header: "x-request-id".into(),
+            default_app: String::new(),
+        }
+    }
 }
 
 impl Default for AuditConfig {
@@ -143,6 +189,7 @@ impl Default for AuditConfig {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             full_policy: FullPolicy::Block,
             flush_timeout: Duration::from_secs(10),
+            capture: CaptureConfig::default(),
         }
     }
 }
@@ -163,6 +210,7 @@ const KEYS: &[&str] = &[
     "queue_capacity",
     "full_policy",
     "flush_timeout_ms",
+    "capture",
 ];
 
 /// Environment variables that are not settings but are allowed under the `AUDIT_` prefix.
@@ -250,6 +298,7 @@ impl AuditConfig {
                         _ => return err(format!("flush_timeout_ms: expected a non-negative integer, got {value}")),
                     }
                 }
+                "capture" => c.capture = parse_capture(&value)?,
                 other => return err(format!("unknown setting `{other}` (known: {})", KEYS.join(", "))),
             }
         }
@@ -377,6 +426,41 @@ fn parse_indexes(key: &str, v: &Value) -> Result<Vec<IndexSpec>, ConfigError> {
             Ok(IndexSpec::from_fields(&fields))
         })
         .collect()
+}
+
+fn parse_capture(v: &Value) -> Result<CaptureConfig, ConfigError> {
+    let Some(t) = v.as_table() else {
+        return err(format!("capture: expected a table, got {v}"));
+    };
+    let mut c = CaptureConfig::default();
+    for (k, v) in t {
+        let key = format!("capture.{k}");
+        match k.as_str() {
+            "redact" => c.redact = as_bool(&key, v)?,
+            "redact_keys" => c.redact_keys = as_str_list(&key, v)?.into_iter().map(|s| s.to_lowercase()).collect(),
+            "redact_headers" => c.redact_headers = as_str_list(&key, v)?.into_iter().map(|s| s.to_lowercase()).collect(),
+            "max_body_bytes" => {
+                c.max_body_bytes = match v.as_integer() {
+                    Some(n) if n >= 0 => n as usize,
+                    _ => return err(format!("{key}: expected a non-negative integer, got {v}")),
+                }
+            }
+            "interlink_header" => {
+                let h = as_str(&key, v)?.to_lowercase();
+                if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                    return err(format!("{key}: `{h}` is not a valid header name"));
+                }
+                c.interlink_header = h;
+            }
+            "default_app" => c.default_app = as_str(&key, v)?,
+            other => {
+                return err(format!(
+                    "unknown setting `capture.{other}` (known: redact, redact_keys, redact_headers, max_body_bytes, interlink_header, default_app)"
+                ))
+            }
+        }
+    }
+    Ok(c)
 }
 
 fn parse_providers(v: &Value) -> Result<BTreeMap<String, String>, ConfigError> {

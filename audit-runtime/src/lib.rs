@@ -11,19 +11,35 @@
 //! - [`config`]: every setting, loaded once from TOML and `AUDIT_*` variables, validated;
 //! - [`store`]: the SQLite and MongoDB stores behind one [`Store`];
 //! - [`query`]: the original's query helpers (`filter_by_url`, `filter_by_view`, ...), typed;
-//! - [`registry`] and [`model`]: what the macros register and implement.
+//! - [`registry`] and [`model`]: what the macros register and implement;
+//! - [`auditor`], [`context`], [`view`] and [`writer`]: recording (the request context, the
+//!   handler wrapper, the batching writer);
+//! - [`http`]: the tower layer that captures HTTP accesses.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+pub mod auditor;
 pub mod blacklist;
 pub mod config;
+pub mod context;
 pub mod document;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 pub mod keys;
 pub mod model;
+pub mod process;
 pub mod query;
 pub mod registry;
 pub mod store;
+pub mod view;
+pub mod writer;
+
+pub use auditor::{record_create, record_delete, record_update, AuditError, Auditor, AuditorBuilder};
+pub use context::{add_custom, current_access_id, disable_current, set_user};
+pub use view::ViewIdentity;
+pub use writer::{MetricsSnapshot, WriterGuard};
 
 pub use blacklist::Blacklist;
 pub use config::{AuditConfig, ConfigError, DbConnection, FullPolicy};
@@ -43,9 +59,12 @@ pub use audit_macros::{audited_view, disable_audit, Audited};
 // Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::view::{
+        CatchUnwind, DescViaAny, DescViaDisplay, IdViaDisplay, IdViaOption, ViaAny, ViaDebug, ViaDisplay, ViaError,
+        ViewGuard, ViewIdentity, Wrap,
+    };
     pub use bson;
     pub use inventory;
-    pub use core::option::Option;
-    pub use core::result::Result;
-    pub use std::string::String;
+    pub use std::any::type_name_of_val;
+    pub use std::sync::OnceLock;
 }

@@ -6,26 +6,48 @@
 //! crate's registrations silently go missing. Write `use my_handlers as _;` in the binary.
 
 use crate::config::AuditConfig;
+use crate::view::ViewIdentity;
 use std::collections::BTreeSet;
 use std::sync::RwLock;
 
 /// One handler annotated with `#[audited_view]` or `#[disable_audit]`.
-#[derive(Debug)]
 pub struct ViewRegistration {
-    /// The handler's Rust path: `module_path!()` plus the name (or `Type::method`).
-    pub full_name: &'static str,
-    /// The crate name, or the `app = "..."` override.
-    pub app: &'static str,
-    /// The handler name, or the `name = "..."` override.
-    pub name: &'static str,
+    identity: fn() -> &'static ViewIdentity,
     /// `false` for `#[disable_audit]` handlers.
     pub audited: bool,
 }
 
 impl ViewRegistration {
-    /// Used by generated code.
-    pub const fn new(full_name: &'static str, app: &'static str, name: &'static str, audited: bool) -> Self {
-        ViewRegistration { full_name, app, name, audited }
+    /// Used by generated code. The identity is a function because a handler's full path (its
+    /// `Type::method` for methods) is only known from `type_name` at run time.
+    pub const fn new(identity: fn() -> &'static ViewIdentity, audited: bool) -> Self {
+        ViewRegistration { identity, audited }
+    }
+
+    /// The handler's identity.
+    pub fn identity(&self) -> &'static ViewIdentity {
+        (self.identity)()
+    }
+
+    /// The handler's Rust path (`crate::module::function`, `crate::module::Type::method`).
+    pub fn full_name(&self) -> &'static str {
+        &self.identity().full_name
+    }
+
+    /// The crate name, or the `app = "..."` override.
+    pub fn app(&self) -> &'static str {
+        &self.identity().app
+    }
+
+    /// The handler name, or the `name = "..."` override.
+    pub fn name(&self) -> &'static str {
+        &self.identity().name
+    }
+}
+
+impl std::fmt::Debug for ViewRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewRegistration").field("identity", self.identity()).field("audited", &self.audited).finish()
     }
 }
 
@@ -67,7 +89,7 @@ pub enum RegistryError {
 /// Every registered handler, sorted by full name (inventory's order is unspecified).
 pub fn views() -> Vec<&'static ViewRegistration> {
     let mut v: Vec<_> = inventory::iter::<ViewRegistration>.into_iter().collect();
-    v.sort_by_key(|r| (r.full_name, r.audited));
+    v.sort_by_key(|r| (r.full_name(), r.audited));
     v
 }
 
@@ -79,7 +101,7 @@ pub fn disabled_views() -> Vec<&'static ViewRegistration> {
 /// The handler registered under `full_name`.
 pub fn get_view(full_name: &str) -> Result<&'static ViewRegistration, RegistryError> {
     // A handler with both attributes is registered twice; the disabled entry wins.
-    let mut found = inventory::iter::<ViewRegistration>.into_iter().filter(|v| v.full_name == full_name).collect::<Vec<_>>();
+    let mut found = inventory::iter::<ViewRegistration>.into_iter().filter(|v| v.full_name() == full_name).collect::<Vec<_>>();
     found.sort_by_key(|v| v.audited);
     found.first().copied().ok_or_else(|| RegistryError::UnknownView(full_name.to_owned()))
 }

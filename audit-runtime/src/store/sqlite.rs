@@ -184,7 +184,8 @@ impl SqliteStore {
 
     pub(crate) async fn list_indexes(&self, c: Collection) -> StoreResult<Vec<IndexInfo>> {
         self.run(move |conn| {
-            let mut out = vec![IndexInfo { name: "_id_".into(), keys: vec![("_id".into(), 1)], unique: true }];
+            // Reported as MongoDB reports its `_id_` index (unique by nature, without the flag).
+            let mut out = vec![IndexInfo { name: "_id_".into(), keys: vec![("_id".into(), 1)], unique: false }];
             let mut stmt = conn.prepare(
                 "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL ORDER BY rowid",
             )?;

@@ -1,0 +1,253 @@
+//! Expansion of `#[derive(Audited)]`: parse (container and field attributes, errors collected),
+//! then generate `Audited`, `AuditValue` and the inventory registration inside `const _: () = {}`.
+
+use crate::ctxt::Ctxt;
+use proc_macro2::TokenStream as TokenStream2;
+use quote::{format_ident, quote};
+use syn::{Data, DeriveInput, Fields, Ident, LitStr};
+
+/// Field names masked unless `#[audit(capture)]` (D2), matched case-insensitively as substrings.
+/// Checked at compile time so a snapshot pays nothing for it.
+const SECRET_FIELD_PATTERNS: &[&str] =
+    &["password", "passwd", "secret", "token", "api_key", "apikey", "private_key", "credential"];
+
+#[derive(Default)]
+struct FieldAttrs {
+    id: bool,
+    skip: bool,
+    mask: bool,
+    capture: bool,
+    display: bool,
+    serde: bool,
+    rename: Option<LitStr>,
+}
+
+struct Field<'a> {
+    ident: &'a Ident,
+    attrs: FieldAttrs,
+}
+
+pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
+    let mut cx = Ctxt::default();
+    let fields = match &input.data {
+        Data::Struct(s) => match &s.fields {
+            Fields::Named(named) => Some(&named.named),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(fields) = fields else {
+        return Err(syn::Error::new(
+            input.ident.span(),
+            "`#[derive(Audited)]` only supports structs with named fields",
+        ));
+    };
+
+    // Container attributes.
+    let mut app: Option<LitStr> = None;
+    let mut krate: Option<syn::Path> = None;
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("audit")) {
+        let res = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("app") {
+                // #[audit(app = "polls")]
+                let v: LitStr = meta.value()?.parse()?;
+                if app.replace(v).is_some() {
+                    cx.error_spanned_by(&meta.path, "duplicate audit attribute `app`");
+                }
+            } else if meta.path.is_ident("crate") {
+                // #[audit(crate = "my::audit_runtime")]
+                let v: LitStr = meta.value()?.parse()?;
+                if krate.replace(v.parse()?).is_some() {
+                    cx.error_spanned_by(&meta.path, "duplicate audit attribute `crate`");
+                }
+            } else {
+                let name = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
+                cx.error_spanned_by(&meta.path, format!("unknown audit container attribute `{name}`"));
+            }
+            Ok(())
+        });
+        if let Err(e) = res {
+            cx.push(e);
+        }
+    }
+
+    // Field attributes.
+    let mut parsed = Vec::new();
+    for f in fields {
+        let ident = f.ident.as_ref().expect("named fields have idents");
+        let mut a = FieldAttrs::default();
+        for attr in f.attrs.iter().filter(|a| a.path().is_ident("audit")) {
+            let res = attr.parse_nested_meta(|meta| {
+                let key = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
+                let flag = match key.as_str() {
+                    // #[audit(id)]
+                    "id" => Some(&mut a.id),
+                    // #[audit(skip)]
+                    "skip" => Some(&mut a.skip),
+                    // #[audit(mask)]
+                    "mask" => Some(&mut a.mask),
+                    // #[audit(capture)]
+                    "capture" => Some(&mut a.capture),
+                    // #[audit(display)]
+                    "display" => Some(&mut a.display),
+                    // #[audit(serde)]
+                    "serde" => Some(&mut a.serde),
+                    _ => None,
+                };
+                if let Some(flag) = flag {
+                    if std::mem::replace(flag, true) {
+                        cx.error_spanned_by(&meta.path, format!("duplicate audit attribute `{key}`"));
+                    }
+                } else if key == "rename" {
+                    // #[audit(rename = "foo")]
+                    let v: LitStr = meta.value()?.parse()?;
+                    if a.rename.replace(v).is_some() {
+                        cx.error_spanned_by(&meta.path, "duplicate audit attribute `rename`");
+                    }
+                } else {
+                    cx.error_spanned_by(&meta.path, format!("unknown audit field attribute `{key}`"));
+                }
+                Ok(())
+            });
+            if let Err(e) = res {
+                cx.push(e);
+            }
+        }
+        if a.mask && a.capture {
+            cx.error_spanned_by(ident, "`mask` and `capture` cannot be combined");
+        }
+        if a.display && a.serde {
+            cx.error_spanned_by(ident, "`display` and `serde` cannot be combined");
+        }
+        parsed.push(Field { ident, attrs: a });
+    }
+
+    let marked: Vec<&Field<'_>> = parsed.iter().filter(|f| f.attrs.id).collect();
+    if marked.len() > 1 {
+        cx.error_spanned_by(marked[1].ident, "only one field can be `#[audit(id)]`");
+    }
+    let id_field = marked.first().copied().or_else(|| parsed.iter().find(|f| f.ident == "id"));
+    if id_field.is_none() {
+        cx.error_spanned_by(
+            &input.ident,
+            "`#[derive(Audited)]` needs an id field: name one `id` or mark it with `#[audit(id)]`",
+        );
+    }
+    cx.check()?;
+    let id_ident = id_field.map(|f| f.ident).expect("checked above");
+
+    let krate = krate.map_or_else(|| quote!(::audit_runtime), |p| quote!(#p));
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let app = app.map_or_else(|| quote!(::core::env!("CARGO_CRATE_NAME")), |l| quote!(#l));
+
+    let mut names = Vec::new();
+    let inserts = parsed.iter().filter(|f| !f.attrs.skip).map(|f| {
+        let fi = f.ident;
+        let key = f.attrs.rename.as_ref().map_or_else(|| fi.to_string(), LitStr::value);
+        names.push(key.clone());
+        let value = if f.attrs.display {
+            quote!(#krate::model::display_value(&self.#fi))
+        } else if f.attrs.serde {
+            quote!(#krate::model::serde_value(&self.#fi))
+        } else {
+            quote!(#krate::AuditValue::to_audit_bson(&self.#fi))
+        };
+        let secret = !f.attrs.capture && is_secret_name(&fi.to_string());
+        let value = if f.attrs.mask || secret { quote!(#krate::model::mask_value(&#value)) } else { value };
+        quote!(__audit_doc.insert(#key, #value);)
+    });
+    let inserts: Vec<TokenStream2> = inserts.collect();
+
+    // Generic models cannot be registered (a registration is one concrete type).
+    let registration = input.generics.params.is_empty().then(|| {
+        quote! {
+            #krate::__private::inventory::submit! {
+                #krate::ModelRegistration::new(
+                    <#ident as #krate::Audited>::MODEL.full_name,
+                    <#ident as #krate::Audited>::MODEL.app,
+                    <#ident as #krate::Audited>::MODEL.name,
+                    &[#(#names),*],
+                )
+            }
+        }
+    });
+    let doc_var = format_ident!("__audit_doc");
+    let out = quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl #impl_generics #krate::Audited for #ident #ty_generics #where_clause {
+                const MODEL: #krate::ModelIdentity = #krate::ModelIdentity {
+                    full_name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
+                    app: #app,
+                    name: ::core::stringify!(#ident),
+                };
+
+                fn audit_id(&self) -> ::core::option::Option<::std::string::String> {
+                    #[allow(unused_imports)]
+                    use #krate::__private::{IdViaDisplay as _, IdViaOption as _};
+                    (&&#krate::__private::Wrap(&self.#id_ident)).__audit_id()
+                }
+
+                fn audit_description(&self) -> ::std::string::String {
+                    #[allow(unused_imports)]
+                    use #krate::__private::{DescViaAny as _, DescViaDisplay as _};
+                    (&&#krate::__private::Wrap(self)).__audit_description(
+                        ::core::stringify!(#ident),
+                        #krate::Audited::audit_id(self),
+                    )
+                }
+
+                fn audit_snapshot(&self) -> #krate::__private::bson::Document {
+                    let mut #doc_var = #krate::__private::bson::Document::new();
+                    #(#inserts)*
+                    #doc_var
+                }
+            }
+
+            #[automatically_derived]
+            impl #impl_generics #krate::AuditValue for #ident #ty_generics #where_clause {
+                fn to_audit_bson(&self) -> #krate::__private::bson::Bson {
+                    #krate::__private::bson::Bson::Document(#krate::Audited::audit_snapshot(self))
+                }
+            }
+
+            #registration
+        };
+    };
+    crate::debug("derive(Audited)", &out);
+    Ok(out)
+}
+
+fn is_secret_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    SECRET_FIELD_PATTERNS.iter().any(|p| lower.contains(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_is_rejected() {
+        let e = expand(syn::parse_quote!(enum E { A })).unwrap_err();
+        assert_eq!(e.to_string(), "`#[derive(Audited)]` only supports structs with named fields");
+    }
+
+    #[test]
+    fn errors_are_collected() {
+        let e = expand(syn::parse_quote! {
+            struct S { #[audit(nope)] a: u8, #[audit(skip, skip)] b: u8 }
+        })
+        .unwrap_err();
+        let all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            all,
+            [
+                "unknown audit field attribute `nope`",
+                "duplicate audit attribute `skip`",
+                "`#[derive(Audited)]` needs an id field: name one `id` or mark it with `#[audit(id)]`"
+            ]
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! The per-request audit context: a task-local shared by the HTTP layer, the handler's
+//! `#[audited_view]` wrapper and the model-action API, so that concurrent requests never share
+//! state (D11), a request that never reaches a handler cannot touch another's record (D12), and the
+//! "current access" ends with the request (D13).
+//!
+//! Outside any request, an audited function opens a *standalone* context of its own (a job, a CLI
+//! command): it then records its own access when it returns.
+
+use crate::auditor::Auditor;
+use crate::document::{AccessException, AccessUser};
+use crate::view::ViewIdentity;
+use bson::{oid::ObjectId, Bson, Document};
+use chrono::{DateTime, Utc};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+tokio::task_local! {
+    static CURRENT: Arc<RequestState>;
+}
+
+/// State of one request (or standalone audited call) being audited.
+pub struct RequestState {
+    /// The access id, chosen at the start so model actions can reference it.
+    pub(crate) access_id: ObjectId,
+    /// When the request arrived.
+    pub(crate) started: DateTime<Utc>,
+    /// Where this request's records go.
+    pub(crate) auditor: Option<Auditor>,
+    /// The request path (`None` outside HTTP), for the blacklist.
+    path: Option<String>,
+    /// The app of a route without `#[audited_view]`.
+    default_app: String,
+    inner: Mutex<StateInner>,
+}
+
+#[derive(Default)]
+pub(crate) struct StateInner {
+    pub(crate) view: Option<&'static ViewIdentity>,
+    pub(crate) kwargs: Document,
+    pub(crate) user: Option<AccessUser>,
+    pub(crate) exception: Option<AccessException>,
+    pub(crate) disabled: bool,
+    pub(crate) custom: Document,
+}
+
+impl RequestState {
+    /// A standalone context (an audited call outside any request).
+    pub(crate) fn standalone(auditor: Option<Auditor>) -> Arc<Self> {
+        Arc::new(RequestState {
+            access_id: ObjectId::new(),
+            started: Utc::now(),
+            auditor,
+            path: None,
+            default_app: String::new(),
+            inner: Mutex::new(StateInner::default()),
+        })
+    }
+
+    /// The state of an HTTP request to `path`.
+    pub(crate) fn for_request(auditor: Auditor, path: String, default_app: &str) -> Arc<Self> {
+        Arc::new(RequestState {
+            access_id: ObjectId::new(),
+            started: Utc::now(),
+            auditor: Some(auditor),
+            path: Some(path),
+            default_app: default_app.to_owned(),
+            inner: Mutex::new(StateInner::default()),
+        })
+    }
+
+    /// True when the request's path is blacklisted for its view's app (F54–F56): decided with the
+    /// audited handler's app once it runs, with the default app before.
+    pub(crate) fn is_blacklisted(&self, inner: &StateInner) -> bool {
+        let (Some(path), Some(auditor)) = (&self.path, &self.auditor) else { return false };
+        let app = inner.view.map_or(self.default_app.as_str(), |v| v.app.as_str());
+        auditor.config().blacklist.is_blacklisted(app, path)
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, StateInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` with this state as the current context.
+    pub(crate) fn scope<F: std::future::Future>(self: &Arc<Self>, f: F) -> tokio::task::futures::TaskLocalFuture<Arc<RequestState>, F> {
+        CURRENT.scope(self.clone(), f)
+    }
+
+    /// Runs `f` with this state as the current context (synchronous code).
+    pub(crate) fn sync_scope<R>(self: &Arc<Self>, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self.clone(), f)
+    }
+}
+
+/// The context of the request being served by this task, if any.
+pub(crate) fn current() -> Option<Arc<RequestState>> {
+    CURRENT.try_with(Arc::clone).ok()
+}
+
+/// The id the current request's access will have; `None` outside requests and in requests that
+/// are not recorded (disabled handlers). Model actions link to it.
+pub fn current_access_id() -> Option<ObjectId> {
+    let state = current()?;
+    let inner = state.lock();
+    let recorded = !inner.disabled && !state.is_blacklisted(&inner);
+    recorded.then_some(state.access_id)
+}
+
+/// Sets the user of the current request (from inside a handler, after authentication).
+pub fn set_user(user: AccessUser) {
+    if let Some(s) = current() {
+        s.lock().user = Some(user);
+    }
+}
+
+/// Adds a value under `custom.<key>` of the current request's access.
+pub fn add_custom(key: &str, value: impl Into<Bson>) {
+    if let Some(s) = current() {
+        s.lock().custom.insert(crate::keys::escape_key(key), crate::keys::escape_value(value.into()));
+    }
+}
+
+/// Marks the current request as not to be recorded (what `#[disable_audit]` does).
+pub fn disable_current() {
+    if let Some(s) = current() {
+        s.lock().disabled = true;
+    }
+}

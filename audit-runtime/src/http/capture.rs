@@ -1,0 +1,179 @@
+//! What the layer stores of a request and a response (F32–F47, with the fixes): the Unicode path,
+//! multi-valued query and form maps (D41), cookies, request metadata without the server's
+//! environment (D4), response content by type with a size cap (D43), recursive and collision-free
+//! key escaping (D42), and redaction of secrets by default (D1, D3).
+
+use crate::config::CaptureConfig;
+use crate::keys::escape_key;
+use crate::model::MASK;
+use bson::{Bson, Document};
+use http::{HeaderMap, Method, Uri, Version};
+
+/// Compiled capture settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Capture {
+    pub(crate) config: CaptureConfig,
+}
+
+impl Capture {
+    pub(crate) fn new(config: CaptureConfig) -> Self {
+        Capture { config }
+    }
+
+    fn secret_key(&self, key: &str) -> bool {
+        if !self.config.redact {
+            return false;
+        }
+        let lower = key.to_lowercase();
+        self.config.redact_keys.iter().any(|k| lower.contains(k.as_str()))
+    }
+
+    fn secret_header(&self, name: &str) -> bool {
+        self.config.redact && self.config.redact_headers.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+
+    /// `request.GET` / `request.POST`: a form-urlencoded string as a multi-valued map (one value:
+    /// a string; repeated keys: a list), secrets masked, keys escaped.
+    pub(crate) fn form_map(&self, encoded: &[u8]) -> Document {
+        let mut doc = Document::new();
+        for (k, v) in form_urlencoded::parse(encoded) {
+            let value = if self.secret_key(&k) { MASK.to_owned() } else { v.into_owned() };
+            let key = escape_key(&k);
+            match doc.get_mut(&key) {
+                Some(Bson::Array(values)) => values.push(Bson::String(value)),
+                Some(existing) => {
+                    let first = std::mem::replace(existing, Bson::Null);
+                    *existing = Bson::Array(vec![first, Bson::String(value)]);
+                }
+                None => {
+                    doc.insert(key, value);
+                }
+            }
+        }
+        doc
+    }
+
+    /// `request.COOKIES`: every cookie, values masked unless redaction is off.
+    pub(crate) fn cookies(&self, headers: &HeaderMap) -> Document {
+        let mut doc = Document::new();
+        for value in headers.get_all(http::header::COOKIE) {
+            let text = String::from_utf8_lossy(value.as_bytes());
+            for pair in text.split(';') {
+                let pair = pair.trim();
+                if pair.is_empty() {
+                    continue;
+                }
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let v = if self.config.redact { MASK } else { v };
+                doc.insert(escape_key(k.trim()), v);
+            }
+        }
+        doc
+    }
+
+    /// `request.METADATA`: method, scheme, HTTP version, query string, client address and the
+    /// headers as `HTTP_*` keys (Django's names, so `request.METADATA.REQUEST_METHOD` is indexed as
+    /// in the original). Secret headers are masked; the server's environment is never included.
+    pub(crate) fn metadata(&self, method: &Method, uri: &Uri, version: Version, headers: &HeaderMap, remote: Option<String>) -> Document {
+        let mut doc = Document::new();
+        doc.insert("REQUEST_METHOD", method.as_str());
+        doc.insert("SERVER_PROTOCOL", format!("{version:?}"));
+        doc.insert("URL_SCHEME", uri.scheme_str().unwrap_or("http"));
+        doc.insert("QUERY_STRING", self.redacted_query(uri.query().unwrap_or("")));
+        if let Some(addr) = remote {
+            doc.insert("REMOTE_ADDR", addr);
+        }
+        for (name, value) in headers {
+            let key = match name.as_str() {
+                "content-type" => "CONTENT_TYPE".to_owned(),
+                "content-length" => "CONTENT_LENGTH".to_owned(),
+                n => format!("HTTP_{}", n.to_ascii_uppercase().replace('-', "_")),
+            };
+            let v = if self.secret_header(name.as_str()) {
+                MASK.to_owned()
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+            // Repeated headers are joined, as a CGI environment does.
+            match doc.get_mut(&key) {
+                Some(Bson::String(existing)) => {
+                    existing.push_str(", ");
+                    existing.push_str(&v);
+                }
+                _ => {
+                    doc.insert(escape_key(&key), v);
+                }
+            }
+        }
+        doc
+    }
+
+    /// The query string with secret values masked (it is stored in METADATA too).
+    fn redacted_query(&self, query: &str) -> String {
+        if !self.config.redact || query.is_empty() {
+            return query.to_owned();
+        }
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            out.append_pair(&k, if self.secret_key(&k) { MASK } else { &v });
+        }
+        out.finish()
+    }
+
+    /// `response.content` from the captured body (F46): JSON parsed (as plain JSON, never extended
+    /// JSON: D43), XML as text, anything else null; a body over the cap is replaced by a marker.
+    pub(crate) fn response_content(&self, content_type: &str, body: &[u8], total: u64, complete: bool) -> Bson {
+        let ct = content_type.to_ascii_lowercase();
+        let is_json = ct.contains("json");
+        if !is_json && !ct.contains("xml") {
+            return Bson::Null;
+        }
+        if !complete || total > self.config.max_body_bytes as u64 {
+            return Bson::String(format!(
+                "<body not stored: {total} bytes or more, over the {}-byte cap>",
+                self.config.max_body_bytes
+            ));
+        }
+        if is_json {
+            // serde_json refuses nesting deeper than 128 levels instead of overflowing the stack;
+            // such a body, like malformed JSON, is stored as null (the status is still recorded).
+            match serde_json::from_slice::<serde_json::Value>(body) {
+                Ok(v) => self.json_to_bson(v),
+                Err(_) => Bson::Null,
+            }
+        } else {
+            Bson::String(String::from_utf8_lossy(body).into_owned())
+        }
+    }
+
+    /// JSON → BSON with keys escaped and secret keys masked (recursion bounded by serde_json's
+    /// 128-level limit).
+    pub(crate) fn json_to_bson(&self, v: serde_json::Value) -> Bson {
+        use serde_json::Value;
+        match v {
+            Value::Null => Bson::Null,
+            Value::Bool(b) => Bson::Boolean(b),
+            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) if i32::try_from(i).is_ok() => Bson::Int32(i as i32),
+                (Some(i), _) => Bson::Int64(i),
+                (None, Some(f)) => Bson::Double(f),
+                _ => Bson::String(n.to_string()),
+            },
+            Value::String(s) => Bson::String(s),
+            Value::Array(a) => Bson::Array(a.into_iter().map(|x| self.json_to_bson(x)).collect()),
+            Value::Object(o) => Bson::Document(
+                o.into_iter()
+                    .map(|(k, v)| {
+                        let v = if self.secret_key(&k) { Bson::String(MASK.to_owned()) } else { self.json_to_bson(v) };
+                        (escape_key(&k), v)
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// The path, percent-decoded to Unicode (invalid UTF-8 replaced, never rejected: D40).
+pub(crate) fn decoded_path(uri: &Uri) -> String {
+    percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy().into_owned()
+}

@@ -1,0 +1,45 @@
+//! HTTP capture: a tower [`Layer`](tower::Layer) that records one [`Access`] per request served
+//! through it — for axum, hyper or any tower stack (F30–F53, with the fixes of D11–D14, D41–D46).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use audit_runtime::{http::AuditLayer, AuditConfig, Auditor};
+//! let (auditor, guard) = Auditor::start(AuditConfig::load(None)?).await?;
+//! let app = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "hello" }))
+//!     .layer(AuditLayer::new(auditor));
+//! // ... serve `app`; at shutdown:
+//! guard.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! The request's context (access id, view, user, exception) lives in a task-local for the
+//! duration of the request only. The record is built once, when the response is complete: at once
+//! for bodies that are not captured, at the end of the body for JSON and XML bodies (which stream
+//! to the client unchanged while up to `capture.max_body_bytes` are kept). In sync mode the record
+//! is stored before the response is returned whenever the body is small and known in advance.
+
+mod body;
+mod capture;
+mod service;
+
+pub use body::{AuditBody, BoxError};
+pub use service::{AccessId, AuditLayer, AuditService};
+
+use crate::document::AccessUser;
+use http::{HeaderMap, Method};
+
+/// What a custom provider sees of the request.
+#[derive(Debug)]
+pub struct ProviderContext<'a> {
+    /// The decoded request path.
+    pub path: &'a str,
+    /// The method.
+    pub method: &'a Method,
+    /// The request headers (unredacted: the provider runs in the application).
+    pub headers: &'a HeaderMap,
+    /// The user, when one is known.
+    pub user: Option<&'a AccessUser>,
+    /// The response status, or `None` when the handler failed without one.
+    pub status: Option<u16>,
+}

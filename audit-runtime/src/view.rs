@@ -1,0 +1,306 @@
+//! The runtime half of `#[audited_view]` / `#[disable_audit]`: the view identity computed from the
+//! handler's path, and the guard that opens (or joins) the request context, runs the body with
+//! panics caught, and records the outcome.
+
+use crate::context::{self, RequestState};
+use crate::document::AccessException;
+use bson::Bson;
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::{Arc, Once};
+use std::task::{Context, Poll};
+
+/// Who served a request: `full_name` (Rust path), `app`, `name` (F39).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewIdentity {
+    /// `crate::module::function` or `crate::module::Type::method`.
+    pub full_name: String,
+    /// The crate name or the `app = "..."` override.
+    pub app: String,
+    /// The function name or the `name = "..."` override.
+    pub name: String,
+}
+
+impl ViewIdentity {
+    /// Builds the identity from the type name of a fn nested in the handler
+    /// (`crate::module::handler::__audit_here`).
+    pub fn from_fn_path(path: &str, crate_name: &str, app: Option<&str>, name: Option<&str>) -> Self {
+        let full = path.strip_suffix("::__audit_here").unwrap_or(path);
+        let full_name = full.replace("::{{closure}}", "");
+        let last = full_name.rsplit("::").next().unwrap_or(&full_name).to_owned();
+        ViewIdentity {
+            app: app.unwrap_or(crate_name).to_owned(),
+            name: name.map_or(last, str::to_owned),
+            full_name,
+        }
+    }
+
+    /// An identity for a route without `#[audited_view]`: the matched route is the view.
+    pub fn for_route(app: &str, route: &str) -> Self {
+        ViewIdentity { full_name: route.to_owned(), app: app.to_owned(), name: route.to_owned() }
+    }
+}
+
+/// What a handler's return value says about its outcome.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub(crate) exception: Option<AccessException>,
+}
+
+thread_local! {
+    /// Depth of audited bodies running on this thread, so the panic hook only pays for backtraces
+    /// of panics inside audited handlers.
+    static IN_VIEW: Cell<u32> = const { Cell::new(0) };
+    static LAST_BACKTRACE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_VIEW.with(Cell::get) > 0 {
+                let bt = std::backtrace::Backtrace::force_capture().to_string();
+                LAST_BACKTRACE.with(|b| *b.borrow_mut() = Some(bt));
+            }
+            // The host's own panic handling runs unchanged.
+            previous(info);
+        }));
+    });
+}
+
+struct InView;
+impl InView {
+    fn enter() -> Self {
+        IN_VIEW.with(|c| c.set(c.get() + 1));
+        InView
+    }
+}
+impl Drop for InView {
+    fn drop(&mut self) {
+        IN_VIEW.with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}
+
+/// Guard of one audited call. Used by generated code.
+pub struct ViewGuard {
+    state: Arc<RequestState>,
+    ident: &'static ViewIdentity,
+    owner: bool,
+    audited: bool,
+}
+
+impl ViewGuard {
+    /// Joins the current request context, or opens a standalone one.
+    pub fn enter(ident: &'static ViewIdentity, args: &[(&str, Bson)], audited: bool) -> Self {
+        install_panic_hook();
+        let (state, owner) = match context::current() {
+            Some(s) => (s, false),
+            None => (RequestState::standalone(crate::auditor::Auditor::global()), true),
+        };
+        {
+            let mut inner = state.lock();
+            if !audited {
+                inner.disabled = true;
+            } else if inner.view.is_none() {
+                inner.view = Some(ident);
+                for (k, v) in args {
+                    inner.kwargs.insert(crate::keys::escape_key(k), v.clone());
+                }
+            }
+        }
+        ViewGuard { state, ident, owner, audited }
+    }
+
+    /// Runs a synchronous body in the context, catching a panic.
+    pub fn run_sync<R>(&self, f: impl FnOnce() -> R) -> Result<R, Box<dyn Any + Send>> {
+        self.state.sync_scope(|| {
+            let _in = InView::enter();
+            catch_unwind(AssertUnwindSafe(f))
+        })
+    }
+
+    /// Runs an async body in the context, catching a panic.
+    pub fn run_async<F: Future>(&self, f: F) -> tokio::task::futures::TaskLocalFuture<Arc<RequestState>, CatchUnwind<F>> {
+        self.state.scope(CatchUnwind::new(f))
+    }
+
+    fn is_primary(&self) -> bool {
+        self.state.lock().view.is_some_and(|v| std::ptr::eq(v, self.ident))
+    }
+
+    /// Records a panic as the exception (type `panic`, its message, the backtrace) and resumes it,
+    /// so the host's panic handling is unchanged.
+    pub fn panicked(&self, payload: Box<dyn Any + Send>) -> ! {
+        if self.audited && self.is_primary() {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "Box<dyn Any>".to_owned());
+            let trace = LAST_BACKTRACE.with(|b| b.borrow_mut().take()).unwrap_or_default();
+            self.state.lock().exception = Some(AccessException { kind: "panic".into(), message, trace });
+            self.finish_owned();
+        }
+        resume_unwind(payload)
+    }
+
+    /// Records the outcome of a returned value (`Err` becomes the exception).
+    pub fn finish(&self, outcome: Outcome) {
+        if !self.audited || !self.is_primary() {
+            return;
+        }
+        if let Some(e) = outcome.exception {
+            self.state.lock().exception.get_or_insert(e);
+        }
+        self.finish_owned();
+    }
+
+    /// A standalone call writes its own access (a request's access is written by the layer).
+    fn finish_owned(&self) {
+        if !self.owner {
+            return;
+        }
+        let Some(auditor) = self.state.auditor.clone() else {
+            tracing::debug!(target: "audit", view = %self.ident.full_name, "no global auditor installed; call not recorded");
+            return;
+        };
+        auditor.record_standalone(&self.state);
+    }
+}
+
+/// Catches a panic of the wrapped future. Used by generated code.
+pub struct CatchUnwind<F> {
+    inner: Pin<Box<F>>,
+}
+
+impl<F> CatchUnwind<F> {
+    /// Wraps `f`.
+    pub fn new(f: F) -> Self {
+        CatchUnwind { inner: Box::pin(f) }
+    }
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let _in = InView::enter();
+        let inner = self.inner.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(p) => Poll::Ready(Err(p)),
+        }
+    }
+}
+
+/// Autoref-specialisation wrapper. Used by generated code.
+pub struct Wrap<'a, T: ?Sized>(pub &'a T);
+
+/// `Result<_, E: Error>`: type path, message, and the chain of sources as the trace (D44).
+pub trait ViaError {
+    /// The outcome.
+    fn __audit_outcome(&self) -> Outcome;
+}
+impl<T, E: std::error::Error + 'static> ViaError for &&&Wrap<'_, Result<T, E>> {
+    fn __audit_outcome(&self) -> Outcome {
+        let Err(e) = self.0 else { return Outcome::default() };
+        let mut trace = Vec::new();
+        let mut source = e.source();
+        while let Some(s) = source {
+            trace.push(format!("caused by: {s}"));
+            source = s.source();
+        }
+        exception(std::any::type_name::<E>(), e.to_string(), trace.join("\n"))
+    }
+}
+
+/// `Result<_, E: Display>`.
+pub trait ViaDisplay {
+    /// The outcome.
+    fn __audit_outcome(&self) -> Outcome;
+}
+impl<T, E: std::fmt::Display> ViaDisplay for &&Wrap<'_, Result<T, E>> {
+    fn __audit_outcome(&self) -> Outcome {
+        match self.0 {
+            Err(e) => exception(std::any::type_name::<E>(), e.to_string(), String::new()),
+            Ok(_) => Outcome::default(),
+        }
+    }
+}
+
+/// `Result<_, E: Debug>` (axum-style `(StatusCode, String)` errors).
+pub trait ViaDebug {
+    /// The outcome.
+    fn __audit_outcome(&self) -> Outcome;
+}
+impl<T, E: std::fmt::Debug> ViaDebug for &Wrap<'_, Result<T, E>> {
+    fn __audit_outcome(&self) -> Outcome {
+        match self.0 {
+            Err(e) => exception(std::any::type_name::<E>(), format!("{e:?}"), String::new()),
+            Ok(_) => Outcome::default(),
+        }
+    }
+}
+
+/// Anything else: no exception.
+pub trait ViaAny {
+    /// The outcome.
+    fn __audit_outcome(&self) -> Outcome;
+}
+impl<T: ?Sized> ViaAny for Wrap<'_, T> {
+    fn __audit_outcome(&self) -> Outcome {
+        Outcome::default()
+    }
+}
+
+fn exception(kind: &str, message: String, trace: String) -> Outcome {
+    Outcome { exception: Some(AccessException { kind: kind.to_owned(), message, trace }) }
+}
+
+/// Instance id of a derived model: `Option<T: Display>` (`None` stays `None`, D25).
+pub trait IdViaOption {
+    /// The id.
+    fn __audit_id(&self) -> Option<String>;
+}
+impl<T: std::fmt::Display> IdViaOption for &Wrap<'_, Option<T>> {
+    fn __audit_id(&self) -> Option<String> {
+        self.0.as_ref().map(ToString::to_string)
+    }
+}
+
+/// Instance id of a derived model: any `T: Display`.
+pub trait IdViaDisplay {
+    /// The id.
+    fn __audit_id(&self) -> Option<String>;
+}
+impl<T: std::fmt::Display + ?Sized> IdViaDisplay for Wrap<'_, T> {
+    fn __audit_id(&self) -> Option<String> {
+        Some(self.0.to_string())
+    }
+}
+
+/// Description of a derived model: its `Display`.
+pub trait DescViaDisplay {
+    /// The description.
+    fn __audit_description(&self, type_name: &str, id: Option<String>) -> String;
+}
+impl<T: std::fmt::Display + ?Sized> DescViaDisplay for &Wrap<'_, T> {
+    fn __audit_description(&self, _: &str, _: Option<String>) -> String {
+        self.0.to_string()
+    }
+}
+
+/// Description of a derived model without `Display`: `Type(id)`.
+pub trait DescViaAny {
+    /// The description.
+    fn __audit_description(&self, type_name: &str, id: Option<String>) -> String;
+}
+impl<T: ?Sized> DescViaAny for Wrap<'_, T> {
+    fn __audit_description(&self, type_name: &str, id: Option<String>) -> String {
+        format!("{type_name}({})", id.unwrap_or_default())
+    }
+}
