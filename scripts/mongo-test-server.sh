@@ -14,7 +14,8 @@ set -euo pipefail
 SECANTUS_VERSION="0.7.0b3"
 PYTHON="${PYTHON:-python3}"
 
-if ! "$PYTHON" -m pip show SecantusDB 2>/dev/null | grep -qx "Version: $SECANTUS_VERSION"; then
+installed="$("$PYTHON" -m pip show SecantusDB 2>/dev/null || true)"
+if ! grep -qx "Version: $SECANTUS_VERSION" <<<"$installed"; then
   echo "installing SecantusDB==$SECANTUS_VERSION (test server)..." >&2
   "$PYTHON" -m pip install --quiet --disable-pip-version-check "SecantusDB==$SECANTUS_VERSION" >&2
 fi

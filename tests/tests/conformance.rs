@@ -221,7 +221,7 @@ async fn url_helpers_match_like_the_original(s: TestStore) {
     assert_eq!(paths_of(&s, q(UrlMatch::Exact("/foo".into()))).await, ["/foo"]);
     assert_eq!(paths_of(&s, q(UrlMatch::Exact("foo".into()))).await, Vec::<String>::new());
     assert_eq!(paths_of(&s, q(UrlMatch::IExact("/FOO".into()))).await, ["/foo"]);
-    assert_eq!(paths_of(&s, q(UrlMatch::Contains("oo/".into()))).await, ["/foo/bar"]);
+    assert_eq!(paths_of(&s, q(UrlMatch::Contains("oo/b".into()))).await, ["/foo/bar"]);
     assert_eq!(paths_of(&s, q(UrlMatch::IContains("POLL".into()))).await, ["/POLLS/x", "/polls/", "/polls/12"]);
     assert_eq!(paths_of(&s, q(UrlMatch::StartsWith("/foo".into()))).await, ["/foo", "/foo/bar", "/foo?x"]);
     assert_eq!(paths_of(&s, q(UrlMatch::IStartsWith("/foo/".into()))).await, ["/Foo/Baz", "/foo/bar"]);

@@ -15,19 +15,19 @@ async fn indexed_query_shapes_use_their_expression_index() {
     let s = sqlite_store().await;
     // Equality on a nested path.
     let p = plan(&s, Collection::Access, FindOptions::new(Filter::eq("user.id", 23))).await;
-    assert!(p.contains("USING INDEX \"audit_access.user.id_1\""), "{p}");
+    assert!(p.contains("USING INDEX audit_access.user.id_1 "), "{p}");
     // Compound equality.
     let f = Filter::And(vec![Filter::eq("view.app", "demo"), Filter::eq("view.name", "index")]);
     let p = plan(&s, Collection::Access, FindOptions::new(f)).await;
-    assert!(p.contains("USING INDEX \"audit_access.view.app_1_view.name_1"), "{p}");
+    assert!(p.contains("USING INDEX audit_access.view.app_1_view.name_1"), "{p}");
     // Range on a datetime.
     let t = bson::DateTime::now();
     let p = plan(&s, Collection::Access, FindOptions::new(Filter::gte("time.request", t))).await;
-    assert!(p.contains("USING INDEX \"audit_access.time.request_1\""), "{p}");
+    assert!(p.contains("USING INDEX audit_access.time.request_1 "), "{p}");
     // Prefix (startswith) on the path.
     let opts = Access::objects().filter_by_url(UrlMatch::StartsWith("/polls/".into())).options().unwrap();
     let p = plan(&s, Collection::Access, opts).await;
-    assert!(p.contains("USING INDEX \"audit_access.request.path"), "{p}");
+    assert!(p.contains("USING INDEX audit_access.request.path"), "{p}");
     // Newest first without a filter walks the date index instead of sorting.
     let p = plan(&s, Collection::Access, FindOptions::new(Filter::all()).sort("time.request", Order::Desc)).await;
     assert!(p.contains("audit_access.time.request_1") && !p.contains("TEMP B-TREE"), "{p}");

@@ -1,0 +1,179 @@
+//! Configuration (F2–F14) and the blacklist (F54–F58): defaults, sources, URI construction, and
+//! every invalid value rejected with a message naming the setting.
+
+use audit_runtime::config::{parse_connection_str, MongoParts};
+use audit_runtime::store::IndexSpec;
+use audit_runtime::{AuditConfig, Blacklist, Collection, DbConnection, FullPolicy};
+use std::collections::BTreeMap;
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+fn cfg(toml: &str) -> Result<AuditConfig, String> {
+    AuditConfig::from_sources(Some(toml), no_env()).map_err(|e| e.to_string())
+}
+
+fn env(pairs: &[(&str, &str)]) -> Result<AuditConfig, String> {
+    AuditConfig::from_sources(None, pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).map_err(|e| e.to_string())
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let c = AuditConfig::from_sources(None, no_env()).unwrap();
+    assert!(c.activate, "activate defaults to true, as documented (D51)");
+    assert_eq!(c.db_alias, "audit");
+    assert_eq!(c.db_connection, DbConnection::Sqlite("audit.db".into()));
+    assert!(!c.run_async);
+    assert_eq!(c.queue_name, "audit");
+    assert!(c.logged_models.is_empty() && c.blacklist.is_empty() && c.custom_provider.is_empty());
+    assert!(!c.translate_urls);
+    assert_eq!(c.full_policy, FullPolicy::Block);
+    assert!(c.capture.redact);
+}
+
+#[test]
+fn every_setting_reads_from_toml() {
+    let c = cfg(r#"
+        activate = false
+        db_alias = "trail"
+        db_connection = "mongodb://db.example:27018/trail_db"
+        run_async = true
+        queue_name = "q"
+        logged_models = ["demo::Poll"]
+        access_indexes = ["custom.polls.names", ["custom.polls.names", "custom.polls.num_polls"]]
+        process_indexes = ["name"]
+        model_action_indexes = [["-timestamp"]]
+        translate_urls = true
+        full_policy = "drop"
+        queue_capacity = 10
+        flush_timeout_ms = 250
+        [blacklist]
+        "" = ["^/static/"]
+        demo = ['^(?!(/access/|/modelaction/)).*$']
+        [custom_provider]
+        polls = "polls"
+        [capture]
+        redact = false
+        max_body_bytes = 10
+        interlink_header = "X-Correlation-Id"
+    "#)
+    .unwrap();
+    assert!(!c.activate && c.run_async && c.translate_urls);
+    assert_eq!(c.db_alias, "trail");
+    assert_eq!(c.db_connection, DbConnection::Mongo { uri: "mongodb://db.example:27018/trail_db".into(), database: "trail_db".into() });
+    assert_eq!(c.logged_models, ["demo::Poll"]);
+    assert_eq!(c.access_indexes, vec![IndexSpec::from_fields(&["custom.polls.names"]), IndexSpec::from_fields(&["custom.polls.names", "custom.polls.num_polls"])]);
+    assert_eq!(c.model_action_indexes[0].keys, vec![("timestamp".to_owned(), -1)]);
+    assert_eq!(c.indexes_for(Collection::Process).last().unwrap().name(), "name_1");
+    assert_eq!(c.custom_provider.get("polls").map(String::as_str), Some("polls"));
+    assert_eq!(c.full_policy, FullPolicy::Drop);
+    assert_eq!(c.queue_capacity, 10);
+    assert_eq!(c.flush_timeout, std::time::Duration::from_millis(250));
+    assert!(!c.capture.redact);
+    assert_eq!(c.capture.interlink_header, "x-correlation-id");
+    assert!(c.blacklist.is_blacklisted("demo", "/"));
+    assert!(c.blacklist.is_blacklisted("other", "/static/x.css"));
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let c = AuditConfig::from_sources(
+        Some("run_async = false\ndb_alias = \"file\""),
+        [("AUDIT_RUN_ASYNC", "true"), ("AUDIT_DB", "/tmp/x.db"), ("AUDIT_LOGGED_MODELS", "a::B, c::D"), ("AUDIT_BLACKLIST", r#"{ "" = ["^/x"] }"#), ("HOME", "/root")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    )
+    .unwrap();
+    assert!(c.run_async);
+    assert_eq!(c.db_alias, "file");
+    assert_eq!(c.db_connection, DbConnection::Sqlite("/tmp/x.db".into()));
+    assert_eq!(c.logged_models, ["a::B", "c::D"]);
+    assert!(c.blacklist.is_blacklisted("any", "/x1"));
+    // The original's queue setting name is accepted too.
+    assert_eq!(env(&[("AUDIT_CELERY_QUEUE", "celery")]).unwrap().queue_name, "celery");
+}
+
+#[test]
+fn invalid_values_name_the_setting() {
+    let cases: &[(&str, &str)] = &[
+        ("unknown_key = 1", "unknown setting `unknown_key`"),
+        ("activate = \"yes\"", "activate: expected true or false"),
+        ("[blacklist]\napi = '^/api/'", "blacklist.\"api\": expected a list of regex strings"),
+        ("[blacklist]\napi = ['(unclosed']", "blacklist.\"api\": invalid regex `(unclosed`"),
+        ("access_indexes = ['custom..x']", "access_indexes: index path `custom..x` has an empty segment"),
+        ("process_indexes = ['$bad']", "process_indexes: index path `$bad` may only hold"),
+        ("model_action_indexes = [[]]", "model_action_indexes: expected an index path or a non-empty list"),
+        ("db_connection = 'mongodb://'", "db_connection: malformed MongoDB URI"),
+        ("db_connection = 'postgres://x/y'", "db_connection: unsupported scheme `postgres://`"),
+        ("[db_connection]\nHOST = ['a', 'b']\nPORT = [1]", "HOST and PORT must have the same number of entries"),
+        ("[db_connection]\nHOSTS = 'a'", "unknown setting `db_connection.HOSTS`"),
+        ("full_policy = 'sometimes'", "full_policy: expected \"block\" or \"drop\""),
+        ("[capture]\nredact_everything = true", "unknown setting `capture.redact_everything`"),
+        ("not toml at all [", "config file is not valid TOML"),
+    ];
+    for (toml, want) in cases {
+        let e = cfg(toml).expect_err(toml);
+        assert!(e.contains(want), "for {toml:?}: {e:?} should contain {want:?}");
+        assert!(e.starts_with("invalid audit configuration: "), "{e}");
+    }
+    let e = env(&[("AUDIT_ACTIVTE", "true")]).unwrap_err();
+    assert!(e.contains("unknown environment variable `AUDIT_ACTIVTE`"), "{e}");
+    let e = env(&[("AUDIT_RUN_ASYNC", "maybe")]).unwrap_err();
+    assert!(e.contains("AUDIT_RUN_ASYNC: expected true or false, got `maybe`"), "{e}");
+}
+
+#[test]
+fn mongo_uris_are_built_like_the_original() {
+    let parts = |toml: &str| match cfg(toml).unwrap().db_connection {
+        DbConnection::Mongo { uri, database } => (uri, database),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(parts("[db_connection]\nHOST = 'host'\nPORT = 0\nNAME = 'foo'").0, "mongodb://host:0/foo");
+    assert_eq!(
+        parts("[db_connection]\nHOST = ['host1', 'host2']\nPORT = [0, 1]\nNAME = 'foo'\nREPLICA_SET = 'replica'").0,
+        "mongodb://host1:0,host2:1/foo?replicaSet=replica"
+    );
+    assert_eq!(
+        parts("[db_connection]\nHOST = 'host'\nPORT = 0\nNAME = 'foo'\nUSER = 'user'\nPASSWORD = 'pass'").0,
+        "mongodb://user:pass@host:0/foo"
+    );
+    // Credentials are percent-encoded (D8).
+    let p = MongoParts { user: "us@r".into(), password: "p:a/s%s".into(), ..MongoParts::default() };
+    assert_eq!(p.uri().unwrap(), "mongodb://us%40r:p%3Aa%2Fs%25s@localhost:27017/audit");
+    // Missing keys fall back to localhost, 27017, audit.
+    assert_eq!(parts("[db_connection]\n"), ("mongodb://localhost:27017/audit".into(), "audit".into()));
+}
+
+#[test]
+fn connection_strings_pick_the_store_and_hide_passwords() {
+    assert_eq!(parse_connection_str("audit.db").unwrap(), DbConnection::Sqlite("audit.db".into()));
+    assert_eq!(parse_connection_str("sqlite:///var/a.db").unwrap(), DbConnection::Sqlite("/var/a.db".into()));
+    let c = parse_connection_str("mongodb://u:secret@h:1/db?authSource=admin").unwrap();
+    assert_eq!(c, DbConnection::Mongo { uri: "mongodb://u:secret@h:1/db?authSource=admin".into(), database: "db".into() });
+    assert_eq!(c.to_string(), "mongodb://u:****@h:1/db?authSource=admin (database db)");
+    assert!(!format!("{c:?}").contains("secret"));
+}
+
+fn blacklist(entries: &[(&str, &[&str])]) -> Blacklist {
+    let map: BTreeMap<String, Vec<String>> =
+        entries.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect();
+    Blacklist::compile(&map).unwrap()
+}
+
+#[test]
+fn blacklist_searches_like_the_original() {
+    let b = blacklist(&[("", &["blacklist"])]);
+    for (path, hit) in [("/test", false), ("/blacklist/", true), ("/test/blacklist", true), ("/blacklisttest", true), ("/black/list", false)] {
+        assert_eq!(b.is_blacklisted("any", path), hit, "{path}");
+    }
+    let b = blacklist(&[("api", &["^/x"]), ("", &["^/y"])]);
+    assert!(b.is_blacklisted("api", "/x1") && b.is_blacklisted("api", "/y1"));
+    assert!(b.is_blacklisted("web", "/y1") && !b.is_blacklisted("web", "/x1"));
+    // The original demo's negative look-ahead (F57).
+    let b = blacklist(&[("demo", &[r"^(?!(/access/|/modelaction/)).*$"])]);
+    assert!(b.is_blacklisted("demo", "/") && b.is_blacklisted("demo", "/admin/"));
+    assert!(!b.is_blacklisted("demo", "/access/class/") && !b.is_blacklisted("demo", "/modelaction/create/"));
+    assert!(!b.is_blacklisted("django", "/admin/"), "other apps are unaffected");
+    // Case-sensitive.
+    assert!(!blacklist(&[("", &["^/Admin"])]).is_blacklisted("a", "/admin"));
+}
