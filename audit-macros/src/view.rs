@@ -21,10 +21,9 @@
 //! The registration lives in the body for the same reason (inventory allows it there).
 
 use crate::attr::ViewArgs;
-use proc_macro2::{Span, TokenStream as TokenStream2};
+use proc_macro2::TokenStream as TokenStream2;
 use quote::{quote, quote_spanned};
 use std::collections::BTreeSet;
-use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, Pat, ReturnType, Type};
 
 /// Re-emits the untouched item plus the error, so IDE completion keeps working (tokio's
@@ -134,7 +133,7 @@ pub(crate) fn expand(args: TokenStream2, item: TokenStream2, audited: bool) -> s
         }
     };
 
-    let new_block = quote_spanned! {Span::mixed_site().located_at(block.span())=>
+    let new_block = quote! {
         {
             fn __audit_here() {}
             fn __audit_view() -> &'static #krate::__private::ViewIdentity {

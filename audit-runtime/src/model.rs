@@ -97,6 +97,21 @@ audit_value_via! {
     std::time::Duration => |v| Bson::Double(v.as_secs_f64());
 }
 
+#[cfg(feature = "decimal")]
+impl AuditValue for rust_decimal::Decimal {
+    /// The exact decimal string: no float loss (D26).
+    fn to_audit_bson(&self) -> Bson {
+        Bson::String(self.to_string())
+    }
+}
+
+#[cfg(feature = "uuid")]
+impl AuditValue for uuid::Uuid {
+    fn to_audit_bson(&self) -> Bson {
+        Bson::String(self.hyphenated().to_string())
+    }
+}
+
 impl<T: AuditValue + ?Sized> AuditValue for &T {
     fn to_audit_bson(&self) -> Bson {
         (**self).to_audit_bson()

@@ -72,3 +72,52 @@ pub fn access(path: &str, t: DateTime<Utc>, full_name: &str) -> Access {
     };
     Access::new(path, t, AccessView::new(full_name, app, name))
 }
+
+/// Handlers and models defined in this (second) crate, to prove their registrations are found from
+/// the test binaries that link it.
+pub mod fixtures {
+    use audit_runtime::{audited_view, disable_audit, Audited};
+
+    /// An audited handler living in another crate.
+    #[audited_view]
+    pub fn shared_handler() -> u32 {
+        7
+    }
+
+    /// A disabled handler living in another crate.
+    #[disable_audit]
+    pub fn shared_disabled() {}
+
+    /// A model living in another crate.
+    #[derive(Audited, Debug, Clone)]
+    pub struct SharedModel {
+        /// Its id.
+        pub id: i64,
+    }
+}
+
+/// An auditor installed globally, whose writer runs on a runtime of its own, so it outlives the
+/// per-test runtimes of `#[tokio::test]`. Every caller gets the same one.
+pub fn global_auditor() -> &'static audit_runtime::Auditor {
+    use std::sync::OnceLock;
+    static AUDITOR: OnceLock<(audit_runtime::Auditor, tempfile::TempDir)> = OnceLock::new();
+    &AUDITOR
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+                rt.block_on(async move {
+                    let (conn, dir) = sqlite_connection();
+                    let config = audit_runtime::AuditConfig::default().with_connection(conn);
+                    let (auditor, guard) = audit_runtime::Auditor::start(config).await.expect("auditor starts");
+                    auditor.install_global();
+                    tx.send((auditor, dir)).expect("send");
+                    // Keep the writer alive for the whole test binary.
+                    std::future::pending::<()>().await;
+                    drop(guard);
+                });
+            });
+            rx.recv().expect("auditor")
+        })
+        .0
+}
