@@ -104,6 +104,7 @@ impl AuditorBuilder {
         let (active, guard) = if config.activate {
             let store = Store::connect(&config).await.map_err(store_err)?;
             let process = store.upsert_process(&ProcessInfo::current().to_process()).await.map_err(store_err)?;
+            tracing::debug!(target: "audit", process = %process, "audit process stored");
             let (writer, guard) = writer::spawn(store.clone(), &config);
             let active = Active { store, writer, process: Mutex::new(Some((std::process::id(), process.id))) };
             (Some(active), guard)

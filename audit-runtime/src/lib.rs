@@ -19,6 +19,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+#[cfg(not(any(feature = "embedded-store", feature = "mongodb")))]
+compile_error!("audit-runtime needs a store: enable the `embedded-store` and/or the `mongodb` feature");
+
 pub mod auditor;
 pub mod blacklist;
 pub mod config;

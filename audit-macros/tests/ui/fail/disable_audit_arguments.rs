@@ -1,0 +1,6 @@
+use audit_runtime::disable_audit;
+
+#[disable_audit(name = "x")]
+fn handler() {}
+
+fn main() {}

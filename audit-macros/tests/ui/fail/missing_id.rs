@@ -1,0 +1,8 @@
+use audit_runtime::Audited;
+
+#[derive(Audited)]
+struct Poll {
+    question: String,
+}
+
+fn main() {}
