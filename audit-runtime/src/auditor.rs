@@ -268,6 +268,7 @@ impl Auditor {
         }
         let Some(view) = inner.view else { return };
         let mut access_view = AccessView::new(view.full_name.clone(), view.app.clone(), view.name.clone());
+        access_view.args = inner.args.clone();
         access_view.kwargs = inner.kwargs.clone();
         let access = Access {
             id: state.access_id,

@@ -35,6 +35,8 @@ pub struct RequestState {
 #[derive(Default)]
 pub(crate) struct StateInner {
     pub(crate) view: Option<&'static ViewIdentity>,
+    /// The route's URL parameters, in order (the original's positional `view.args`).
+    pub(crate) args: Vec<Bson>,
     pub(crate) kwargs: Document,
     pub(crate) user: Option<AccessUser>,
     pub(crate) exception: Option<AccessException>,

@@ -132,6 +132,7 @@ where
 
     let (mut parts, body) = req.into_parts();
     let route = route_identity(&parts, &cap.config.default_app);
+    route_params(&mut parts, &state).await;
     let user = parts.extensions.get::<AccessUser>().cloned().or_else(|| shared.user_resolver.as_ref().and_then(|r| r(&parts)));
     let method = parts.method.clone();
     let provider_headers = (!shared.auditor.providers().is_empty()).then(|| parts.headers.clone());
@@ -170,8 +171,11 @@ where
     };
     let res = match outcome {
         Err(panic) => {
-            // The handler panicked: record the access with its exception, then let the panic go
-            // on so the host's own handling (a catch-panic layer, the server) is unchanged.
+            // The handler panicked: record the access with its exception and the 500 the request
+            // ends in (D45), then let the panic go on so the host's own handling (a catch-panic
+            // layer, the server) is unchanged.
+            let mut finisher = finisher;
+            finisher.status = Some(500);
             finisher.finish_now(Bson::Null).await;
             std::panic::resume_unwind(panic);
         }
@@ -260,6 +264,22 @@ fn remote_addr<B>(req: &Request<B>) -> Option<String> {
     req.extensions().get::<std::net::SocketAddr>().map(ToString::to_string)
 }
 
+/// The route's URL parameters (F40): by name in `view.kwargs`, and in order in `view.args`.
+async fn route_params(parts: &mut http::request::Parts, state: &RequestState) {
+    #[cfg(feature = "axum")]
+    {
+        use axum::extract::FromRequestParts;
+        if let Ok(params) = axum::extract::RawPathParams::from_request_parts(parts, &()).await {
+            let mut inner = state.lock();
+            for (k, v) in params.iter() {
+                inner.args.push(Bson::String(v.to_owned()));
+                inner.kwargs.insert(crate::keys::escape_key(k), v);
+            }
+        }
+    }
+    let _ = (parts, state);
+}
+
 /// The view of a route without `#[audited_view]`: its matched route, or `<unmatched>`.
 fn route_identity(parts: &http::request::Parts, default_app: &str) -> ViewIdentity {
     #[cfg(feature = "axum")]
@@ -292,6 +312,7 @@ impl Finisher {
         }
         let view = inner.view.cloned().unwrap_or(self.route);
         let mut access_view = AccessView::new(view.full_name, view.app, view.name);
+        access_view.args = inner.args.clone();
         access_view.kwargs = inner.kwargs.clone();
         let user = inner.user.clone().or(self.user).unwrap_or_else(AccessUser::anonymous);
         let mut custom = inner.custom.clone();
