@@ -24,7 +24,10 @@ pub(crate) struct ViewArgs {
 /// `parse_assignment_attribute`). Every argument goes through this one check.
 fn set_once<T>(slot: &mut Option<T>, value: T, keyword: &str, span: Span) -> syn::Result<()> {
     if slot.is_some() {
-        return Err(syn::Error::new(span, format!("`{keyword}` specified more than once")));
+        return Err(syn::Error::new(
+            span,
+            format!("`{keyword}` specified more than once"),
+        ));
     }
     *slot = Some(value);
     Ok(())
@@ -50,7 +53,8 @@ impl Parse for ViewArgs {
                 let k: kw::args = input.parse()?;
                 let content;
                 syn::parenthesized!(content in input);
-                let names: Punctuated<Ident, Token![,]> = content.parse_terminated(Ident::parse, Token![,])?;
+                let names: Punctuated<Ident, Token![,]> =
+                    content.parse_terminated(Ident::parse, Token![,])?;
                 set_once(&mut out.args, names.into_iter().collect(), "args", k.span)?;
             } else if lookahead.peek(Token![crate]) {
                 // crate = "path::to::audit_runtime"

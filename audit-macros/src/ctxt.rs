@@ -8,7 +8,11 @@ pub(crate) struct Ctxt {
 }
 
 impl Ctxt {
-    pub(crate) fn error_spanned_by<T: quote::ToTokens, M: Display>(&mut self, tokens: T, message: M) {
+    pub(crate) fn error_spanned_by<T: quote::ToTokens, M: Display>(
+        &mut self,
+        tokens: T,
+        message: M,
+    ) {
         self.errors.push(syn::Error::new_spanned(tokens, message));
     }
 

@@ -43,7 +43,9 @@ pub fn disable_audit(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_derive(Audited, attributes(audit))]
 pub fn derive_audited(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);
-    model::expand(input).unwrap_or_else(syn::Error::into_compile_error).into()
+    model::expand(input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }
 
 /// Prints an expansion when `AUDIT_MACROS_DEBUG` is set.

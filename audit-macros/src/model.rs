@@ -8,8 +8,16 @@ use syn::{Data, DeriveInput, Fields, Ident, LitStr};
 
 /// Field names masked unless `#[audit(capture)]` (D2), matched case-insensitively as substrings.
 /// Checked at compile time so a snapshot pays nothing for it.
-const SECRET_FIELD_PATTERNS: &[&str] =
-    &["password", "passwd", "secret", "token", "api_key", "apikey", "private_key", "credential"];
+const SECRET_FIELD_PATTERNS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "private_key",
+    "credential",
+];
 
 #[derive(Default)]
 struct FieldAttrs {
@@ -61,8 +69,15 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
                     cx.error_spanned_by(&meta.path, "duplicate audit attribute `crate`");
                 }
             } else {
-                let name = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
-                cx.error_spanned_by(&meta.path, format!("unknown audit container attribute `{name}`"));
+                let name = meta
+                    .path
+                    .get_ident()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                cx.error_spanned_by(
+                    &meta.path,
+                    format!("unknown audit container attribute `{name}`"),
+                );
             }
             Ok(())
         });
@@ -78,7 +93,11 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
         let mut a = FieldAttrs::default();
         for attr in f.attrs.iter().filter(|a| a.path().is_ident("audit")) {
             let res = attr.parse_nested_meta(|meta| {
-                let key = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
+                let key = meta
+                    .path
+                    .get_ident()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
                 let flag = match key.as_str() {
                     // #[audit(id)]
                     "id" => Some(&mut a.id),
@@ -96,7 +115,10 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
                 };
                 if let Some(flag) = flag {
                     if std::mem::replace(flag, true) {
-                        cx.error_spanned_by(&meta.path, format!("duplicate audit attribute `{key}`"));
+                        cx.error_spanned_by(
+                            &meta.path,
+                            format!("duplicate audit attribute `{key}`"),
+                        );
                     }
                 } else if key == "rename" {
                     // #[audit(rename = "foo")]
@@ -105,7 +127,10 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
                         cx.error_spanned_by(&meta.path, "duplicate audit attribute `rename`");
                     }
                 } else {
-                    cx.error_spanned_by(&meta.path, format!("unknown audit field attribute `{key}`"));
+                    cx.error_spanned_by(
+                        &meta.path,
+                        format!("unknown audit field attribute `{key}`"),
+                    );
                 }
                 Ok(())
             });
@@ -126,7 +151,10 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
     if marked.len() > 1 {
         cx.error_spanned_by(marked[1].ident, "only one field can be `#[audit(id)]`");
     }
-    let id_field = marked.first().copied().or_else(|| parsed.iter().find(|f| f.ident == "id"));
+    let id_field = marked
+        .first()
+        .copied()
+        .or_else(|| parsed.iter().find(|f| f.ident == "id"));
     if id_field.is_none() {
         cx.error_spanned_by(
             &input.ident,
@@ -144,7 +172,11 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
     let mut names = Vec::new();
     let inserts = parsed.iter().filter(|f| !f.attrs.skip).map(|f| {
         let fi = f.ident;
-        let key = f.attrs.rename.as_ref().map_or_else(|| fi.to_string(), LitStr::value);
+        let key = f
+            .attrs
+            .rename
+            .as_ref()
+            .map_or_else(|| fi.to_string(), LitStr::value);
         names.push(key.clone());
         let value = if f.attrs.display {
             quote!(#krate::model::display_value(&self.#fi))
@@ -154,7 +186,11 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
             quote!(#krate::AuditValue::to_audit_bson(&self.#fi))
         };
         let secret = !f.attrs.capture && is_secret_name(&fi.to_string());
-        let value = if f.attrs.mask || secret { quote!(#krate::model::mask_value(&#value)) } else { value };
+        let value = if f.attrs.mask || secret {
+            quote!(#krate::model::mask_value(&#value))
+        } else {
+            value
+        };
         quote!(__audit_doc.insert(#key, #value);)
     });
     let inserts: Vec<TokenStream2> = inserts.collect();
@@ -230,8 +266,16 @@ mod tests {
 
     #[test]
     fn enum_is_rejected() {
-        let e = expand(syn::parse_quote!(enum E { A })).unwrap_err();
-        assert_eq!(e.to_string(), "`#[derive(Audited)]` only supports structs with named fields");
+        let e = expand(syn::parse_quote!(
+            enum E {
+                A,
+            }
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`#[derive(Audited)]` only supports structs with named fields"
+        );
     }
 
     #[test]

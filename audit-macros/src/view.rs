@@ -33,26 +33,50 @@ pub(crate) fn with_error(mut item: TokenStream2, e: syn::Error) -> TokenStream2 
     item
 }
 
-fn has_attr(func: &ItemFn, name: &str) -> bool {
-    func.attrs.iter().any(|a| a.path().segments.last().is_some_and(|s| s.ident == name))
+fn is_attr(a: &syn::Attribute, name: &str) -> bool {
+    a.path().segments.last().is_some_and(|s| s.ident == name)
 }
 
-pub(crate) fn expand(args: TokenStream2, item: TokenStream2, audited: bool) -> syn::Result<TokenStream2> {
-    let macro_name = if audited { "audited_view" } else { "disable_audit" };
+fn has_attr(func: &ItemFn, name: &str) -> bool {
+    func.attrs.iter().any(|a| is_attr(a, name))
+}
+
+pub(crate) fn expand(
+    args: TokenStream2,
+    item: TokenStream2,
+    audited: bool,
+) -> syn::Result<TokenStream2> {
+    let macro_name = if audited {
+        "audited_view"
+    } else {
+        "disable_audit"
+    };
     let args: ViewArgs = syn::parse2(args)?;
     let mut func: ItemFn = syn::parse2(item)?;
     if let Some(c) = &func.sig.constness {
-        return Err(syn::Error::new(c.span, format!("`#[{macro_name}]` cannot be used on `const fn`s")));
+        return Err(syn::Error::new(
+            c.span,
+            format!("`#[{macro_name}]` cannot be used on `const fn`s"),
+        ));
     }
     if !audited {
         if let Some(lit) = args.app.as_ref().or(args.name.as_ref()) {
-            return Err(syn::Error::new(lit.span(), "`#[disable_audit]` only takes `crate = \"...\"`"));
+            return Err(syn::Error::new(
+                lit.span(),
+                "`#[disable_audit]` only takes `crate = \"...\"`",
+            ));
         }
         if let Some(first) = args.args.as_ref().and_then(|a| a.first()) {
-            return Err(syn::Error::new(first.span(), "`#[disable_audit]` only takes `crate = \"...\"`"));
+            return Err(syn::Error::new(
+                first.span(),
+                "`#[disable_audit]` only takes `crate = \"...\"`",
+            ));
         }
     }
-    let krate = args.krate.clone().map_or_else(|| quote!(::audit_runtime), |p| quote!(#p));
+    let krate = args
+        .krate
+        .clone()
+        .map_or_else(|| quote!(::audit_runtime), |p| quote!(#p));
 
     // `#[audited_view]` + `#[disable_audit]`, in either order: the handler is disabled. The outer
     // `audited_view` leaves the item to `disable_audit`; an outer `disable_audit` drops the inner
@@ -61,7 +85,7 @@ pub(crate) fn expand(args: TokenStream2, item: TokenStream2, audited: bool) -> s
         return Ok(quote!(#func));
     }
     if !audited {
-        func.attrs.retain(|a| !a.path().segments.last().is_some_and(|s| s.ident == "audited_view"));
+        func.attrs.retain(|a| !is_attr(a, "audited_view"));
     }
 
     let bound = bound_names(&func);
@@ -227,24 +251,51 @@ mod tests {
             async fn h(Path((a, b)): Path<(u32, u32)>, State(s): State<S>, Query(Params { page, .. }): Query<Params>, x: u8) {}
         };
         let names = bound_names(&f);
-        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["a", "b", "page", "s", "x"]);
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["a", "b", "page", "s", "x"]
+        );
     }
 
     #[test]
     fn const_fn_is_rejected() {
-        let e = expand(quote!(), quote!(const fn f() {}), true).unwrap_err();
-        assert_eq!(e.to_string(), "`#[audited_view]` cannot be used on `const fn`s");
+        let e = expand(
+            quote!(),
+            quote!(
+                const fn f() {}
+            ),
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`#[audited_view]` cannot be used on `const fn`s"
+        );
     }
 
     #[test]
     fn unknown_arg_names_the_parameter() {
-        let e = expand(quote!(args(nope)), quote!(fn f(id: u32) {}), true).unwrap_err();
+        let e = expand(
+            quote!(args(nope)),
+            quote!(
+                fn f(id: u32) {}
+            ),
+            true,
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "`nope` is not an argument of this handler");
     }
 
     #[test]
     fn duplicate_argument_is_rejected() {
-        let e = expand(quote!(name = "a", name = "b"), quote!(fn f() {}), true).unwrap_err();
+        let e = expand(
+            quote!(name = "a", name = "b"),
+            quote!(
+                fn f() {}
+            ),
+            true,
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "`name` specified more than once");
     }
 }

@@ -5,8 +5,8 @@
 use crate::config::AuditConfig;
 use crate::context::{self, RequestState};
 use crate::document::{
-    Access, AccessRequest, AccessTime, AccessView, Action, ModelAction, ModelActionContent, ModelActionInstance,
-    ModelActionModel,
+    Access, AccessRequest, AccessTime, AccessView, Action, ModelAction, ModelActionContent,
+    ModelActionInstance, ModelActionModel,
 };
 use crate::model::{diff, finalize_masks, Audited};
 use crate::process::ProcessInfo;
@@ -29,13 +29,15 @@ pub enum AuditError {
         /// The connection (password hidden).
         connection: String,
         /// The failure.
-        source: StoreError,
+        source: Box<StoreError>,
     },
     /// `logged_models` names an unknown model.
     #[error("logged_models: {0}")]
     Registry(#[from] RegistryError),
     /// `custom_provider` names a provider that was not registered.
-    #[error("custom_provider.{app}: no provider named `{name}` is registered (registered: {known})")]
+    #[error(
+        "custom_provider.{app}: no provider named `{name}` is registered (registered: {known})"
+    )]
     UnknownProvider {
         /// The app key.
         app: String,
@@ -89,7 +91,8 @@ impl AuditorBuilder {
         F: Fn(&crate::http::ProviderContext<'_>) -> V + Send + Sync + 'static,
         V: Into<bson::Bson>,
     {
-        self.providers.push((name.to_owned(), Arc::new(move |ctx| f(ctx).into())));
+        self.providers
+            .push((name.to_owned(), Arc::new(move |ctx| f(ctx).into())));
         self
     }
 
@@ -100,13 +103,23 @@ impl AuditorBuilder {
         #[cfg(feature = "http")]
         let providers = select_providers(&config, self.providers)?;
         registry::register_models(&config)?;
-        let store_err = |source| AuditError::Store { connection: config.db_connection.to_string(), source };
+        let store_err = |source| AuditError::Store {
+            connection: config.db_connection.to_string(),
+            source: Box::new(source),
+        };
         let (active, guard) = if config.activate {
             let store = Store::connect(&config).await.map_err(store_err)?;
-            let process = store.upsert_process(&ProcessInfo::current().to_process()).await.map_err(store_err)?;
+            let process = store
+                .upsert_process(&ProcessInfo::current().to_process())
+                .await
+                .map_err(store_err)?;
             tracing::debug!(target: "audit", process = %process, "audit process stored");
             let (writer, guard) = writer::spawn(store.clone(), &config);
-            let active = Active { store, writer, process: Mutex::new(Some((std::process::id(), process.id))) };
+            let active = Active {
+                store,
+                writer,
+                process: Mutex::new(Some((std::process::id(), process.id))),
+            };
             (Some(active), guard)
         } else {
             (None, writer::WriterGuard::inert())
@@ -122,7 +135,10 @@ impl AuditorBuilder {
 }
 
 #[cfg(feature = "http")]
-fn select_providers(config: &AuditConfig, registered: Vec<(String, ProviderFn)>) -> Result<Vec<(String, ProviderFn)>, AuditError> {
+fn select_providers(
+    config: &AuditConfig,
+    registered: Vec<(String, ProviderFn)>,
+) -> Result<Vec<(String, ProviderFn)>, AuditError> {
     if config.custom_provider.is_empty() {
         return Ok(registered);
     }
@@ -130,13 +146,19 @@ fn select_providers(config: &AuditConfig, registered: Vec<(String, ProviderFn)>)
         .custom_provider
         .iter()
         .map(|(app, name)| {
-            registered.iter().find(|(n, _)| n == name).map(|(_, f)| (app.clone(), f.clone())).ok_or_else(|| {
-                AuditError::UnknownProvider {
+            registered
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, f)| (app.clone(), f.clone()))
+                .ok_or_else(|| AuditError::UnknownProvider {
                     app: app.clone(),
                     name: name.clone(),
-                    known: registered.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
-                }
-            })
+                    known: registered
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
         })
         .collect()
 }
@@ -169,7 +191,9 @@ impl Auditor {
 
     /// The auditor of the current request, else the global one.
     pub fn current() -> Option<Auditor> {
-        context::current().and_then(|s| s.auditor.clone()).or_else(Self::global)
+        context::current()
+            .and_then(|s| s.auditor.clone())
+            .or_else(Self::global)
     }
 
     /// The configuration.
@@ -189,7 +213,11 @@ impl Auditor {
 
     /// The writer's counters.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.0.active.as_ref().map(|a| a.writer.metrics()).unwrap_or_default()
+        self.0
+            .active
+            .as_ref()
+            .map(|a| a.writer.metrics())
+            .unwrap_or_default()
     }
 
     /// Waits until everything submitted so far is stored.
@@ -213,7 +241,11 @@ impl Auditor {
                 return Some(id);
             }
         }
-        match active.store.upsert_process(&ProcessInfo::current().to_process()).await {
+        match active
+            .store
+            .upsert_process(&ProcessInfo::current().to_process())
+            .await
+        {
             Ok(stored) => {
                 *active.process.lock().unwrap_or_else(|p| p.into_inner()) = Some((pid, stored.id));
                 Some(stored.id)
@@ -228,7 +260,9 @@ impl Auditor {
     fn cached_process_id(&self) -> Option<ObjectId> {
         let active = self.0.active.as_ref()?;
         let cached = *active.process.lock().unwrap_or_else(|p| p.into_inner());
-        cached.filter(|(p, _)| *p == std::process::id()).map(|(_, id)| id)
+        cached
+            .filter(|(p, _)| *p == std::process::id())
+            .map(|(_, id)| id)
     }
 
     /// Stores an access: in sync mode it is stored when this returns (or the wait timed out and it
@@ -242,18 +276,24 @@ impl Auditor {
     }
 
     /// Queues an access from synchronous code (the end of a streamed body): never waits.
+    #[cfg(feature = "http")]
     pub(crate) fn record_access_nowait(&self, mut access: Access) {
         let Some(active) = &self.0.active else { return };
         if access.process.is_none() {
             access.process = self.cached_process_id();
         }
-        active.writer.submit_blocking(Record::Access(Box::new(access)));
+        active
+            .writer
+            .submit_blocking(Record::Access(Box::new(access)));
     }
 
     async fn submit(&self, active: &Active, record: Record) {
         let wait = !self.0.config.run_async;
         if let Some(ack) = active.writer.submit(record, wait).await {
-            if tokio::time::timeout(self.0.config.flush_timeout, ack).await.is_err() {
+            if tokio::time::timeout(self.0.config.flush_timeout, ack)
+                .await
+                .is_err()
+            {
                 tracing::warn!(target: "audit", "audit record not stored within flush_timeout; it stays queued");
             }
         }
@@ -267,7 +307,8 @@ impl Auditor {
             return;
         }
         let Some(view) = inner.view else { return };
-        let mut access_view = AccessView::new(view.full_name.clone(), view.app.clone(), view.name.clone());
+        let mut access_view =
+            AccessView::new(view.full_name.clone(), view.app.clone(), view.name.clone());
         access_view.args = inner.args.clone();
         access_view.kwargs = inner.kwargs.clone();
         let access = Access {
@@ -276,23 +317,35 @@ impl Auditor {
             request: AccessRequest::new(""),
             response: None,
             exception: inner.exception.clone(),
-            time: AccessTime { request: state.started, response: Some(Utc::now()) },
+            time: AccessTime {
+                request: state.started,
+                response: Some(Utc::now()),
+            },
             view: access_view,
             user: inner.user.clone(),
             custom: (!inner.custom.is_empty()).then(|| inner.custom.clone()),
             process: self.cached_process_id(),
         };
-        active.writer.submit_blocking(Record::Access(Box::new(access)));
+        active
+            .writer
+            .submit_blocking(Record::Access(Box::new(access)));
     }
 
     /// Records the creation of `obj`.
     pub async fn record_create<T: Audited>(&self, obj: &T) -> Option<ObjectId> {
-        self.record_action(Action::Create, Document::new(), obj.audit_snapshot(), obj).await
+        self.record_action(Action::Create, Document::new(), obj.audit_snapshot(), obj)
+            .await
     }
 
     /// Records an update from `old` to `new` (the previous value, as loaded before the update).
     pub async fn record_update<T: Audited>(&self, old: &T, new: &T) -> Option<ObjectId> {
-        self.record_action(Action::Update, old.audit_snapshot(), new.audit_snapshot(), new).await
+        self.record_action(
+            Action::Update,
+            old.audit_snapshot(),
+            new.audit_snapshot(),
+            new,
+        )
+        .await
     }
 
     /// Records an update of `new`, loading its previous value with `load_old` first (the stored
@@ -310,10 +363,17 @@ impl Auditor {
 
     /// Records the deletion of `obj` (call it after the delete committed, D19).
     pub async fn record_delete<T: Audited>(&self, obj: &T) -> Option<ObjectId> {
-        self.record_action(Action::Delete, obj.audit_snapshot(), Document::new(), obj).await
+        self.record_action(Action::Delete, obj.audit_snapshot(), Document::new(), obj)
+            .await
     }
 
-    async fn record_action<T: Audited>(&self, action: Action, mut old: Document, mut new: Document, obj: &T) -> Option<ObjectId> {
+    async fn record_action<T: Audited>(
+        &self,
+        action: Action,
+        mut old: Document,
+        mut new: Document,
+        obj: &T,
+    ) -> Option<ObjectId> {
         let active = self.0.active.as_ref()?;
         if !registry::is_registered(T::MODEL.full_name) {
             return None;
@@ -331,13 +391,17 @@ impl Auditor {
             },
             action,
             content: ModelActionContent { old, new, changes },
-            instance: ModelActionInstance { id: obj.audit_id().unwrap_or_default(), description: obj.audit_description() },
+            instance: ModelActionInstance {
+                id: obj.audit_id().unwrap_or_default(),
+                description: obj.audit_description(),
+            },
             timestamp: Utc::now(),
             access: context::current_access_id(),
             process: self.process_id().await,
         };
         let id = model_action.id;
-        self.submit(active, Record::ModelAction(Box::new(model_action))).await;
+        self.submit(active, Record::ModelAction(Box::new(model_action)))
+            .await;
         Some(id)
     }
 }

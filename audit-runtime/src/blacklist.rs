@@ -35,7 +35,10 @@ const BACKTRACK_LIMIT: usize = 100_000;
 impl Blacklist {
     /// Compiles every pattern; the first one that does not compile is the error.
     pub fn compile(entries: &BTreeMap<String, Vec<String>>) -> Result<Self, BlacklistError> {
-        let mut bl = Blacklist { sources: entries.clone(), ..Default::default() };
+        let mut bl = Blacklist {
+            sources: entries.clone(),
+            ..Default::default()
+        };
         for (app, patterns) in entries {
             let compiled = patterns
                 .iter()
@@ -43,7 +46,11 @@ impl Blacklist {
                     fancy_regex::RegexBuilder::new(p)
                         .backtrack_limit(BACKTRACK_LIMIT)
                         .build()
-                        .map_err(|e| BlacklistError { app: app.clone(), pattern: p.clone(), reason: e.to_string() })
+                        .map_err(|e| BlacklistError {
+                            app: app.clone(),
+                            pattern: p.clone(),
+                            reason: e.to_string(),
+                        })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             if app.is_empty() {

@@ -76,7 +76,9 @@ impl std::fmt::Display for DbConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DbConnection::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
-            DbConnection::Mongo { uri, database } => write!(f, "{} (database {database})", redact_uri(uri)),
+            DbConnection::Mongo { uri, database } => {
+                write!(f, "{} (database {database})", redact_uri(uri))
+            }
         }
     }
 }
@@ -148,9 +150,11 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
             redact: true,
-            redact_keys: ["password", "passwd", "secret", "token", "csrf", "session", "api_key", "apikey"]
-                .map(String::from)
-                .to_vec(),
+            redact_keys: [
+                "password", "passwd", "secret", "token", "csrf", "session", "api_key", "apikey",
+            ]
+            .map(String::from)
+            .to_vec(),
             redact_headers: [
                 "authorization",
                 "proxy-authorization",
@@ -220,11 +224,13 @@ impl AuditConfig {
     /// Loads the configuration of a process: the file `path` (or `AUDIT_CONFIG`, or `audit.toml`
     /// when it exists), then the process environment.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let named = path.map(Path::to_owned).or_else(|| std::env::var_os("AUDIT_CONFIG").map(PathBuf::from));
+        let named = path
+            .map(Path::to_owned)
+            .or_else(|| std::env::var_os("AUDIT_CONFIG").map(PathBuf::from));
         let text = match named {
-            Some(p) => Some(
-                std::fs::read_to_string(&p).map_err(|e| ConfigError(format!("cannot read config file {}: {e}", p.display())))?,
-            ),
+            Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| {
+                ConfigError(format!("cannot read config file {}: {e}", p.display()))
+            })?),
             None => std::fs::read_to_string(DEFAULT_CONFIG_FILE).ok(),
         };
         Self::from_sources(text.as_deref(), std::env::vars())
@@ -239,7 +245,9 @@ impl AuditConfig {
         V: AsRef<str>,
     {
         let mut table = match toml_text {
-            Some(t) => t.parse::<Table>().map_err(|e| ConfigError(format!("config file is not valid TOML: {e}")))?,
+            Some(t) => t
+                .parse::<Table>()
+                .map_err(|e| ConfigError(format!("config file is not valid TOML: {e}")))?,
             None => Table::new(),
         };
         let mut credentials = (None, None);
@@ -263,7 +271,10 @@ impl AuditConfig {
     }
 
     /// Builds the configuration from a TOML table (file and environment merged).
-    fn from_table(table: Table, credentials: (Option<String>, Option<String>)) -> Result<Self, ConfigError> {
+    fn from_table(
+        table: Table,
+        credentials: (Option<String>, Option<String>),
+    ) -> Result<Self, ConfigError> {
         let mut c = AuditConfig::default();
         for (key, value) in table {
             match key.as_str() {
@@ -282,28 +293,47 @@ impl AuditConfig {
                 "queue_capacity" => {
                     c.queue_capacity = match value.as_integer() {
                         Some(n) if n > 0 => n as usize,
-                        _ => return err(format!("queue_capacity: expected a positive integer, got {value}")),
+                        _ => {
+                            return err(format!(
+                                "queue_capacity: expected a positive integer, got {value}"
+                            ))
+                        }
                     }
                 }
                 "full_policy" => {
                     c.full_policy = match value.as_str() {
                         Some("block") => FullPolicy::Block,
                         Some("drop") => FullPolicy::Drop,
-                        _ => return err(format!("full_policy: expected \"block\" or \"drop\", got {value}")),
+                        _ => {
+                            return err(format!(
+                                "full_policy: expected \"block\" or \"drop\", got {value}"
+                            ))
+                        }
                     }
                 }
                 "flush_timeout_ms" => {
                     c.flush_timeout = match value.as_integer() {
                         Some(n) if n >= 0 => Duration::from_millis(n as u64),
-                        _ => return err(format!("flush_timeout_ms: expected a non-negative integer, got {value}")),
+                        _ => {
+                            return err(format!(
+                                "flush_timeout_ms: expected a non-negative integer, got {value}"
+                            ))
+                        }
                     }
                 }
                 "capture" => c.capture = parse_capture(&value)?,
-                other => return err(format!("unknown setting `{other}` (known: {})", KEYS.join(", "))),
+                other => {
+                    return err(format!(
+                        "unknown setting `{other}` (known: {})",
+                        KEYS.join(", ")
+                    ))
+                }
             }
         }
         // Credentials from the environment apply to a connection that has none of its own.
-        if let (DbConnection::Mongo { uri, .. }, (Some(user), Some(password))) = (&mut c.db_connection, &credentials) {
+        if let (DbConnection::Mongo { uri, .. }, (Some(user), Some(password))) =
+            (&mut c.db_connection, &credentials)
+        {
             if !uri_has_credentials(uri) && !user.is_empty() {
                 *uri = insert_credentials(uri, user, password);
             }
@@ -343,15 +373,23 @@ fn env_value(var: &str, key: &str, v: &str) -> Result<(String, Value), ConfigErr
         _ => key,
     };
     if !KEYS.contains(&key.as_str()) {
-        return err(format!("unknown environment variable `{var}` (settings: AUDIT_ + one of {})", KEYS.join(", ")));
+        return err(format!(
+            "unknown environment variable `{var}` (settings: AUDIT_ + one of {})",
+            KEYS.join(", ")
+        ));
     }
     let value = match key.as_str() {
-        "activate" | "run_async" | "translate_urls" => Value::Boolean(parse_bool(v).ok_or_else(|| {
-            ConfigError(format!("{var}: expected true or false, got `{v}`"))
-        })?),
+        "activate" | "run_async" | "translate_urls" => Value::Boolean(
+            parse_bool(v)
+                .ok_or_else(|| ConfigError(format!("{var}: expected true or false, got `{v}`")))?,
+        ),
         "db_alias" | "queue_name" | "full_policy" => Value::String(v.to_owned()),
         "logged_models" if !v.trim_start().starts_with('[') => Value::Array(
-            v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.to_owned())).collect(),
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_owned()))
+                .collect(),
         ),
         // Structured settings are written as TOML values: AUDIT_BLACKLIST='{ "" = ["^/x"] }'.
         _ => format!("v = {v}")
@@ -372,11 +410,14 @@ fn parse_bool(v: &str) -> Option<bool> {
 }
 
 fn as_bool(key: &str, v: &Value) -> Result<bool, ConfigError> {
-    v.as_bool().ok_or_else(|| ConfigError(format!("{key}: expected true or false, got {v}")))
+    v.as_bool()
+        .ok_or_else(|| ConfigError(format!("{key}: expected true or false, got {v}")))
 }
 
 fn as_str(key: &str, v: &Value) -> Result<String, ConfigError> {
-    v.as_str().map(str::to_owned).ok_or_else(|| ConfigError(format!("{key}: expected a string, got {v}")))
+    v.as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| ConfigError(format!("{key}: expected a string, got {v}")))
 }
 
 fn as_str_list(key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
@@ -388,17 +429,27 @@ fn as_str_list(key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
 
 fn parse_blacklist(v: &Value) -> Result<Blacklist, ConfigError> {
     let Some(t) = v.as_table() else {
-        return err(format!("blacklist: expected a table of app = [patterns], got {v}"));
+        return err(format!(
+            "blacklist: expected a table of app = [patterns], got {v}"
+        ));
     };
     let mut entries = BTreeMap::new();
     for (app, patterns) in t {
         let Some(list) = patterns.as_array() else {
             // The original iterated a plain string per character, so `^` blacklisted everything (D38).
-            return err(format!("blacklist.{app:?}: expected a list of regex strings, got {patterns}"));
+            return err(format!(
+                "blacklist.{app:?}: expected a list of regex strings, got {patterns}"
+            ));
         };
         let list = list
             .iter()
-            .map(|p| p.as_str().map(str::to_owned).ok_or_else(|| ConfigError(format!("blacklist.{app:?}: expected a regex string, got {p}"))))
+            .map(|p| {
+                p.as_str().map(str::to_owned).ok_or_else(|| {
+                    ConfigError(format!(
+                        "blacklist.{app:?}: expected a regex string, got {p}"
+                    ))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         entries.insert(app.clone(), list);
     }
@@ -407,7 +458,9 @@ fn parse_blacklist(v: &Value) -> Result<Blacklist, ConfigError> {
 
 fn parse_indexes(key: &str, v: &Value) -> Result<Vec<IndexSpec>, ConfigError> {
     let Some(items) = v.as_array() else {
-        return err(format!("{key}: expected a list of paths or lists of paths, got {v}"));
+        return err(format!(
+            "{key}: expected a list of paths or lists of paths, got {v}"
+        ));
     };
     items
         .iter()
@@ -416,9 +469,17 @@ fn parse_indexes(key: &str, v: &Value) -> Result<Vec<IndexSpec>, ConfigError> {
                 Value::String(s) => vec![s.clone()],
                 Value::Array(a) if !a.is_empty() => a
                     .iter()
-                    .map(|f| f.as_str().map(str::to_owned).ok_or_else(|| ConfigError(format!("{key}: expected an index path, got {f}"))))
+                    .map(|f| {
+                        f.as_str().map(str::to_owned).ok_or_else(|| {
+                            ConfigError(format!("{key}: expected an index path, got {f}"))
+                        })
+                    })
                     .collect::<Result<_, _>>()?,
-                other => return err(format!("{key}: expected an index path or a non-empty list of paths, got {other}")),
+                other => {
+                    return err(format!(
+                        "{key}: expected an index path or a non-empty list of paths, got {other}"
+                    ))
+                }
             };
             for f in &fields {
                 validate_index_path(f).map_err(|e| ConfigError(format!("{key}: {e}")))?;
@@ -465,21 +526,56 @@ fn parse_capture(v: &Value) -> Result<CaptureConfig, ConfigError> {
 
 fn parse_providers(v: &Value) -> Result<BTreeMap<String, String>, ConfigError> {
     let Some(t) = v.as_table() else {
-        return err(format!("custom_provider: expected a table of app = \"provider name\", got {v}"));
+        return err(format!(
+            "custom_provider: expected a table of app = \"provider name\", got {v}"
+        ));
     };
     t.iter()
-        .map(|(app, name)| Ok((app.clone(), as_str(&format!("custom_provider.{app}"), name)?)))
+        .map(|(app, name)| {
+            Ok((
+                app.clone(),
+                as_str(&format!("custom_provider.{app}"), name)?,
+            ))
+        })
         .collect()
 }
 
 /// Characters escaped in URI user info (RFC 3986 reserved plus `%`).
 const USERINFO: &AsciiSet = &CONTROLS
-    .add(b' ').add(b'%').add(b':').add(b'/').add(b'?').add(b'#').add(b'[').add(b']').add(b'@')
-    .add(b'!').add(b'$').add(b'&').add(b'\'').add(b'(').add(b')').add(b'*').add(b'+').add(b',')
-    .add(b';').add(b'=').add(b'"').add(b'<').add(b'>').add(b'\\').add(b'^').add(b'`').add(b'{')
-    .add(b'|').add(b'}');
+    .add(b' ')
+    .add(b'%')
+    .add(b':')
+    .add(b'/')
+    .add(b'?')
+    .add(b'#')
+    .add(b'[')
+    .add(b']')
+    .add(b'@')
+    .add(b'!')
+    .add(b'$')
+    .add(b'&')
+    .add(b'\'')
+    .add(b'(')
+    .add(b')')
+    .add(b'*')
+    .add(b'+')
+    .add(b',')
+    .add(b';')
+    .add(b'=')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
 
-fn parse_connection(v: &Value, credentials: &(Option<String>, Option<String>)) -> Result<DbConnection, ConfigError> {
+fn parse_connection(
+    v: &Value,
+    credentials: &(Option<String>, Option<String>),
+) -> Result<DbConnection, ConfigError> {
     match v {
         Value::String(s) => parse_connection_str(s),
         Value::Table(t) => {
@@ -491,9 +587,14 @@ fn parse_connection(v: &Value, credentials: &(Option<String>, Option<String>)) -
                     parts.password = p.clone();
                 }
             }
-            Ok(DbConnection::Mongo { uri: parts.uri()?, database: parts.name.clone() })
+            Ok(DbConnection::Mongo {
+                uri: parts.uri()?,
+                database: parts.name.clone(),
+            })
         }
-        other => err(format!("db_connection: expected a SQLite path, a mongodb:// URI or a table, got {other}")),
+        other => err(format!(
+            "db_connection: expected a SQLite path, a mongodb:// URI or a table, got {other}"
+        )),
     }
 }
 
@@ -508,8 +609,14 @@ pub fn parse_connection_str(s: &str) -> Result<DbConnection, ConfigError> {
         let rest = s.split_once("://").map(|x| x.1).unwrap_or_default();
         let hostpart = rest.split(['/', '?']).next().unwrap_or_default();
         let hosts = hostpart.rsplit_once('@').map_or(hostpart, |x| x.1);
-        if hosts.is_empty() || hosts.split(',').any(|h| h.is_empty() || h.starts_with(':')) || s.contains(char::is_whitespace) {
-            return err(format!("db_connection: malformed MongoDB URI `{}`", redact_uri(s)));
+        if hosts.is_empty()
+            || hosts.split(',').any(|h| h.is_empty() || h.starts_with(':'))
+            || s.contains(char::is_whitespace)
+        {
+            return err(format!(
+                "db_connection: malformed MongoDB URI `{}`",
+                redact_uri(s)
+            ));
         }
         let database = rest
             .split_once('/')
@@ -517,14 +624,22 @@ pub fn parse_connection_str(s: &str) -> Result<DbConnection, ConfigError> {
             .filter(|d| !d.is_empty())
             .unwrap_or("audit")
             .to_owned();
-        return Ok(DbConnection::Mongo { uri: s.to_owned(), database });
+        return Ok(DbConnection::Mongo {
+            uri: s.to_owned(),
+            database,
+        });
     }
     if let Some((scheme, _)) = s.split_once("://") {
         if scheme != "sqlite" {
-            return err(format!("db_connection: unsupported scheme `{scheme}://` (use a SQLite path or mongodb://)"));
+            return err(format!(
+                "db_connection: unsupported scheme `{scheme}://` (use a SQLite path or mongodb://)"
+            ));
         }
     }
-    let path = s.strip_prefix("sqlite://").or_else(|| s.strip_prefix("sqlite:")).unwrap_or(s);
+    let path = s
+        .strip_prefix("sqlite://")
+        .or_else(|| s.strip_prefix("sqlite:"))
+        .unwrap_or(s);
     Ok(DbConnection::Sqlite(PathBuf::from(path)))
 }
 
@@ -600,7 +715,12 @@ impl MongoParts {
                 self.ports.len()
             ));
         }
-        let hosts: Vec<String> = self.hosts.iter().zip(&self.ports).map(|(h, p)| format!("{h}:{p}")).collect();
+        let hosts: Vec<String> = self
+            .hosts
+            .iter()
+            .zip(&self.ports)
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect();
         let auth = if !self.user.is_empty() && !self.password.is_empty() {
             format!(
                 "{}:{}@",
@@ -614,13 +734,20 @@ impl MongoParts {
             Some(rs) => format!("?replicaSet={rs}"),
             None => String::new(),
         };
-        Ok(format!("mongodb://{auth}{}/{}{options}", hosts.join(","), self.name))
+        Ok(format!(
+            "mongodb://{auth}{}/{}{options}",
+            hosts.join(","),
+            self.name
+        ))
     }
 }
 
 fn uri_has_credentials(uri: &str) -> bool {
     let rest = uri.split_once("://").map_or(uri, |x| x.1);
-    rest.split(['/', '?']).next().unwrap_or_default().contains('@')
+    rest.split(['/', '?'])
+        .next()
+        .unwrap_or_default()
+        .contains('@')
 }
 
 fn insert_credentials(uri: &str, user: &str, password: &str) -> String {
@@ -636,7 +763,9 @@ fn insert_credentials(uri: &str, user: &str, password: &str) -> String {
 
 /// The URI with its password replaced by `****`, for messages and logs.
 pub fn redact_uri(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else { return uri.to_owned() };
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
     let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
     match rest[..host_end].rsplit_once('@') {
         Some((userinfo, _)) => {

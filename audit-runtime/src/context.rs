@@ -58,6 +58,7 @@ impl RequestState {
     }
 
     /// The state of an HTTP request to `path`.
+    #[cfg(feature = "http")]
     pub(crate) fn for_request(auditor: Auditor, path: String, default_app: &str) -> Arc<Self> {
         Arc::new(RequestState {
             access_id: ObjectId::new(),
@@ -72,8 +73,12 @@ impl RequestState {
     /// True when the request's path is blacklisted for its view's app (F54–F56): decided with the
     /// audited handler's app once it runs, with the default app before.
     pub(crate) fn is_blacklisted(&self, inner: &StateInner) -> bool {
-        let (Some(path), Some(auditor)) = (&self.path, &self.auditor) else { return false };
-        let app = inner.view.map_or(self.default_app.as_str(), |v| v.app.as_str());
+        let (Some(path), Some(auditor)) = (&self.path, &self.auditor) else {
+            return false;
+        };
+        let app = inner
+            .view
+            .map_or(self.default_app.as_str(), |v| v.app.as_str());
         auditor.config().blacklist.is_blacklisted(app, path)
     }
 
@@ -82,7 +87,10 @@ impl RequestState {
     }
 
     /// Runs `f` with this state as the current context.
-    pub(crate) fn scope<F: std::future::Future>(self: &Arc<Self>, f: F) -> tokio::task::futures::TaskLocalFuture<Arc<RequestState>, F> {
+    pub(crate) fn scope<F: std::future::Future>(
+        self: &Arc<Self>,
+        f: F,
+    ) -> tokio::task::futures::TaskLocalFuture<Arc<RequestState>, F> {
         CURRENT.scope(self.clone(), f)
     }
 
@@ -116,7 +124,10 @@ pub fn set_user(user: AccessUser) {
 /// Adds a value under `custom.<key>` of the current request's access.
 pub fn add_custom(key: &str, value: impl Into<Bson>) {
     if let Some(s) = current() {
-        s.lock().custom.insert(crate::keys::escape_key(key), crate::keys::escape_value(value.into()));
+        s.lock().custom.insert(
+            crate::keys::escape_key(key),
+            crate::keys::escape_value(value.into()),
+        );
     }
 }
 

@@ -34,7 +34,9 @@ pub fn unescape_key(k: &str) -> String {
     if !k.contains('%') {
         return k.to_owned();
     }
-    k.replace("%2E", ".").replace("%24", "$").replace("%25", "%")
+    k.replace("%2E", ".")
+        .replace("%24", "$")
+        .replace("%25", "%")
 }
 
 /// Escapes every key of `doc`, recursively, without recursion on the call stack (so a document
@@ -56,16 +58,24 @@ pub fn escape_value(value: Bson) -> Bson {
         Doc(std::vec::IntoIter<(String, Bson)>, Document, Option<String>),
         Arr(std::vec::IntoIter<Bson>, Vec<Bson>, Option<String>),
     }
-    fn open(v: Bson, key: Option<String>) -> Result<Frame, (Option<String>, Bson)> {
+    enum Opened {
+        Container(Frame),
+        Leaf(Option<String>, Box<Bson>),
+    }
+    fn open(v: Bson, key: Option<String>) -> Opened {
         match v {
-            Bson::Document(d) => Ok(Frame::Doc(d.into_iter().collect::<Vec<_>>().into_iter(), Document::new(), key)),
-            Bson::Array(a) => Ok(Frame::Arr(a.into_iter(), Vec::new(), key)),
-            other => Err((key, other)),
+            Bson::Document(d) => Opened::Container(Frame::Doc(
+                d.into_iter().collect::<Vec<_>>().into_iter(),
+                Document::new(),
+                key,
+            )),
+            Bson::Array(a) => Opened::Container(Frame::Arr(a.into_iter(), Vec::new(), key)),
+            other => Opened::Leaf(key, Box::new(other)),
         }
     }
     let mut stack = match open(value, None) {
-        Ok(f) => vec![f],
-        Err((_, v)) => return v,
+        Opened::Container(f) => vec![f],
+        Opened::Leaf(_, v) => return *v,
     };
     loop {
         let top = stack.last_mut().expect("stack is never empty here");
@@ -75,8 +85,10 @@ pub fn escape_value(value: Bson) -> Bson {
         };
         match next {
             Some((key, v)) => match open(v, key) {
-                Ok(frame) => stack.push(frame),
-                Err((key, leaf)) => push_child(stack.last_mut().expect("non-empty"), key, leaf),
+                Opened::Container(frame) => stack.push(frame),
+                Opened::Leaf(key, leaf) => {
+                    push_child(stack.last_mut().expect("non-empty"), key, *leaf)
+                }
             },
             None => {
                 let (done, key) = match stack.pop().expect("non-empty") {

@@ -20,7 +20,9 @@
 #![warn(missing_docs)]
 
 #[cfg(not(any(feature = "embedded-store", feature = "mongodb")))]
-compile_error!("audit-runtime needs a store: enable the `embedded-store` and/or the `mongodb` feature");
+compile_error!(
+    "audit-runtime needs a store: enable the `embedded-store` and/or the `mongodb` feature"
+);
 
 pub mod auditor;
 pub mod blacklist;
@@ -39,7 +41,9 @@ pub mod store;
 pub mod view;
 pub mod writer;
 
-pub use auditor::{record_create, record_delete, record_update, AuditError, Auditor, AuditorBuilder};
+pub use auditor::{
+    record_create, record_delete, record_update, AuditError, Auditor, AuditorBuilder,
+};
 pub use context::{add_custom, current_access_id, disable_current, set_user};
 pub use view::ViewIdentity;
 pub use writer::{MetricsSnapshot, WriterGuard};
@@ -47,8 +51,9 @@ pub use writer::{MetricsSnapshot, WriterGuard};
 pub use blacklist::Blacklist;
 pub use config::{AuditConfig, ConfigError, DbConnection, FullPolicy};
 pub use document::{
-    Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView, Action, AuditDocument,
-    Collection, Items, ModelAction, ModelActionContent, ModelActionInstance, ModelActionModel, Process, UserId,
+    Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView,
+    Action, AuditDocument, Collection, Items, ModelAction, ModelActionContent, ModelActionInstance,
+    ModelActionModel, Process, UserId,
 };
 pub use model::{AuditValue, Audited, ModelIdentity};
 pub use query::{Query, QueryError, UrlMatch};
@@ -63,8 +68,8 @@ pub use audit_macros::{audited_view, disable_audit, Audited};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::view::{
-        CatchUnwind, DescViaAny, DescViaDisplay, IdViaDisplay, IdViaOption, ViaAny, ViaDebug, ViaDisplay, ViaError,
-        ViewGuard, ViewIdentity, Wrap,
+        CatchUnwind, DescViaAny, DescViaDisplay, IdViaDisplay, IdViaOption, ViaAny, ViaDebug,
+        ViaDisplay, ViaError, ViewGuard, ViewIdentity, Wrap,
     };
     pub use bson;
     pub use inventory;

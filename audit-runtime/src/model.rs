@@ -14,8 +14,16 @@ pub const MASK: &str = "********";
 
 /// Field names masked unless `#[audit(capture)]` says otherwise (D2): matched case-insensitively as
 /// substrings of the field name.
-pub const SECRET_FIELD_PATTERNS: &[&str] =
-    &["password", "passwd", "secret", "token", "api_key", "apikey", "private_key", "credential"];
+pub const SECRET_FIELD_PATTERNS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "private_key",
+    "credential",
+];
 
 /// True when a field of this name is masked by default.
 pub fn is_secret_name(name: &str) -> bool {
@@ -150,14 +158,21 @@ impl<T: AuditValue + Ord> AuditValue for std::collections::BTreeSet<T> {
 
 impl<K: AsRef<str>, V: AuditValue> AuditValue for BTreeMap<K, V> {
     fn to_audit_bson(&self) -> Bson {
-        Bson::Document(self.iter().map(|(k, v)| (crate::keys::escape_key(k.as_ref()), v.to_audit_bson())).collect())
+        Bson::Document(
+            self.iter()
+                .map(|(k, v)| (crate::keys::escape_key(k.as_ref()), v.to_audit_bson()))
+                .collect(),
+        )
     }
 }
 
 impl<K: AsRef<str>, V: AuditValue, S> AuditValue for HashMap<K, V, S> {
     fn to_audit_bson(&self) -> Bson {
         // Sorted, so equal maps give equal snapshots whatever their hashing order.
-        let mut entries: Vec<_> = self.iter().map(|(k, v)| (crate::keys::escape_key(k.as_ref()), v.to_audit_bson())).collect();
+        let mut entries: Vec<_> = self
+            .iter()
+            .map(|(k, v)| (crate::keys::escape_key(k.as_ref()), v.to_audit_bson()))
+            .collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         Bson::Document(entries.into_iter().collect())
     }
@@ -182,7 +197,8 @@ const MASK_MARKER: &str = "\u{0}audit-mask:";
 
 /// Masks a value: a per-process keyed fingerprint, replaced by [`MASK`] before storage.
 pub fn mask_value(v: &Bson) -> Bson {
-    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
     let mut h = KEY.get_or_init(Default::default).build_hasher();
     let mut bytes = Vec::new();
     // A document wrapper makes every BSON value serialisable; failure cannot happen for owned values.

@@ -40,12 +40,16 @@ impl ProcessInfo {
     }
 
     fn compute(pid: u32) -> ProcessInfo {
-        let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+        let argv: Vec<String> = std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         let (name, args) = name_and_args(&argv);
         ProcessInfo {
             name,
             args,
-            machine: hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into()),
+            machine: hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "unknown".into()),
             user: os_user(),
             pid,
             creation_time: start_time().unwrap_or_else(Utc::now),
@@ -70,21 +74,34 @@ impl ProcessInfo {
 /// `name` and `args` from an argv (F62): `manage.py`-style launchers (by basename, D33) report their
 /// sub-command; an empty argv (embedded interpreters) gives `unknown`.
 pub fn name_and_args(argv: &[String]) -> (String, Option<String>) {
-    let base = |s: &str| std::path::Path::new(s).file_name().map_or_else(|| s.to_owned(), |f| f.to_string_lossy().into_owned());
+    let base = |s: &str| {
+        std::path::Path::new(s)
+            .file_name()
+            .map_or_else(|| s.to_owned(), |f| f.to_string_lossy().into_owned())
+    };
     let (name, rest) = match argv {
         [] => return ("unknown".into(), None),
         [first, sub, rest @ ..] if base(first) == "manage.py" => (sub.clone(), rest),
         [first, rest @ ..] => (base(first), rest),
     };
-    let args = if rest.is_empty() { None } else { Some(rest.join(" ")) };
+    let args = if rest.is_empty() {
+        None
+    } else {
+        Some(rest.join(" "))
+    };
     (name, args)
 }
 
 fn os_user() -> String {
     // The uid from /proc, resolved through /etc/passwd; the environment as a fallback.
-    let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        s.lines().find_map(|l| l.strip_prefix("Uid:").and_then(|r| r.split_whitespace().next().map(str::to_owned)))
-    });
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .and_then(|r| r.split_whitespace().next().map(str::to_owned))
+            })
+        });
     if let Some(uid) = uid {
         if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
             for line in passwd.lines() {
@@ -96,7 +113,9 @@ fn os_user() -> String {
         }
         return uid;
     }
-    std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into())
+    std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// The process start time from `/proc` (boot time + start ticks), at the kernel's clock-tick
@@ -125,10 +144,22 @@ mod tests {
 
     #[test]
     fn names_follow_the_original() {
-        assert_eq!(name_and_args(&v(&["foo", "b", "a", "r"])), ("foo".into(), Some("b a r".into())));
-        assert_eq!(name_and_args(&v(&["manage.py", "foo", "b", "a", "r"])), ("foo".into(), Some("b a r".into())));
-        assert_eq!(name_and_args(&v(&["./manage.py", "runserver"])), ("runserver".into(), None));
-        assert_eq!(name_and_args(&v(&["/usr/bin/server"])), ("server".into(), None));
+        assert_eq!(
+            name_and_args(&v(&["foo", "b", "a", "r"])),
+            ("foo".into(), Some("b a r".into()))
+        );
+        assert_eq!(
+            name_and_args(&v(&["manage.py", "foo", "b", "a", "r"])),
+            ("foo".into(), Some("b a r".into()))
+        );
+        assert_eq!(
+            name_and_args(&v(&["./manage.py", "runserver"])),
+            ("runserver".into(), None)
+        );
+        assert_eq!(
+            name_and_args(&v(&["/usr/bin/server"])),
+            ("server".into(), None)
+        );
         assert_eq!(name_and_args(&[]), ("unknown".into(), None));
     }
 

@@ -66,7 +66,11 @@ impl UrlMatch {
 
     /// The filter on `path`.
     pub fn to_filter(&self, path: &str) -> Result<Filter, QueryError> {
-        let re = |pattern: String, ci: bool| Filter::Regex { path: path.to_owned(), pattern, case_insensitive: ci };
+        let re = |pattern: String, ci: bool| Filter::Regex {
+            path: path.to_owned(),
+            pattern,
+            case_insensitive: ci,
+        };
         Ok(match self {
             UrlMatch::Exact(s) => Filter::eq(path, s.as_str()),
             UrlMatch::IExact(s) => re(format!("^{}$", regex::escape(s)), true),
@@ -77,7 +81,8 @@ impl UrlMatch {
             UrlMatch::EndsWith(s) => re(format!("{}$", regex::escape(s)), false),
             UrlMatch::IEndsWith(s) => re(format!("{}$", regex::escape(s)), true),
             UrlMatch::Regex(p) | UrlMatch::IRegex(p) => {
-                regex::Regex::new(p).map_err(|e| QueryError::InvalidRegex(p.clone(), e.to_string()))?;
+                regex::Regex::new(p)
+                    .map_err(|e| QueryError::InvalidRegex(p.clone(), e.to_string()))?;
                 re(p.clone(), matches!(self, UrlMatch::IRegex(_)))
             }
         })
@@ -152,7 +157,12 @@ impl<T: AuditDocument> Query<T> {
         Self::default()
     }
 
-    fn helper(mut self, helper: &'static str, fields: &[&'static str], filter: Result<Filter, QueryError>) -> Self {
+    fn helper(
+        mut self,
+        helper: &'static str,
+        fields: &[&'static str],
+        filter: Result<Filter, QueryError>,
+    ) -> Self {
         for f in fields {
             if let Some((_, other)) = self.owned.iter().find(|(_, o)| o == f) {
                 let _ = other;
@@ -214,24 +224,44 @@ impl<T: AuditDocument> Query<T> {
 
     /// Only documents whose date field is at or after `t`.
     pub fn since(self, t: DateTime<Utc>) -> Self {
-        self.filter(Filter::Cmp(T::COLLECTION.date_field().into(), CmpOp::Gte, bson::DateTime::from_chrono(t).into()))
+        self.filter(Filter::Cmp(
+            T::COLLECTION.date_field().into(),
+            CmpOp::Gte,
+            bson::DateTime::from_chrono(t).into(),
+        ))
     }
 
     /// Only documents whose date field is at or before `t`.
     pub fn until(self, t: DateTime<Utc>) -> Self {
-        self.filter(Filter::Cmp(T::COLLECTION.date_field().into(), CmpOp::Lte, bson::DateTime::from_chrono(t).into()))
+        self.filter(Filter::Cmp(
+            T::COLLECTION.date_field().into(),
+            CmpOp::Lte,
+            bson::DateTime::from_chrono(t).into(),
+        ))
     }
 
     /// The filter and window this query runs, or why it cannot run.
     pub fn options(&self) -> Result<FindOptions, QueryError> {
         if let Some((helper, field)) = &self.conflict {
-            return Err(QueryError::Conflict { helper, field: field.clone() });
+            return Err(QueryError::Conflict {
+                helper,
+                field: field.clone(),
+            });
         }
         if let Some(e) = &self.error {
             return Err(QueryError::InvalidRegex(String::new(), e.clone()));
         }
-        let filter = if self.filters.len() == 1 { self.filters[0].clone() } else { Filter::And(self.filters.clone()) };
-        Ok(FindOptions { filter, sort: self.sort.clone(), skip: self.skip, limit: self.limit })
+        let filter = if self.filters.len() == 1 {
+            self.filters[0].clone()
+        } else {
+            Filter::And(self.filters.clone())
+        };
+        Ok(FindOptions {
+            filter,
+            sort: self.sort.clone(),
+            skip: self.skip,
+            limit: self.limit,
+        })
     }
 
     /// The matching documents.
@@ -252,7 +282,10 @@ impl<T: AuditDocument> Query<T> {
         match found.len() {
             0 => Err(QueryError::NotFound(type_label::<T>())),
             1 => Ok(found.remove(0)),
-            _ => Err(QueryError::MultipleFound(type_label::<T>(), store.count(T::COLLECTION, &opts.filter).await?)),
+            _ => Err(QueryError::MultipleFound(
+                type_label::<T>(),
+                store.count(T::COLLECTION, &opts.filter).await?,
+            )),
         }
     }
 }
@@ -292,7 +325,11 @@ impl Query<Access> {
 
     /// Accesses served by the handler registered as `full_name` (F92).
     pub fn filter_by_view(self, full_name: &str) -> Self {
-        self.helper("filter_by_view", &["view.full_name", "view.name", "view.app"], Ok(Filter::eq("view.full_name", full_name)))
+        self.helper(
+            "filter_by_view",
+            &["view.full_name", "view.name", "view.app"],
+            Ok(Filter::eq("view.full_name", full_name)),
+        )
     }
 
     /// The one access served by the handler `full_name`.
@@ -302,7 +339,11 @@ impl Query<Access> {
 
     /// Accesses whose exception type is `kind` (F93): a type path such as `std::io::Error`, or `panic`.
     pub fn filter_by_exception(self, kind: &str) -> Self {
-        self.helper("filter_by_exception", &["exception.type"], Ok(Filter::eq("exception.type", kind)))
+        self.helper(
+            "filter_by_exception",
+            &["exception.type"],
+            Ok(Filter::eq("exception.type", kind)),
+        )
     }
 
     /// The one access whose exception type is `kind`.
@@ -344,7 +385,11 @@ impl Query<ModelAction> {
 
     /// Actions on the model whose full name is `full_name`.
     pub fn filter_by_model_name(self, full_name: &str) -> Self {
-        self.helper("filter_by_model", &["model.full_name", "model.name", "model.app"], Ok(Filter::eq("model.full_name", full_name)))
+        self.helper(
+            "filter_by_model",
+            &["model.full_name", "model.name", "model.app"],
+            Ok(Filter::eq("model.full_name", full_name)),
+        )
     }
 
     /// The one action on model `M`.
@@ -355,12 +400,26 @@ impl Query<ModelAction> {
     /// Actions on any of the models named, by exact full name (D34: `User` does not match
     /// `UserProfile`; an empty list matches nothing).
     pub fn filter_by_model_list<S: AsRef<str>>(self, full_names: &[S]) -> Self {
-        let f = Filter::In("model.full_name".into(), full_names.iter().map(|s| Bson::String(s.as_ref().to_owned())).collect());
-        self.helper("filter_by_model_list", &["model.full_name", "model.name", "model.app"], Ok(f))
+        let f = Filter::In(
+            "model.full_name".into(),
+            full_names
+                .iter()
+                .map(|s| Bson::String(s.as_ref().to_owned()))
+                .collect(),
+        );
+        self.helper(
+            "filter_by_model_list",
+            &["model.full_name", "model.name", "model.app"],
+            Ok(f),
+        )
     }
 
     /// The one action on any of the models named.
-    pub async fn get_by_model_list<S: AsRef<str>>(self, full_names: &[S], store: &Store) -> Result<ModelAction, QueryError> {
+    pub async fn get_by_model_list<S: AsRef<str>>(
+        self,
+        full_names: &[S],
+        store: &Store,
+    ) -> Result<ModelAction, QueryError> {
         self.filter_by_model_list(full_names).get(store).await
     }
 
@@ -371,12 +430,23 @@ impl Query<ModelAction> {
 
     /// Actions on the instance `id` of the model `full_name`.
     pub fn filter_by_instance_id(self, full_name: &str, id: &str) -> Self {
-        let f = Filter::And(vec![Filter::eq("model.full_name", full_name), Filter::eq("instance.id", id)]);
-        self.helper("filter_by_instance", &["instance.id", "model.full_name", "model.name", "model.app"], Ok(f))
+        let f = Filter::And(vec![
+            Filter::eq("model.full_name", full_name),
+            Filter::eq("instance.id", id),
+        ]);
+        self.helper(
+            "filter_by_instance",
+            &["instance.id", "model.full_name", "model.name", "model.app"],
+            Ok(f),
+        )
     }
 
     /// The one action on one instance.
-    pub async fn get_by_instance<M: Audited>(self, instance: &M, store: &Store) -> Result<ModelAction, QueryError> {
+    pub async fn get_by_instance<M: Audited>(
+        self,
+        instance: &M,
+        store: &Store,
+    ) -> Result<ModelAction, QueryError> {
         self.filter_by_instance(instance).get(store).await
     }
 

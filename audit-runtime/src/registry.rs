@@ -47,7 +47,10 @@ impl ViewRegistration {
 
 impl std::fmt::Debug for ViewRegistration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ViewRegistration").field("identity", self.identity()).field("audited", &self.audited).finish()
+        f.debug_struct("ViewRegistration")
+            .field("identity", self.identity())
+            .field("audited", &self.audited)
+            .finish()
     }
 }
 
@@ -68,8 +71,18 @@ pub struct ModelRegistration {
 
 impl ModelRegistration {
     /// Used by generated code.
-    pub const fn new(full_name: &'static str, app: &'static str, name: &'static str, fields: &'static [&'static str]) -> Self {
-        ModelRegistration { full_name, app, name, fields }
+    pub const fn new(
+        full_name: &'static str,
+        app: &'static str,
+        name: &'static str,
+        fields: &'static [&'static str],
+    ) -> Self {
+        ModelRegistration {
+            full_name,
+            app,
+            name,
+            fields,
+        }
     }
 }
 
@@ -101,9 +114,15 @@ pub fn disabled_views() -> Vec<&'static ViewRegistration> {
 /// The handler registered under `full_name`.
 pub fn get_view(full_name: &str) -> Result<&'static ViewRegistration, RegistryError> {
     // A handler with both attributes is registered twice; the disabled entry wins.
-    let mut found = inventory::iter::<ViewRegistration>.into_iter().filter(|v| v.full_name() == full_name).collect::<Vec<_>>();
+    let mut found = inventory::iter::<ViewRegistration>
+        .into_iter()
+        .filter(|v| v.full_name() == full_name)
+        .collect::<Vec<_>>();
     found.sort_by_key(|v| v.audited);
-    found.first().copied().ok_or_else(|| RegistryError::UnknownView(full_name.to_owned()))
+    found
+        .first()
+        .copied()
+        .ok_or_else(|| RegistryError::UnknownView(full_name.to_owned()))
 }
 
 /// Every model deriving `Audited`, sorted by full name.
@@ -150,7 +169,11 @@ pub fn is_registered(full_name: &str) -> bool {
 /// Registers every model named in `logged_models` (F1, F67). An unknown name is an error naming it,
 /// and then nothing is registered.
 pub fn register_models(config: &AuditConfig) -> Result<Vec<&'static str>, RegistryError> {
-    let found = config.logged_models.iter().map(|n| get_model(n).map(|m| m.full_name)).collect::<Result<Vec<_>, _>>()?;
+    let found = config
+        .logged_models
+        .iter()
+        .map(|n| get_model(n).map(|m| m.full_name))
+        .collect::<Result<Vec<_>, _>>()?;
     recorded_mut().extend(found.iter().copied());
     Ok(found)
 }

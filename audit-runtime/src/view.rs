@@ -27,10 +27,19 @@ pub struct ViewIdentity {
 impl ViewIdentity {
     /// Builds the identity from the type name of a fn nested in the handler
     /// (`crate::module::handler::__audit_here`).
-    pub fn from_fn_path(path: &str, crate_name: &str, app: Option<&str>, name: Option<&str>) -> Self {
+    pub fn from_fn_path(
+        path: &str,
+        crate_name: &str,
+        app: Option<&str>,
+        name: Option<&str>,
+    ) -> Self {
         let full = path.strip_suffix("::__audit_here").unwrap_or(path);
         let full_name = full.replace("::{{closure}}", "");
-        let last = full_name.rsplit("::").next().unwrap_or(&full_name).to_owned();
+        let last = full_name
+            .rsplit("::")
+            .next()
+            .unwrap_or(&full_name)
+            .to_owned();
         ViewIdentity {
             app: app.unwrap_or(crate_name).to_owned(),
             name: name.map_or(last, str::to_owned),
@@ -40,7 +49,11 @@ impl ViewIdentity {
 
     /// An identity for a route without `#[audited_view]`: the matched route is the view.
     pub fn for_route(app: &str, route: &str) -> Self {
-        ViewIdentity { full_name: route.to_owned(), app: app.to_owned(), name: route.to_owned() }
+        ViewIdentity {
+            full_name: route.to_owned(),
+            app: app.to_owned(),
+            name: route.to_owned(),
+        }
     }
 }
 
@@ -99,7 +112,10 @@ impl ViewGuard {
         install_panic_hook();
         let (state, owner) = match context::current() {
             Some(s) => (s, false),
-            None => (RequestState::standalone(crate::auditor::Auditor::global()), true),
+            None => (
+                RequestState::standalone(crate::auditor::Auditor::global()),
+                true,
+            ),
         };
         {
             let mut inner = state.lock();
@@ -112,7 +128,12 @@ impl ViewGuard {
                 }
             }
         }
-        ViewGuard { state, ident, owner, audited }
+        ViewGuard {
+            state,
+            ident,
+            owner,
+            audited,
+        }
     }
 
     /// Runs a synchronous body in the context, catching a panic.
@@ -124,12 +145,18 @@ impl ViewGuard {
     }
 
     /// Runs an async body in the context, catching a panic.
-    pub fn run_async<F: Future>(&self, f: F) -> tokio::task::futures::TaskLocalFuture<Arc<RequestState>, CatchUnwind<F>> {
+    pub fn run_async<F: Future>(
+        &self,
+        f: F,
+    ) -> tokio::task::futures::TaskLocalFuture<Arc<RequestState>, CatchUnwind<F>> {
         self.state.scope(CatchUnwind::new(f))
     }
 
     fn is_primary(&self) -> bool {
-        self.state.lock().view.is_some_and(|v| std::ptr::eq(v, self.ident))
+        self.state
+            .lock()
+            .view
+            .is_some_and(|v| std::ptr::eq(v, self.ident))
     }
 
     /// Records a panic as the exception (type `panic`, its message, the backtrace) and resumes it,
@@ -141,8 +168,14 @@ impl ViewGuard {
                 .map(|s| (*s).to_owned())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "Box<dyn Any>".to_owned());
-            let trace = LAST_BACKTRACE.with(|b| b.borrow_mut().take()).unwrap_or_default();
-            self.state.lock().exception = Some(AccessException { kind: "panic".into(), message, trace });
+            let trace = LAST_BACKTRACE
+                .with(|b| b.borrow_mut().take())
+                .unwrap_or_default();
+            self.state.lock().exception = Some(AccessException {
+                kind: "panic".into(),
+                message,
+                trace,
+            });
             self.finish_owned();
         }
         resume_unwind(payload)
@@ -207,7 +240,9 @@ pub trait ViaError {
 }
 impl<T, E: std::error::Error + 'static> ViaError for &&&Wrap<'_, Result<T, E>> {
     fn __audit_outcome(&self) -> Outcome {
-        let Err(e) = self.0 else { return Outcome::default() };
+        let Err(e) = self.0 else {
+            return Outcome::default();
+        };
         let mut trace = Vec::new();
         let mut source = e.source();
         while let Some(s) = source {
@@ -258,7 +293,13 @@ impl<T: ?Sized> ViaAny for Wrap<'_, T> {
 }
 
 fn exception(kind: &str, message: String, trace: String) -> Outcome {
-    Outcome { exception: Some(AccessException { kind: kind.to_owned(), message, trace }) }
+    Outcome {
+        exception: Some(AccessException {
+            kind: kind.to_owned(),
+            message,
+            trace,
+        }),
+    }
 }
 
 /// Instance id of a derived model: `Option<T: Display>` (`None` stays `None`, D25).

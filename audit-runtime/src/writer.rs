@@ -100,9 +100,25 @@ pub fn spawn(store: Store, config: &AuditConfig) -> (Writer, WriterGuard) {
     let (tx, rx) = mpsc::channel(config.queue_capacity);
     let metrics = Arc::new(Metrics::default());
     let stopping = Arc::new(AtomicBool::new(false));
-    let task = tokio::spawn(consume(store, rx, metrics.clone(), stopping.clone(), config.queue_name.clone()));
-    let writer = Writer { tx, policy: config.full_policy, metrics, capacity: config.queue_capacity };
-    let guard = WriterGuard { writer: writer.clone(), task: Some(task), stopping, timeout: config.flush_timeout };
+    let task = tokio::spawn(consume(
+        store,
+        rx,
+        metrics.clone(),
+        stopping.clone(),
+        config.queue_name.clone(),
+    ));
+    let writer = Writer {
+        tx,
+        policy: config.full_policy,
+        metrics,
+        capacity: config.queue_capacity,
+    };
+    let guard = WriterGuard {
+        writer: writer.clone(),
+        task: Some(task),
+        stopping,
+        timeout: config.flush_timeout,
+    };
     (writer, guard)
 }
 
@@ -197,8 +213,18 @@ impl WriterGuard {
     /// A guard with nothing to flush (auditing off).
     pub(crate) fn inert() -> WriterGuard {
         let (tx, _rx) = mpsc::channel(1);
-        let writer = Writer { tx, policy: FullPolicy::Block, metrics: Arc::default(), capacity: 1 };
-        WriterGuard { writer, task: None, stopping: Arc::default(), timeout: Duration::ZERO }
+        let writer = Writer {
+            tx,
+            policy: FullPolicy::Block,
+            metrics: Arc::default(),
+            capacity: 1,
+        };
+        WriterGuard {
+            writer,
+            task: None,
+            stopping: Arc::default(),
+            timeout: Duration::ZERO,
+        }
     }
 
     /// The writer this guard flushes.
@@ -215,7 +241,9 @@ impl WriterGuard {
 
     async fn stop(&mut self) {
         let Some(task) = self.task.take() else { return };
-        let flushed = tokio::time::timeout(self.timeout, self.writer.flush()).await.is_ok();
+        let flushed = tokio::time::timeout(self.timeout, self.writer.flush())
+            .await
+            .is_ok();
         // From here a failing store is no longer retried forever: the consumer gives up on what it
         // holds and counts it.
         self.stopping.store(true, Ordering::SeqCst);
@@ -251,7 +279,13 @@ impl Drop for WriterGuard {
     }
 }
 
-async fn consume(store: Store, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>, stopping: Arc<AtomicBool>, queue: String) {
+async fn consume(
+    store: Store,
+    mut rx: mpsc::Receiver<Job>,
+    metrics: Arc<Metrics>,
+    stopping: Arc<AtomicBool>,
+    queue: String,
+) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let mut batch: Vec<(Record, Option<oneshot::Sender<()>>)> = Vec::new();
@@ -260,7 +294,14 @@ async fn consume(store: Store, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics
                 Job::Write(r, ack) => batch.push((r, ack)),
                 Job::Flush(done) => {
                     // Everything before the flush marker is written first: order is kept.
-                    write_batch(&store, std::mem::take(&mut batch), &metrics, &stopping, &queue).await;
+                    write_batch(
+                        &store,
+                        std::mem::take(&mut batch),
+                        &metrics,
+                        &stopping,
+                        &queue,
+                    )
+                    .await;
                     let _ = done.send(());
                 }
             }
@@ -280,11 +321,18 @@ async fn write_batch(
         return;
     }
     let mut acks = Vec::new();
-    let mut groups: [(Collection, Vec<Document>); 2] = [(Collection::Access, Vec::new()), (Collection::ModelAction, Vec::new())];
+    let mut groups: [(Collection, Vec<Document>); 2] = [
+        (Collection::Access, Vec::new()),
+        (Collection::ModelAction, Vec::new()),
+    ];
     for (record, ack) in batch {
         match record.to_document() {
             Ok(doc) => {
-                let slot = if record.collection() == Collection::Access { 0 } else { 1 };
+                let slot = if record.collection() == Collection::Access {
+                    0
+                } else {
+                    1
+                };
                 groups[slot].1.push(doc);
             }
             Err(e) => {

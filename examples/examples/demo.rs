@@ -35,7 +35,12 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AUDIT_LOG").unwrap_or_else(|_| "warn".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AUDIT_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
     let cli = Cli::parse();
     let file = std::env::var_os("AUDIT_CONFIG")
         .map(std::path::PathBuf::from)
@@ -52,19 +57,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match cli.command.unwrap_or(Command::Tour) {
         Command::Serve { addr } => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
-            println!("demo listening on http://{} (store: {})", listener.local_addr()?, auditor.config().db_connection);
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(shutdown_signal())
-                .await?;
+            println!(
+                "demo listening on http://{} (store: {})",
+                listener.local_addr()?,
+                auditor.config().db_connection
+            );
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
             let m = guard.shutdown().await;
-            println!("stopped: {} records written, {} failed, {} dropped", m.written, m.failed, m.dropped);
+            println!(
+                "stopped: {} records written, {} failed, {} dropped",
+                m.written, m.failed, m.dropped
+            );
         }
         Command::Tour => {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
             let started = chrono::Utc::now();
             let server = tokio::spawn(async move {
-                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .await
             });
             tour(addr).await?;
             auditor.flush().await;
@@ -82,7 +101,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -103,10 +123,26 @@ async fn tour(addr: SocketAddr) -> Result<(), reqwest::Error> {
         ("GET", "/access/panic/", &[]),
         ("GET", "/access/args/7/", &[]),
         ("GET", "/access/disabled/", &[]),
-        ("POST", "/login/", &[("username", "alice"), ("password", "s3cret")]),
-        ("POST", "/modelaction/create/", &[("question", "What's up?")]),
-        ("POST", "/modelaction/update/", &[("question", "What's new?")]),
-        ("POST", "/modelaction/create/", &[("question", "¿Qué tal? 日本")]),
+        (
+            "POST",
+            "/login/",
+            &[("username", "alice"), ("password", "s3cret")],
+        ),
+        (
+            "POST",
+            "/modelaction/create/",
+            &[("question", "What's up?")],
+        ),
+        (
+            "POST",
+            "/modelaction/update/",
+            &[("question", "What's new?")],
+        ),
+        (
+            "POST",
+            "/modelaction/create/",
+            &[("question", "¿Qué tal? 日本")],
+        ),
         ("GET", "/api/polls/", &[]),
         ("POST", "/modelaction/delete/", &[]),
         ("GET", "/modelaction/last/", &[]),
@@ -124,15 +160,33 @@ async fn tour(addr: SocketAddr) -> Result<(), reqwest::Error> {
     Ok(())
 }
 
-async fn print_trail(auditor: &audit_runtime::Auditor, since: chrono::DateTime<chrono::Utc>) -> Result<(), Box<dyn std::error::Error>> {
-    let store = auditor.store().ok_or("auditing is off (activate = false)")?;
-    let accesses = Access::objects().since(since).order_by("time.request", Order::Asc).fetch(store).await?;
+async fn print_trail(
+    auditor: &audit_runtime::Auditor,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let store = auditor
+        .store()
+        .ok_or("auditing is off (activate = false)")?;
+    let accesses = Access::objects()
+        .since(since)
+        .order_by("time.request", Order::Asc)
+        .fetch(store)
+        .await?;
     println!("\nAccesses recorded ({}), oldest first:", accesses.len());
-    println!("  {:<12} {:<8} {:<6} {:<36} {:<6} {:<32} exception", "time", "user", "method", "path", "status", "view");
+    println!(
+        "  {:<12} {:<8} {:<6} {:<36} {:<6} {:<32} exception",
+        "time", "user", "method", "path", "status", "view"
+    );
     for a in &accesses {
         let method = a.request.METADATA.get_str("REQUEST_METHOD").unwrap_or("-");
-        let status = a.response.as_ref().map_or("-".to_owned(), |r| r.status_code.to_string());
-        let exception = a.exception.as_ref().map_or(String::new(), |e| format!("{}: {}", e.kind, e.message));
+        let status = a
+            .response
+            .as_ref()
+            .map_or("-".to_owned(), |r| r.status_code.to_string());
+        let exception = a
+            .exception
+            .as_ref()
+            .map_or(String::new(), |e| format!("{}: {}", e.kind, e.message));
         println!(
             "  {:<12} {:<8} {:<6} {:<36} {:<6} {:<32} {}",
             a.time.request.format("%H:%M:%S%.3f"),
@@ -144,9 +198,19 @@ async fn print_trail(auditor: &audit_runtime::Auditor, since: chrono::DateTime<c
             exception
         );
     }
-    let actions = ModelAction::objects().since(since).order_by("timestamp", Order::Asc).fetch(store).await?;
-    println!("\nModel actions recorded ({}), oldest first:", actions.len());
-    println!("  {:<12} {:<12} {:<7} {:<9} {:<20} changed fields", "time", "model", "action", "instance", "description");
+    let actions = ModelAction::objects()
+        .since(since)
+        .order_by("timestamp", Order::Asc)
+        .fetch(store)
+        .await?;
+    println!(
+        "\nModel actions recorded ({}), oldest first:",
+        actions.len()
+    );
+    println!(
+        "  {:<12} {:<12} {:<7} {:<9} {:<20} changed fields",
+        "time", "model", "action", "instance", "description"
+    );
     for m in &actions {
         let changed: Vec<&str> = m.content.changes.keys().map(String::as_str).collect();
         println!(
@@ -160,6 +224,10 @@ async fn print_trail(auditor: &audit_runtime::Auditor, since: chrono::DateTime<c
         );
     }
     let linked = actions.iter().filter(|m| m.access.is_some()).count();
-    println!("\n{linked} of {} model actions link to the access of their request; store: {}", actions.len(), auditor.config().db_connection);
+    println!(
+        "\n{linked} of {} model actions link to the access of their request; store: {}",
+        actions.len(),
+        auditor.config().db_connection
+    );
     Ok(())
 }

@@ -7,7 +7,9 @@
 //! `/modelaction/delete/`, `GET /modelaction/last/`, `GET /api/polls/`.
 
 use audit_runtime::http::{AuditLayer, ProviderContext};
-use audit_runtime::{audited_view, disable_audit, Access, AccessUser, Audited, Auditor, AuditorBuilder, ModelAction};
+use audit_runtime::{
+    audited_view, disable_audit, Access, AccessUser, Audited, Auditor, AuditorBuilder, ModelAction,
+};
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -65,7 +67,9 @@ pub struct AppState {
 }
 
 /// The `polls` custom provider of the original documentation: the poll names and their number.
-pub fn polls_provider(polls: Polls) -> impl Fn(&ProviderContext<'_>) -> bson::Bson + Send + Sync + 'static {
+pub fn polls_provider(
+    polls: Polls,
+) -> impl Fn(&ProviderContext<'_>) -> bson::Bson + Send + Sync + 'static {
     move |_ctx| {
         let names = polls.names();
         bson::bson!({ "names": names.clone(), "num_polls": names.len() as i64 })
@@ -89,7 +93,10 @@ pub fn demo_user(parts: &axum::http::request::Parts) -> Option<AccessUser> {
 
 /// The demo router, audited through `auditor`.
 pub fn app(auditor: Auditor, polls: Polls) -> Router {
-    let state = AppState { auditor: auditor.clone(), polls };
+    let state = AppState {
+        auditor: auditor.clone(),
+        polls,
+    };
     Router::new()
         .route("/", get(index))
         .route("/access/class/", get(ClassView::get))
@@ -170,14 +177,23 @@ async fn args_view(Path(n): Path<u32>) -> Json<serde_json::Value> {
 }
 
 fn relaxed<T: Serialize>(doc: &T) -> serde_json::Value {
-    bson::to_bson(doc).map(bson::Bson::into_relaxed_extjson).unwrap_or(serde_json::Value::Null)
+    bson::to_bson(doc)
+        .map(bson::Bson::into_relaxed_extjson)
+        .unwrap_or(serde_json::Value::Null)
 }
 
 #[audited_view]
 async fn last_access(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let Some(store) = s.auditor.store() else { return Json(serde_json::Value::Null) };
+    let Some(store) = s.auditor.store() else {
+        return Json(serde_json::Value::Null);
+    };
     s.auditor.flush().await;
-    let last = Access::objects().newest_first().limit(1).fetch(store).await.unwrap_or_default();
+    let last = Access::objects()
+        .newest_first()
+        .limit(1)
+        .fetch(store)
+        .await
+        .unwrap_or_default();
     Json(last.first().map(relaxed).unwrap_or(serde_json::Value::Null))
 }
 
@@ -223,11 +239,23 @@ async fn create_poll(State(s): State<AppState>, Form(f): Form<PollForm>) -> Json
 }
 
 #[audited_view]
-async fn update_poll(State(s): State<AppState>, Form(f): Form<PollForm>) -> Result<Json<Poll>, (StatusCode, String)> {
-    let id = f.id.or_else(|| s.polls.lock().keys().next_back().copied()).ok_or((StatusCode::NOT_FOUND, "no poll".into()))?;
-    let old = s.polls.lock().get(&id).cloned().ok_or((StatusCode::NOT_FOUND, format!("no poll {id}")))?;
+async fn update_poll(
+    State(s): State<AppState>,
+    Form(f): Form<PollForm>,
+) -> Result<Json<Poll>, (StatusCode, String)> {
+    let id =
+        f.id.or_else(|| s.polls.lock().keys().next_back().copied())
+            .ok_or((StatusCode::NOT_FOUND, "no poll".into()))?;
+    let old = s
+        .polls
+        .lock()
+        .get(&id)
+        .cloned()
+        .ok_or((StatusCode::NOT_FOUND, format!("no poll {id}")))?;
     let mut new = old.clone();
-    new.question = f.question.unwrap_or_else(|| format!("{} (modified)", old.question));
+    new.question = f
+        .question
+        .unwrap_or_else(|| format!("{} (modified)", old.question));
     new.updated = chrono::Utc::now();
     s.polls.lock().insert(id, new.clone());
     s.auditor.record_update(&old, &new).await;
@@ -235,18 +263,34 @@ async fn update_poll(State(s): State<AppState>, Form(f): Form<PollForm>) -> Resu
 }
 
 #[audited_view]
-async fn delete_poll(State(s): State<AppState>, Form(f): Form<PollForm>) -> Result<Json<Poll>, (StatusCode, String)> {
-    let id = f.id.or_else(|| s.polls.lock().keys().next_back().copied()).ok_or((StatusCode::NOT_FOUND, "no poll".into()))?;
-    let old = s.polls.lock().remove(&id).ok_or((StatusCode::NOT_FOUND, format!("no poll {id}")))?;
+async fn delete_poll(
+    State(s): State<AppState>,
+    Form(f): Form<PollForm>,
+) -> Result<Json<Poll>, (StatusCode, String)> {
+    let id =
+        f.id.or_else(|| s.polls.lock().keys().next_back().copied())
+            .ok_or((StatusCode::NOT_FOUND, "no poll".into()))?;
+    let old = s
+        .polls
+        .lock()
+        .remove(&id)
+        .ok_or((StatusCode::NOT_FOUND, format!("no poll {id}")))?;
     s.auditor.record_delete(&old).await;
     Ok(Json(old))
 }
 
 #[audited_view]
 async fn last_model_action(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let Some(store) = s.auditor.store() else { return Json(serde_json::Value::Null) };
+    let Some(store) = s.auditor.store() else {
+        return Json(serde_json::Value::Null);
+    };
     s.auditor.flush().await;
-    let last = ModelAction::objects().newest_first().limit(1).fetch(store).await.unwrap_or_default();
+    let last = ModelAction::objects()
+        .newest_first()
+        .limit(1)
+        .fetch(store)
+        .await
+        .unwrap_or_default();
     Json(last.first().map(relaxed).unwrap_or(serde_json::Value::Null))
 }
 

@@ -38,14 +38,21 @@ pub fn sqlite_connection() -> (DbConnection, tempfile::TempDir) {
 /// A connection to a fresh, uniquely named MongoDB database.
 pub fn mongo_connection() -> DbConnection {
     let db = format!("audit_test_{}", bson::oid::ObjectId::new().to_hex());
-    DbConnection::Mongo { uri: mongodb_uri(), database: db }
+    DbConnection::Mongo {
+        uri: mongodb_uri(),
+        database: db,
+    }
 }
 
 /// Opens a store on `connection` with every default index ensured.
 pub async fn open(connection: DbConnection, dir: Option<tempfile::TempDir>) -> TestStore {
     let config = audit_runtime::AuditConfig::default().with_connection(connection.clone());
     let store = Store::connect(&config).await.expect("store opens");
-    TestStore { store, connection, _dir: dir }
+    TestStore {
+        store,
+        connection,
+        _dir: dir,
+    }
 }
 
 /// A fresh SQLite store.
@@ -61,7 +68,9 @@ pub async fn mongo_store() -> TestStore {
 
 /// A UTC datetime at millisecond precision (what BSON keeps).
 pub fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, mo, d, h, mi, s).single().expect("valid date")
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+        .single()
+        .expect("valid date")
 }
 
 /// An access to `path` at `t` by handler `full_name`.
@@ -105,11 +114,17 @@ pub fn global_auditor() -> &'static audit_runtime::Auditor {
         .get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
                 rt.block_on(async move {
                     let (conn, dir) = sqlite_connection();
                     let config = audit_runtime::AuditConfig::default().with_connection(conn);
-                    let (auditor, guard) = audit_runtime::Auditor::start(config).await.expect("auditor starts");
+                    let (auditor, guard) = audit_runtime::Auditor::start(config)
+                        .await
+                        .expect("auditor starts");
                     auditor.install_global();
                     tx.send((auditor, dir)).expect("send");
                     // Keep the writer alive for the whole test binary.

@@ -15,7 +15,11 @@ fn cfg(toml: &str) -> Result<AuditConfig, String> {
 }
 
 fn env(pairs: &[(&str, &str)]) -> Result<AuditConfig, String> {
-    AuditConfig::from_sources(None, pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).map_err(|e| e.to_string())
+    AuditConfig::from_sources(
+        None,
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+    .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -61,12 +65,33 @@ fn every_setting_reads_from_toml() {
     .unwrap();
     assert!(!c.activate && c.run_async && c.translate_urls);
     assert_eq!(c.db_alias, "trail");
-    assert_eq!(c.db_connection, DbConnection::Mongo { uri: "mongodb://db.example:27018/trail_db".into(), database: "trail_db".into() });
+    assert_eq!(
+        c.db_connection,
+        DbConnection::Mongo {
+            uri: "mongodb://db.example:27018/trail_db".into(),
+            database: "trail_db".into()
+        }
+    );
     assert_eq!(c.logged_models, ["demo::Poll"]);
-    assert_eq!(c.access_indexes, vec![IndexSpec::from_fields(&["custom.polls.names"]), IndexSpec::from_fields(&["custom.polls.names", "custom.polls.num_polls"])]);
-    assert_eq!(c.model_action_indexes[0].keys, vec![("timestamp".to_owned(), -1)]);
-    assert_eq!(c.indexes_for(Collection::Process).last().unwrap().name(), "name_1");
-    assert_eq!(c.custom_provider.get("polls").map(String::as_str), Some("polls"));
+    assert_eq!(
+        c.access_indexes,
+        vec![
+            IndexSpec::from_fields(&["custom.polls.names"]),
+            IndexSpec::from_fields(&["custom.polls.names", "custom.polls.num_polls"])
+        ]
+    );
+    assert_eq!(
+        c.model_action_indexes[0].keys,
+        vec![("timestamp".to_owned(), -1)]
+    );
+    assert_eq!(
+        c.indexes_for(Collection::Process).last().unwrap().name(),
+        "name_1"
+    );
+    assert_eq!(
+        c.custom_provider.get("polls").map(String::as_str),
+        Some("polls")
+    );
     assert_eq!(c.full_policy, FullPolicy::Drop);
     assert_eq!(c.queue_capacity, 10);
     assert_eq!(c.flush_timeout, std::time::Duration::from_millis(250));
@@ -80,8 +105,14 @@ fn every_setting_reads_from_toml() {
 fn environment_overrides_the_file() {
     let c = AuditConfig::from_sources(
         Some("run_async = false\ndb_alias = \"file\""),
-        [("AUDIT_RUN_ASYNC", "true"), ("AUDIT_DB", "/tmp/x.db"), ("AUDIT_LOGGED_MODELS", "a::B, c::D"), ("AUDIT_BLACKLIST", r#"{ "" = ["^/x"] }"#), ("HOME", "/root")]
-            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        [
+            ("AUDIT_RUN_ASYNC", "true"),
+            ("AUDIT_DB", "/tmp/x.db"),
+            ("AUDIT_LOGGED_MODELS", "a::B, c::D"),
+            ("AUDIT_BLACKLIST", r#"{ "" = ["^/x"] }"#),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
     )
     .unwrap();
     assert!(c.run_async);
@@ -90,7 +121,10 @@ fn environment_overrides_the_file() {
     assert_eq!(c.logged_models, ["a::B", "c::D"]);
     assert!(c.blacklist.is_blacklisted("any", "/x1"));
     // The original's queue setting name is accepted too.
-    assert_eq!(env(&[("AUDIT_CELERY_QUEUE", "celery")]).unwrap().queue_name, "celery");
+    assert_eq!(
+        env(&[("AUDIT_CELERY_QUEUE", "celery")]).unwrap().queue_name,
+        "celery"
+    );
 }
 
 #[test]
@@ -98,28 +132,70 @@ fn invalid_values_name_the_setting() {
     let cases: &[(&str, &str)] = &[
         ("unknown_key = 1", "unknown setting `unknown_key`"),
         ("activate = \"yes\"", "activate: expected true or false"),
-        ("[blacklist]\napi = '^/api/'", "blacklist.\"api\": expected a list of regex strings"),
-        ("[blacklist]\napi = ['(unclosed']", "blacklist.\"api\": invalid regex `(unclosed`"),
-        ("access_indexes = ['custom..x']", "access_indexes: index path `custom..x` has an empty segment"),
-        ("process_indexes = ['$bad']", "process_indexes: index path `$bad` may only hold"),
-        ("model_action_indexes = [[]]", "model_action_indexes: expected an index path or a non-empty list"),
-        ("db_connection = 'mongodb://'", "db_connection: malformed MongoDB URI"),
-        ("db_connection = 'postgres://x/y'", "db_connection: unsupported scheme `postgres://`"),
-        ("[db_connection]\nHOST = ['a', 'b']\nPORT = [1]", "HOST and PORT must have the same number of entries"),
-        ("[db_connection]\nHOSTS = 'a'", "unknown setting `db_connection.HOSTS`"),
-        ("full_policy = 'sometimes'", "full_policy: expected \"block\" or \"drop\""),
-        ("[capture]\nredact_everything = true", "unknown setting `capture.redact_everything`"),
+        (
+            "[blacklist]\napi = '^/api/'",
+            "blacklist.\"api\": expected a list of regex strings",
+        ),
+        (
+            "[blacklist]\napi = ['(unclosed']",
+            "blacklist.\"api\": invalid regex `(unclosed`",
+        ),
+        (
+            "access_indexes = ['custom..x']",
+            "access_indexes: index path `custom..x` has an empty segment",
+        ),
+        (
+            "process_indexes = ['$bad']",
+            "process_indexes: index path `$bad` may only hold",
+        ),
+        (
+            "model_action_indexes = [[]]",
+            "model_action_indexes: expected an index path or a non-empty list",
+        ),
+        (
+            "db_connection = 'mongodb://'",
+            "db_connection: malformed MongoDB URI",
+        ),
+        (
+            "db_connection = 'postgres://x/y'",
+            "db_connection: unsupported scheme `postgres://`",
+        ),
+        (
+            "[db_connection]\nHOST = ['a', 'b']\nPORT = [1]",
+            "HOST and PORT must have the same number of entries",
+        ),
+        (
+            "[db_connection]\nHOSTS = 'a'",
+            "unknown setting `db_connection.HOSTS`",
+        ),
+        (
+            "full_policy = 'sometimes'",
+            "full_policy: expected \"block\" or \"drop\"",
+        ),
+        (
+            "[capture]\nredact_everything = true",
+            "unknown setting `capture.redact_everything`",
+        ),
         ("not toml at all [", "config file is not valid TOML"),
     ];
     for (toml, want) in cases {
         let e = cfg(toml).expect_err(toml);
-        assert!(e.contains(want), "for {toml:?}: {e:?} should contain {want:?}");
+        assert!(
+            e.contains(want),
+            "for {toml:?}: {e:?} should contain {want:?}"
+        );
         assert!(e.starts_with("invalid audit configuration: "), "{e}");
     }
     let e = env(&[("AUDIT_ACTIVTE", "true")]).unwrap_err();
-    assert!(e.contains("unknown environment variable `AUDIT_ACTIVTE`"), "{e}");
+    assert!(
+        e.contains("unknown environment variable `AUDIT_ACTIVTE`"),
+        "{e}"
+    );
     let e = env(&[("AUDIT_RUN_ASYNC", "maybe")]).unwrap_err();
-    assert!(e.contains("AUDIT_RUN_ASYNC: expected true or false, got `maybe`"), "{e}");
+    assert!(
+        e.contains("AUDIT_RUN_ASYNC: expected true or false, got `maybe`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -128,7 +204,10 @@ fn mongo_uris_are_built_like_the_original() {
         DbConnection::Mongo { uri, database } => (uri, database),
         other => panic!("{other:?}"),
     };
-    assert_eq!(parts("[db_connection]\nHOST = 'host'\nPORT = 0\nNAME = 'foo'").0, "mongodb://host:0/foo");
+    assert_eq!(
+        parts("[db_connection]\nHOST = 'host'\nPORT = 0\nNAME = 'foo'").0,
+        "mongodb://host:0/foo"
+    );
     assert_eq!(
         parts("[db_connection]\nHOST = ['host1', 'host2']\nPORT = [0, 1]\nNAME = 'foo'\nREPLICA_SET = 'replica'").0,
         "mongodb://host1:0,host2:1/foo?replicaSet=replica"
@@ -138,32 +217,65 @@ fn mongo_uris_are_built_like_the_original() {
         "mongodb://user:pass@host:0/foo"
     );
     // Credentials are percent-encoded (D8).
-    let p = MongoParts { user: "us@r".into(), password: "p:a/s%s".into(), ..MongoParts::default() };
-    assert_eq!(p.uri().unwrap(), "mongodb://us%40r:p%3Aa%2Fs%25s@localhost:27017/audit");
+    let p = MongoParts {
+        user: "us@r".into(),
+        password: "p:a/s%s".into(),
+        ..MongoParts::default()
+    };
+    assert_eq!(
+        p.uri().unwrap(),
+        "mongodb://us%40r:p%3Aa%2Fs%25s@localhost:27017/audit"
+    );
     // Missing keys fall back to localhost, 27017, audit.
-    assert_eq!(parts("[db_connection]\n"), ("mongodb://localhost:27017/audit".into(), "audit".into()));
+    assert_eq!(
+        parts("[db_connection]\n"),
+        ("mongodb://localhost:27017/audit".into(), "audit".into())
+    );
 }
 
 #[test]
 fn connection_strings_pick_the_store_and_hide_passwords() {
-    assert_eq!(parse_connection_str("audit.db").unwrap(), DbConnection::Sqlite("audit.db".into()));
-    assert_eq!(parse_connection_str("sqlite:///var/a.db").unwrap(), DbConnection::Sqlite("/var/a.db".into()));
+    assert_eq!(
+        parse_connection_str("audit.db").unwrap(),
+        DbConnection::Sqlite("audit.db".into())
+    );
+    assert_eq!(
+        parse_connection_str("sqlite:///var/a.db").unwrap(),
+        DbConnection::Sqlite("/var/a.db".into())
+    );
     let c = parse_connection_str("mongodb://u:secret@h:1/db?authSource=admin").unwrap();
-    assert_eq!(c, DbConnection::Mongo { uri: "mongodb://u:secret@h:1/db?authSource=admin".into(), database: "db".into() });
-    assert_eq!(c.to_string(), "mongodb://u:****@h:1/db?authSource=admin (database db)");
+    assert_eq!(
+        c,
+        DbConnection::Mongo {
+            uri: "mongodb://u:secret@h:1/db?authSource=admin".into(),
+            database: "db".into()
+        }
+    );
+    assert_eq!(
+        c.to_string(),
+        "mongodb://u:****@h:1/db?authSource=admin (database db)"
+    );
     assert!(!format!("{c:?}").contains("secret"));
 }
 
 fn blacklist(entries: &[(&str, &[&str])]) -> Blacklist {
-    let map: BTreeMap<String, Vec<String>> =
-        entries.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect();
+    let map: BTreeMap<String, Vec<String>> = entries
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+        .collect();
     Blacklist::compile(&map).unwrap()
 }
 
 #[test]
 fn blacklist_searches_like_the_original() {
     let b = blacklist(&[("", &["blacklist"])]);
-    for (path, hit) in [("/test", false), ("/blacklist/", true), ("/test/blacklist", true), ("/blacklisttest", true), ("/black/list", false)] {
+    for (path, hit) in [
+        ("/test", false),
+        ("/blacklist/", true),
+        ("/test/blacklist", true),
+        ("/blacklisttest", true),
+        ("/black/list", false),
+    ] {
         assert_eq!(b.is_blacklisted("any", path), hit, "{path}");
     }
     let b = blacklist(&[("api", &["^/x"]), ("", &["^/y"])]);
@@ -172,8 +284,14 @@ fn blacklist_searches_like_the_original() {
     // The original demo's negative look-ahead (F57).
     let b = blacklist(&[("demo", &[r"^(?!(/access/|/modelaction/)).*$"])]);
     assert!(b.is_blacklisted("demo", "/") && b.is_blacklisted("demo", "/admin/"));
-    assert!(!b.is_blacklisted("demo", "/access/class/") && !b.is_blacklisted("demo", "/modelaction/create/"));
-    assert!(!b.is_blacklisted("django", "/admin/"), "other apps are unaffected");
+    assert!(
+        !b.is_blacklisted("demo", "/access/class/")
+            && !b.is_blacklisted("demo", "/modelaction/create/")
+    );
+    assert!(
+        !b.is_blacklisted("django", "/admin/"),
+        "other apps are unaffected"
+    );
     // Case-sensitive.
     assert!(!blacklist(&[("", &["^/Admin"])]).is_blacklisted("a", "/admin"));
 }

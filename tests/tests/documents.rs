@@ -4,8 +4,9 @@
 use audit_runtime::keys::{escape_document, escape_key, unescape_key};
 use audit_runtime::model::diff;
 use audit_runtime::{
-    Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView, Action, Items,
-    ModelAction, ModelActionContent, ModelActionInstance, ModelActionModel, Process, UserId,
+    Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView,
+    Action, Items, ModelAction, ModelActionContent, ModelActionInstance, ModelActionModel, Process,
+    UserId,
 };
 use audit_tests::at;
 use bson::{doc, oid::ObjectId, Bson};
@@ -15,7 +16,11 @@ fn keys<T: Items>(v: &T) -> Vec<String> {
 }
 
 fn sample_access() -> Access {
-    let mut a = Access::new("http://www.foo.bar", at(2016, 1, 15, 23, 24, 0), AccessView::new("audit_tools.views.foo", "audit_tools", "foo"));
+    let mut a = Access::new(
+        "http://www.foo.bar",
+        at(2016, 1, 15, 23, 24, 0),
+        AccessView::new("audit_tools.views.foo", "audit_tools", "foo"),
+    );
     a.user = Some(AccessUser::new(1, "foo user"));
     a
 }
@@ -23,21 +28,57 @@ fn sample_access() -> Access {
 #[test]
 fn embedded_items_follow_declaration_order_and_omit_nulls() {
     let t = at(2016, 1, 15, 23, 24, 0);
-    assert_eq!(keys(&AccessTime { request: t, response: None }), ["request"]);
     assert_eq!(
-        AccessTime { request: t, response: None }.items(),
-        vec![("request".to_owned(), Bson::DateTime(bson::DateTime::from_chrono(t)))]
+        keys(&AccessTime {
+            request: t,
+            response: None
+        }),
+        ["request"]
     );
-    assert_eq!(keys(&AccessView::new("f", "a", "n")), ["full_name", "app", "name", "args", "kwargs"]);
-    assert_eq!(AccessView::new("f", "a", "n").items()[3].1, Bson::Array(vec![]));
+    assert_eq!(
+        AccessTime {
+            request: t,
+            response: None
+        }
+        .items(),
+        vec![(
+            "request".to_owned(),
+            Bson::DateTime(bson::DateTime::from_chrono(t))
+        )]
+    );
+    assert_eq!(
+        keys(&AccessView::new("f", "a", "n")),
+        ["full_name", "app", "name", "args", "kwargs"]
+    );
+    assert_eq!(
+        AccessView::new("f", "a", "n").items()[3].1,
+        Bson::Array(vec![])
+    );
     assert_eq!(keys(&AccessUser::new(1, "u")), ["id", "username"]);
-    let resp = AccessResponse { content: Bson::String("x".into()), content_type: "text/xml".into(), status_code: 200 };
+    let resp = AccessResponse {
+        content: Bson::String("x".into()),
+        content_type: "text/xml".into(),
+        status_code: 200,
+    };
     assert_eq!(keys(&resp), ["content", "type", "status_code"]);
-    let exc = AccessException { kind: "T".into(), message: "m".into(), trace: "t".into() };
+    let exc = AccessException {
+        kind: "T".into(),
+        message: "m".into(),
+        trace: "t".into(),
+    };
     assert_eq!(keys(&exc), ["type", "message", "trace"]);
-    assert_eq!(keys(&AccessRequest::new("/x")), ["path", "GET", "POST", "COOKIES", "METADATA"]);
-    assert_eq!(keys(&ModelActionModel::default()), ["full_name", "app", "name"]);
-    assert_eq!(keys(&ModelActionContent::default()), ["old", "new", "changes"]);
+    assert_eq!(
+        keys(&AccessRequest::new("/x")),
+        ["path", "GET", "POST", "COOKIES", "METADATA"]
+    );
+    assert_eq!(
+        keys(&ModelActionModel::default()),
+        ["full_name", "app", "name"]
+    );
+    assert_eq!(
+        keys(&ModelActionContent::default()),
+        ["old", "new", "changes"]
+    );
     assert_eq!(keys(&ModelActionInstance::default()), ["id", "description"]);
 }
 
@@ -57,8 +98,14 @@ fn sample_process() -> Process {
 #[test]
 fn process_items_and_strings() {
     let p = sample_process();
-    assert_eq!(keys(&p), ["_id", "name", "machine", "user", "pid", "creation_time"]);
-    assert_eq!(p.verbose_str(), "Process Foo process with pid 1 run by Foo user on Bar machine (2016-01-17 19:11:00)");
+    assert_eq!(
+        keys(&p),
+        ["_id", "name", "machine", "user", "pid", "creation_time"]
+    );
+    assert_eq!(
+        p.verbose_str(),
+        "Process Foo process with pid 1 run by Foo user on Bar machine (2016-01-17 19:11:00)"
+    );
     assert_eq!(p.to_string(), "Process{Foo process, pid:1, user:Foo user, machine:Bar machine, creation_time:2016-01-17 19:11:00}");
 }
 
@@ -74,36 +121,67 @@ fn access_strings_and_accessors() {
     a.set_url("http://www.bar.foo");
     assert_eq!(a.url(), "http://www.bar.foo");
     assert!(!a.is_response() && !a.is_exception());
-    a.response = Some(AccessResponse { content: Bson::Null, content_type: String::new(), status_code: 500 });
+    a.response = Some(AccessResponse {
+        content: Bson::Null,
+        content_type: String::new(),
+        status_code: 500,
+    });
     assert!(a.is_response() && !a.is_exception());
-    a.exception = Some(AccessException { kind: "E".into(), message: String::new(), trace: String::new() });
+    a.exception = Some(AccessException {
+        kind: "E".into(),
+        message: String::new(),
+        trace: String::new(),
+    });
     assert!(a.is_response() && a.is_exception());
     // Sub-second times print their microseconds, as Python's str(datetime) did.
     a.time.request = at(2016, 1, 15, 23, 24, 0) + chrono::Duration::milliseconds(5);
-    assert!(a.verbose_str().ends_with("(2016-01-15 23:24:00.005000)"), "{}", a.verbose_str());
+    assert!(
+        a.verbose_str().ends_with("(2016-01-15 23:24:00.005000)"),
+        "{}",
+        a.verbose_str()
+    );
 }
 
 #[test]
 fn model_action_strings_and_changes() {
     let mut m = ModelAction {
         id: ObjectId::new(),
-        model: ModelActionModel { full_name: "app.models.Foo".into(), app: "app".into(), name: "Foo".into() },
+        model: ModelActionModel {
+            full_name: "app.models.Foo".into(),
+            app: "app".into(),
+            name: "Foo".into(),
+        },
         action: Action::Update,
-        content: ModelActionContent { old: doc! {}, new: doc! {}, changes: doc! { "a": { "old": 1, "new": 2 } } },
-        instance: ModelActionInstance { id: "1".into(), description: "foo".into() },
+        content: ModelActionContent {
+            old: doc! {},
+            new: doc! {},
+            changes: doc! { "a": { "old": 1, "new": 2 } },
+        },
+        instance: ModelActionInstance {
+            id: "1".into(),
+            description: "foo".into(),
+        },
         timestamp: at(2016, 1, 17, 18, 16, 0),
         access: None,
         process: None,
     };
-    assert_eq!(m.verbose_str(), "update instance 1 of model Foo from app app (2016-01-17 18:16:00)");
-    assert_eq!(m.to_string(), "ModelAction{app.models.Foo(1), action:update, time:2016-01-17 18:16:00}");
+    assert_eq!(
+        m.verbose_str(),
+        "update instance 1 of model Foo from app app (2016-01-17 18:16:00)"
+    );
+    assert_eq!(
+        m.to_string(),
+        "ModelAction{app.models.Foo(1), action:update, time:2016-01-17 18:16:00}"
+    );
     assert_eq!(m.changes(), &doc! { "a": { "old": 1, "new": 2 } });
     m.set_changes(doc! {});
     assert_eq!(m.changes(), &doc! {});
     m.set_changes(doc! { "x": 1 });
     m.clear_changes();
     assert_eq!(m.changes(), &doc! {});
-    assert!(matches!(m.get_model(), Err(e) if e.to_string() == "Model app.models.Foo does not exist."));
+    assert!(
+        matches!(m.get_model(), Err(e) if e.to_string() == "Model app.models.Foo does not exist.")
+    );
 }
 
 #[test]
@@ -160,9 +238,15 @@ fn documents_written_by_the_original_deserialise() {
 #[test]
 fn anonymous_user_is_the_originals() {
     let u = AccessUser::anonymous();
-    assert_eq!(bson::to_document(&u).unwrap(), doc! { "id": -1_i64, "username": "Anonymous" });
+    assert_eq!(
+        bson::to_document(&u).unwrap(),
+        doc! { "id": -1_i64, "username": "Anonymous" }
+    );
     assert!(u.is_anonymous());
-    assert!(!AccessUser::new(0, "root").is_anonymous(), "id 0 is a real user (D39)");
+    assert!(
+        !AccessUser::new(0, "root").is_anonymous(),
+        "id 0 is a real user (D39)"
+    );
 }
 
 #[test]
@@ -179,7 +263,10 @@ fn key_escaping_is_reversible_and_collision_free() {
         assert_eq!(&unescape_key(e), k);
     }
     let nested = escape_document(doc! { "x.y": { "$gt": [ { "a.b": 1 } ] }, "ok": 2 });
-    assert_eq!(nested, doc! { "x%2Ey": { "%24gt": [ { "a%2Eb": 1 } ] }, "ok": 2 });
+    assert_eq!(
+        nested,
+        doc! { "x%2Ey": { "%24gt": [ { "a%2Eb": 1 } ] }, "ok": 2 }
+    );
 }
 
 #[test]
@@ -203,16 +290,31 @@ fn diff_reports_changed_added_and_removed_keys() {
     let mut new = old.clone();
     new.insert("string_field", "Modified");
     let changes = diff(&old, &new);
-    assert_eq!(changes, doc! { "string_field": { "old": "Test", "new": "Modified" } });
+    assert_eq!(
+        changes,
+        doc! { "string_field": { "old": "Test", "new": "Modified" } }
+    );
     // Create: every field from null.
     let created = diff(&doc! {}, &old);
-    assert_eq!(created.keys().collect::<Vec<_>>(), ["id", "string_field", "integer_field", "float_field"]);
-    assert_eq!(created.get_document("id").unwrap(), &doc! { "old": Bson::Null, "new": 1 });
+    assert_eq!(
+        created.keys().collect::<Vec<_>>(),
+        ["id", "string_field", "integer_field", "float_field"]
+    );
+    assert_eq!(
+        created.get_document("id").unwrap(),
+        &doc! { "old": Bson::Null, "new": 1 }
+    );
     // Delete: every field to null.
     let deleted = diff(&old, &doc! {});
-    assert_eq!(deleted.get_document("float_field").unwrap(), &doc! { "old": 1.0, "new": Bson::Null });
+    assert_eq!(
+        deleted.get_document("float_field").unwrap(),
+        &doc! { "old": 1.0, "new": Bson::Null }
+    );
     // Keys on one side only are reported too (the original ignored them).
     let changes = diff(&doc! { "a": 1, "gone": 2 }, &doc! { "a": 1, "added": 3 });
-    assert_eq!(changes, doc! { "gone": { "old": 2, "new": Bson::Null }, "added": { "old": Bson::Null, "new": 3 } });
+    assert_eq!(
+        changes,
+        doc! { "gone": { "old": 2, "new": Bson::Null }, "added": { "old": Bson::Null, "new": 3 } }
+    );
     assert_eq!(diff(&doc! {}, &doc! {}), doc! {});
 }

@@ -10,7 +10,11 @@ use std::fmt;
 async fn accesses_of(full_name: &str) -> Vec<Access> {
     let auditor = global_auditor();
     auditor.flush().await;
-    Access::objects().filter_by_view(full_name).fetch(auditor.store().unwrap()).await.unwrap()
+    Access::objects()
+        .filter_by_view(full_name)
+        .fetch(auditor.store().unwrap())
+        .await
+        .unwrap()
 }
 
 mod jobs {
@@ -151,8 +155,15 @@ async fn sync_function_records_view_named_args_times_and_outcome() {
     let got = accesses_of("macros::jobs::sync_job").await;
     assert_eq!(got.len(), 1);
     let a = &got[0];
-    assert_eq!((a.view.app.as_str(), a.view.name.as_str()), ("macros", "sync_job"));
-    assert_eq!(a.view.kwargs, doc! { "n": 2_i64, "label": "abc" }, "only the named arguments, never `secret`");
+    assert_eq!(
+        (a.view.app.as_str(), a.view.name.as_str()),
+        ("macros", "sync_job")
+    );
+    assert_eq!(
+        a.view.kwargs,
+        doc! { "n": 2_i64, "label": "abc" },
+        "only the named arguments, never `secret`"
+    );
     assert_eq!(a.request.path, "");
     assert!(a.exception.is_none() && a.response.is_none());
     assert!(a.time.request >= before - chrono::Duration::milliseconds(1));
@@ -166,11 +177,21 @@ async fn async_function_with_overrides() {
     assert_eq!(jobs::async_job(21).await, 42);
     let store = global_auditor().store().unwrap();
     global_auditor().flush().await;
-    let all: Vec<String> = Access::objects().view_app("billing").fetch(store).await.unwrap().into_iter().map(|a| a.view.full_name).collect();
+    let all: Vec<String> = Access::objects()
+        .view_app("billing")
+        .fetch(store)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.view.full_name)
+        .collect();
     let got = accesses_of("macros::jobs::async_job").await;
     assert_eq!(got.len(), 1, "{all:?}");
     assert_eq!(got.len(), 1);
-    assert_eq!((got[0].view.app.as_str(), got[0].view.name.as_str()), ("billing", "nightly"));
+    assert_eq!(
+        (got[0].view.app.as_str(), got[0].view.name.as_str()),
+        ("billing", "nightly")
+    );
 }
 
 #[tokio::test]
@@ -180,7 +201,10 @@ async fn errors_become_the_exception_with_type_path_and_source_chain() {
     assert!(jobs::failing_job(false).is_ok());
     let got = accesses_of("macros::jobs::failing_job").await;
     assert_eq!(got.len(), 2);
-    let e = got.iter().find_map(|a| a.exception.clone()).expect("one exception");
+    let e = got
+        .iter()
+        .find_map(|a| a.exception.clone())
+        .expect("one exception");
     assert_eq!(e.kind, "macros::jobs::JobError");
     assert_eq!(e.message, "job failed");
     assert_eq!(e.trace, "caused by: disk full");
@@ -193,14 +217,23 @@ async fn question_mark_and_early_return_are_seen() {
     assert!(jobs::question_mark("x").await.is_err());
     assert_eq!(jobs::question_mark("12").await.unwrap(), 12);
     let got = accesses_of("macros::jobs::question_mark").await;
-    let kinds: Vec<_> = got.iter().map(|a| a.exception.as_ref().map(|e| e.kind.clone())).collect();
-    assert!(kinds.contains(&Some("core::num::error::ParseIntError".to_owned())), "{kinds:?}");
+    let kinds: Vec<_> = got
+        .iter()
+        .map(|a| a.exception.as_ref().map(|e| e.kind.clone()))
+        .collect();
+    assert!(
+        kinds.contains(&Some("core::num::error::ParseIntError".to_owned())),
+        "{kinds:?}"
+    );
     assert!(kinds.contains(&None));
     assert_eq!(jobs::early_return(1), "positive");
     assert_eq!(jobs::early_return(-1), "other");
     assert_eq!(accesses_of("macros::jobs::early_return").await.len(), 2);
     assert!(jobs::debug_error().is_err());
-    let e = accesses_of("macros::jobs::debug_error").await[0].exception.clone().unwrap();
+    let e = accesses_of("macros::jobs::debug_error").await[0]
+        .exception
+        .clone()
+        .unwrap();
     assert_eq!(e.message, "(418, \"teapot\")");
 }
 
@@ -212,7 +245,10 @@ async fn panics_are_recorded_then_resumed() {
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"intended panic"));
     let got = accesses_of("macros::jobs::panicking_job").await;
     let e = got[0].exception.clone().unwrap();
-    assert_eq!((e.kind.as_str(), e.message.as_str()), ("panic", "intended panic"));
+    assert_eq!(
+        (e.kind.as_str(), e.message.as_str()),
+        ("panic", "intended panic")
+    );
     assert!(e.trace.contains("panicking_job"), "backtrace: {}", e.trace);
 
     let joined = tokio::spawn(jobs::panicking_async()).await;
@@ -232,10 +268,16 @@ async fn disabled_handlers_record_nothing_in_either_order() {
         assert!(accesses_of(&full).await.is_empty(), "{name} recorded");
         let reg = registry::get_view(&full).unwrap();
         assert!(!reg.audited, "{name} is registered as disabled");
-        let regs: Vec<_> = registry::views().into_iter().filter(|v| v.full_name() == full).collect();
+        let regs: Vec<_> = registry::views()
+            .into_iter()
+            .filter(|v| v.full_name() == full)
+            .collect();
         assert_eq!(regs.len(), 1, "{name} registered once");
     }
-    let disabled: Vec<&str> = registry::disabled_views().iter().map(|v| v.full_name()).collect();
+    let disabled: Vec<&str> = registry::disabled_views()
+        .iter()
+        .map(|v| v.full_name())
+        .collect();
     assert!(disabled.contains(&"macros::jobs::disabled_job"));
 }
 
@@ -249,9 +291,17 @@ async fn methods_generics_and_patterns() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].view.name, "run");
     assert_eq!(got[0].view.kwargs, doc! { "extra": 5_i64 });
-    assert_eq!(accesses_of("macros::jobs::Worker::run_async").await.len(), 1);
+    assert_eq!(
+        accesses_of("macros::jobs::Worker::run_async").await.len(),
+        1
+    );
     assert_eq!(jobs::destructured(jobs::Pair(1, 2), (3, 4)), 6);
-    assert_eq!(accesses_of("macros::jobs::destructured").await[0].view.kwargs, doc! { "a": 1_i64, "b": 2_i64 });
+    assert_eq!(
+        accesses_of("macros::jobs::destructured").await[0]
+            .view
+            .kwargs,
+        doc! { "a": 1_i64, "b": 2_i64 }
+    );
     assert_eq!(jobs::generic(1u8, vec![2u32, 3u32]), 6);
     assert!(!accesses_of("macros::jobs::generic").await.is_empty());
     assert_eq!(jobs::returns_impl_trait(3).count(), 3);
@@ -273,11 +323,27 @@ fn registry_lookups() {
     let v = registry::get_view("macros::jobs::sync_job").unwrap();
     assert!(v.audited);
     assert_eq!((v.app(), v.name()), ("macros", "sync_job"));
-    assert_eq!(registry::get_view("nope::x").unwrap_err(), RegistryError::UnknownView("nope::x".into()));
+    assert_eq!(
+        registry::get_view("nope::x").unwrap_err(),
+        RegistryError::UnknownView("nope::x".into())
+    );
     // Registrations from a second crate are found.
-    assert!(registry::get_view("audit_tests::fixtures::shared_handler").unwrap().audited);
-    assert!(!registry::get_view("audit_tests::fixtures::shared_disabled").unwrap().audited);
-    assert_eq!(registry::get_model("audit_tests::fixtures::SharedModel").unwrap().name, "SharedModel");
+    assert!(
+        registry::get_view("audit_tests::fixtures::shared_handler")
+            .unwrap()
+            .audited
+    );
+    assert!(
+        !registry::get_view("audit_tests::fixtures::shared_disabled")
+            .unwrap()
+            .audited
+    );
+    assert_eq!(
+        registry::get_model("audit_tests::fixtures::SharedModel")
+            .unwrap()
+            .name,
+        "SharedModel"
+    );
     assert_eq!(audit_tests::fixtures::shared_handler(), 7);
 }
 
@@ -339,7 +405,10 @@ fn poll() -> Poll {
         ssn: "123-45-6789".into(),
         cache: vec![1, 2],
         votes: None,
-        owner: Owner { login: "jo".into(), name: "José".into() },
+        owner: Owner {
+            login: "jo".into(),
+            name: "José".into(),
+        },
     }
 }
 
@@ -350,11 +419,34 @@ fn derive_identity_id_and_unicode_description() {
     assert_eq!(Owner::MODEL.app, "macros");
     let p = poll();
     assert_eq!(p.audit_id(), Some("1".into()));
-    assert_eq!(p.audit_description(), "ñ Unicode test ñ 日本", "full Unicode (D25)");
+    assert_eq!(
+        p.audit_description(),
+        "ñ Unicode test ñ 日本",
+        "full Unicode (D25)"
+    );
     assert_eq!(p.owner.audit_id(), Some("jo".into()));
-    assert_eq!(p.owner.audit_description(), "Owner(jo)", "no Display: type and id");
+    assert_eq!(
+        p.owner.audit_description(),
+        "Owner(jo)",
+        "no Display: type and id"
+    );
     let reg = registry::get_model("macros::Poll").unwrap();
-    assert_eq!(reg.fields, ["id", "question", "published", "price", "exact_price", "uuid", "password", "token_count", "ssn", "voteCount", "owner"]);
+    assert_eq!(
+        reg.fields,
+        [
+            "id",
+            "question",
+            "published",
+            "price",
+            "exact_price",
+            "uuid",
+            "password",
+            "token_count",
+            "ssn",
+            "voteCount",
+            "owner"
+        ]
+    );
 }
 
 #[test]
@@ -363,16 +455,41 @@ fn derive_snapshot_keeps_types_and_masks_secrets() {
     assert_eq!(s.get("id"), Some(&Bson::Int64(1)));
     assert_eq!(s.get_str("question").unwrap(), "ñ Unicode test ñ 日本");
     let published = s.get_datetime("published").unwrap().to_chrono();
-    assert_eq!(published.to_rfc3339(), "2016-01-01T13:45:00+00:00", "time of day kept (D23)");
-    assert_eq!(s.get_str("exact_price").unwrap(), "12345678901234567890.123456789", "no float loss (D26)");
-    assert_eq!(s.get_str("uuid").unwrap(), "00000000-0000-0000-0000-000000000000");
+    assert_eq!(
+        published.to_rfc3339(),
+        "2016-01-01T13:45:00+00:00",
+        "time of day kept (D23)"
+    );
+    assert_eq!(
+        s.get_str("exact_price").unwrap(),
+        "12345678901234567890.123456789",
+        "no float loss (D26)"
+    );
+    assert_eq!(
+        s.get_str("uuid").unwrap(),
+        "00000000-0000-0000-0000-000000000000"
+    );
     assert!(s.get("cache").is_none(), "skipped");
-    assert_eq!(s.get("voteCount"), Some(&Bson::Null), "renamed, None kept as null");
-    assert_eq!(s.get("token_count"), Some(&Bson::Int64(3)), "capture overrides the secret-name rule");
-    assert_eq!(s.get_document("owner").unwrap(), &doc! { "login": "jo", "name": "José" });
+    assert_eq!(
+        s.get("voteCount"),
+        Some(&Bson::Null),
+        "renamed, None kept as null"
+    );
+    assert_eq!(
+        s.get("token_count"),
+        Some(&Bson::Int64(3)),
+        "capture overrides the secret-name rule"
+    );
+    assert_eq!(
+        s.get_document("owner").unwrap(),
+        &doc! { "login": "jo", "name": "José" }
+    );
     for masked in ["password", "ssn"] {
         let v = s.get_str(masked).unwrap();
-        assert!(!v.contains("hunter2") && !v.contains("6789"), "{masked} leaked: {v}");
+        assert!(
+            !v.contains("hunter2") && !v.contains("6789"),
+            "{masked} leaked: {v}"
+        );
     }
 }
 
@@ -411,21 +528,50 @@ async fn model_actions_are_recorded_for_registered_models_only() {
     auditor.record_update(&p, &updated).await.unwrap();
     auditor.record_delete(&updated).await.unwrap();
     auditor.flush().await;
-    let actions = ModelAction::objects().filter_by_model::<Poll>().order_by("timestamp", audit_runtime::Order::Asc).fetch(store).await.unwrap();
+    let actions = ModelAction::objects()
+        .filter_by_model::<Poll>()
+        .order_by("timestamp", audit_runtime::Order::Asc)
+        .fetch(store)
+        .await
+        .unwrap();
     assert_eq!(actions.len(), 3);
     assert_eq!(actions[0].id, created);
     let kinds: Vec<_> = actions.iter().map(|a| a.action).collect();
-    assert_eq!(kinds, [audit_runtime::Action::Create, audit_runtime::Action::Update, audit_runtime::Action::Delete]);
+    assert_eq!(
+        kinds,
+        [
+            audit_runtime::Action::Create,
+            audit_runtime::Action::Update,
+            audit_runtime::Action::Delete
+        ]
+    );
     assert_eq!(actions[0].content.old, doc! {});
-    assert_eq!(actions[0].content.changes.len(), actions[0].content.new.len());
-    assert_eq!(actions[0].content.new.get_str("password").unwrap(), "********", "masks are stored as the fixed mask");
-    assert_eq!(actions[1].content.changes.keys().collect::<Vec<_>>(), ["question"]);
+    assert_eq!(
+        actions[0].content.changes.len(),
+        actions[0].content.new.len()
+    );
+    assert_eq!(
+        actions[0].content.new.get_str("password").unwrap(),
+        "********",
+        "masks are stored as the fixed mask"
+    );
+    assert_eq!(
+        actions[1].content.changes.keys().collect::<Vec<_>>(),
+        ["question"]
+    );
     assert!(actions[2].content.new.is_empty());
     assert_eq!(actions[2].instance.description, "changed");
-    assert!(actions.iter().all(|a| a.access.is_none()), "no request: no access");
+    assert!(
+        actions.iter().all(|a| a.access.is_none()),
+        "no request: no access"
+    );
     assert!(actions.iter().all(|a| a.process.is_some()));
-    assert!(actions[0].timestamp < actions[2].timestamp || actions[0].timestamp == actions[2].timestamp);
-    let by_instance = ModelAction::objects().filter_by_instance(&p).count(store).await.unwrap();
+    assert!(actions[0].timestamp <= actions[2].timestamp);
+    let by_instance = ModelAction::objects()
+        .filter_by_instance(&p)
+        .count(store)
+        .await
+        .unwrap();
     assert_eq!(by_instance, 3);
     registry::unregister::<Poll>();
     assert_eq!(auditor.record_create(&p).await, None);
@@ -433,11 +579,22 @@ async fn model_actions_are_recorded_for_registered_models_only() {
 
 #[test]
 fn register_models_names_the_unknown_model() {
-    let config = audit_runtime::AuditConfig::from_sources(Some("logged_models = ['macros::Owner', 'macros::Nope']"), Vec::<(String, String)>::new()).unwrap();
+    let config = audit_runtime::AuditConfig::from_sources(
+        Some("logged_models = ['macros::Owner', 'macros::Nope']"),
+        Vec::<(String, String)>::new(),
+    )
+    .unwrap();
     let err = registry::register_models(&config).unwrap_err();
     assert_eq!(err.to_string(), "Model macros::Nope does not exist.");
-    assert!(!registry::is_registered("macros::Owner"), "nothing registered when one name is unknown");
-    let ok = audit_runtime::AuditConfig::from_sources(Some("logged_models = ['macros::Owner']"), Vec::<(String, String)>::new()).unwrap();
+    assert!(
+        !registry::is_registered("macros::Owner"),
+        "nothing registered when one name is unknown"
+    );
+    let ok = audit_runtime::AuditConfig::from_sources(
+        Some("logged_models = ['macros::Owner']"),
+        Vec::<(String, String)>::new(),
+    )
+    .unwrap();
     assert_eq!(registry::register_models(&ok).unwrap(), ["macros::Owner"]);
     assert!(registry::is_registered("macros::Owner"));
     registry::unregister_models(&ok);
@@ -450,5 +607,10 @@ async fn query_by_url_is_unaffected_by_standalone_records() {
     jobs::generic(1u8, Vec::<u8>::new());
     let store = global_auditor().store().unwrap();
     global_auditor().flush().await;
-    assert!(Access::objects().filter_by_url(UrlMatch::exact("/never")).fetch(store).await.unwrap().is_empty());
+    assert!(Access::objects()
+        .filter_by_url(UrlMatch::exact("/never"))
+        .fetch(store)
+        .await
+        .unwrap()
+        .is_empty());
 }

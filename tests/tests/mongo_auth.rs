@@ -24,13 +24,33 @@ async fn the_original_connection_table_with_credentials_connects() {
         env("MONGODB_AUTH_PASSWORD")
     );
     let config = AuditConfig::from_sources(Some(&toml), Vec::<(String, String)>::new()).unwrap();
-    let DbConnection::Mongo { uri, .. } = &config.db_connection else { panic!("mongo connection expected") };
-    assert!(uri.contains("p%40ss%3Aw%2Frd%25@"), "password is percent-encoded: {uri}");
-    assert!(!config.db_connection.to_string().contains("p%40ss"), "Display hides the password");
-    let store = Store::connect(&config).await.expect("authenticated connect");
-    let a = Access::new("/secure", chrono::Utc::now(), AccessView::new("demo::x", "demo", "x"));
+    let DbConnection::Mongo { uri, .. } = &config.db_connection else {
+        panic!("mongo connection expected")
+    };
+    assert!(
+        uri.contains("p%40ss%3Aw%2Frd%25@"),
+        "password is percent-encoded: {uri}"
+    );
+    assert!(
+        !config.db_connection.to_string().contains("p%40ss"),
+        "Display hides the password"
+    );
+    let store = Store::connect(&config)
+        .await
+        .expect("authenticated connect");
+    let a = Access::new(
+        "/secure",
+        chrono::Utc::now(),
+        AccessView::new("demo::x", "demo", "x"),
+    );
     store.insert(&a).await.unwrap();
-    assert_eq!(store.count(Collection::Access, &Filter::all()).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .count(Collection::Access, &Filter::all())
+            .await
+            .unwrap(),
+        1
+    );
     store.drop_collection(Collection::Access).await.unwrap();
 }
 
@@ -46,16 +66,30 @@ async fn credentials_from_the_environment_are_used() {
         ],
     )
     .unwrap();
-    let store = Store::connect(&config).await.expect("connect with credentials from DB_AUDIT_USER/DB_AUDIT_PASSWORD");
-    assert_eq!(store.count(Collection::Process, &Filter::all()).await.unwrap(), 0);
+    let store = Store::connect(&config)
+        .await
+        .expect("connect with credentials from DB_AUDIT_USER/DB_AUDIT_PASSWORD");
+    assert_eq!(
+        store
+            .count(Collection::Process, &Filter::all())
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 #[tokio::test]
 async fn without_credentials_the_server_refuses() {
-    let conn = DbConnection::Mongo { uri: env("MONGODB_AUTH_URI"), database: env("MONGODB_AUTH_DB") };
+    let conn = DbConnection::Mongo {
+        uri: env("MONGODB_AUTH_URI"),
+        database: env("MONGODB_AUTH_DB"),
+    };
     let config = AuditConfig::default().with_connection(conn);
     let result = Store::connect(&config).await;
-    assert!(result.is_err(), "an anonymous client must not be able to set up the audit database");
+    assert!(
+        result.is_err(),
+        "an anonymous client must not be able to set up the audit database"
+    );
 }
 
 #[tokio::test]
@@ -67,6 +101,11 @@ async fn a_wrong_password_is_an_error() {
         env("MONGODB_AUTH_USER"),
     );
     let config = AuditConfig::from_sources(Some(&toml), Vec::<(String, String)>::new()).unwrap();
-    let err = Store::connect(&config).await.err().expect("authentication must fail");
-    assert!(!err.to_string().contains("wrong"), "the password is not echoed: {err}");
+    let err = Store::connect(&config)
+        .await
+        .expect_err("authentication must fail");
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the password is not echoed: {err}"
+    );
 }

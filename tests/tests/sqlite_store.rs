@@ -6,7 +6,9 @@ use audit_runtime::{Access, Collection, Store, UrlMatch};
 use audit_tests::sqlite_store;
 
 async fn plan(store: &Store, c: Collection, opts: FindOptions) -> String {
-    let Store::Sqlite(s) = store else { panic!("sqlite store expected") };
+    let Store::Sqlite(s) = store else {
+        panic!("sqlite store expected")
+    };
     s.explain(c, &opts).await.unwrap().join(" | ")
 }
 
@@ -14,27 +16,64 @@ async fn plan(store: &Store, c: Collection, opts: FindOptions) -> String {
 async fn indexed_query_shapes_use_their_expression_index() {
     let s = sqlite_store().await;
     // Equality on a nested path.
-    let p = plan(&s, Collection::Access, FindOptions::new(Filter::eq("user.id", 23))).await;
+    let p = plan(
+        &s,
+        Collection::Access,
+        FindOptions::new(Filter::eq("user.id", 23)),
+    )
+    .await;
     assert!(p.contains("USING INDEX audit_access.user.id_1 "), "{p}");
     // Compound equality.
-    let f = Filter::And(vec![Filter::eq("view.app", "demo"), Filter::eq("view.name", "index")]);
+    let f = Filter::And(vec![
+        Filter::eq("view.app", "demo"),
+        Filter::eq("view.name", "index"),
+    ]);
     let p = plan(&s, Collection::Access, FindOptions::new(f)).await;
-    assert!(p.contains("USING INDEX audit_access.view.app_1_view.name_1"), "{p}");
+    assert!(
+        p.contains("USING INDEX audit_access.view.app_1_view.name_1"),
+        "{p}"
+    );
     // Range on a datetime.
     let t = bson::DateTime::now();
-    let p = plan(&s, Collection::Access, FindOptions::new(Filter::gte("time.request", t))).await;
-    assert!(p.contains("USING INDEX audit_access.time.request_1 "), "{p}");
+    let p = plan(
+        &s,
+        Collection::Access,
+        FindOptions::new(Filter::gte("time.request", t)),
+    )
+    .await;
+    assert!(
+        p.contains("USING INDEX audit_access.time.request_1 "),
+        "{p}"
+    );
     // Prefix (startswith) on the path.
-    let opts = Access::objects().filter_by_url(UrlMatch::StartsWith("/polls/".into())).options().unwrap();
+    let opts = Access::objects()
+        .filter_by_url(UrlMatch::StartsWith("/polls/".into()))
+        .options()
+        .unwrap();
     let p = plan(&s, Collection::Access, opts).await;
     assert!(p.contains("USING INDEX audit_access.request.path"), "{p}");
     // Newest first without a filter walks the date index instead of sorting.
-    let p = plan(&s, Collection::Access, FindOptions::new(Filter::all()).sort("time.request", Order::Desc)).await;
-    assert!(p.contains("audit_access.time.request_1") && !p.contains("TEMP B-TREE"), "{p}");
+    let p = plan(
+        &s,
+        Collection::Access,
+        FindOptions::new(Filter::all()).sort("time.request", Order::Desc),
+    )
+    .await;
+    assert!(
+        p.contains("audit_access.time.request_1") && !p.contains("TEMP B-TREE"),
+        "{p}"
+    );
     // Model actions by model and instance.
-    let f = Filter::And(vec![Filter::eq("model.app", "a"), Filter::eq("model.name", "B"), Filter::eq("instance.id", "1")]);
+    let f = Filter::And(vec![
+        Filter::eq("model.app", "a"),
+        Filter::eq("model.name", "B"),
+        Filter::eq("instance.id", "1"),
+    ]);
     let p = plan(&s, Collection::ModelAction, FindOptions::new(f)).await;
-    assert!(p.contains("audit_model_action.model.app_1_model.name_1_instance.id_1"), "{p}");
+    assert!(
+        p.contains("audit_model_action.model.app_1_model.name_1_instance.id_1"),
+        "{p}"
+    );
 }
 
 #[tokio::test]
@@ -49,8 +88,12 @@ async fn the_file_is_wal_with_full_sync() {
 /// Reads the journal mode of the file through the store's own connection setup.
 fn rusqlite_like_open(path: &std::path::Path) -> (String,) {
     let conn = audit_runtime::store::sqlite::open_connection(path).unwrap();
-    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-    let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    let sync: i64 = conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(sync, 2, "synchronous=FULL");
     (mode,)
 }

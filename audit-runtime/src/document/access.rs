@@ -56,7 +56,10 @@ impl Access {
             request: AccessRequest::new(path),
             response: None,
             exception: None,
-            time: AccessTime { request: requested_at, response: None },
+            time: AccessTime {
+                request: requested_at,
+                response: None,
+            },
             view,
             user: None,
             custom: None,
@@ -86,7 +89,9 @@ impl Access {
 
     /// The user's name, or `Anonymous` when no user was recorded.
     fn username(&self) -> &str {
-        self.user.as_ref().map_or(AccessUser::ANONYMOUS_NAME, |u| u.username.as_str())
+        self.user
+            .as_ref()
+            .map_or(AccessUser::ANONYMOUS_NAME, |u| u.username.as_str())
     }
 
     /// `Access to view {name} from app {app} mapped to url {path} by user {username} ({time})` (F102).
@@ -107,7 +112,9 @@ impl Access {
     }
 
     /// The registered handler named by `view.full_name`.
-    pub fn get_view(&self) -> Result<&'static crate::registry::ViewRegistration, crate::registry::RegistryError> {
+    pub fn get_view(
+        &self,
+    ) -> Result<&'static crate::registry::ViewRegistration, crate::registry::RegistryError> {
         crate::registry::get_view(&self.view.full_name)
     }
 }
@@ -161,7 +168,10 @@ pub struct AccessRequest {
 impl AccessRequest {
     /// A request part with only a path.
     pub fn new(path: impl Into<String>) -> Self {
-        AccessRequest { path: path.into(), ..Default::default() }
+        AccessRequest {
+            path: path.into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -224,8 +234,17 @@ pub struct AccessView {
 
 impl AccessView {
     /// A view identity with empty arguments.
-    pub fn new(full_name: impl Into<String>, app: impl Into<String>, name: impl Into<String>) -> Self {
-        AccessView { full_name: full_name.into(), app: app.into(), name: name.into(), ..Default::default() }
+    pub fn new(
+        full_name: impl Into<String>,
+        app: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
+        AccessView {
+            full_name: full_name.into(),
+            app: app.into(),
+            name: name.into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -246,12 +265,18 @@ impl AccessUser {
 
     /// `{id: -1, username: "Anonymous"}` (F41).
     pub fn anonymous() -> Self {
-        AccessUser { id: UserId::Int(Self::ANONYMOUS_ID), username: Self::ANONYMOUS_NAME.to_owned() }
+        AccessUser {
+            id: UserId::Int(Self::ANONYMOUS_ID),
+            username: Self::ANONYMOUS_NAME.to_owned(),
+        }
     }
 
     /// A known user.
     pub fn new(id: impl Into<UserId>, username: impl Into<String>) -> Self {
-        AccessUser { id: id.into(), username: username.into() }
+        AccessUser {
+            id: id.into(),
+            username: username.into(),
+        }
     }
 
     /// True for the anonymous user.
@@ -334,7 +359,9 @@ impl<'de> Deserialize<'de> for UserId {
                 Ok(UserId::Int(v))
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<UserId, E> {
-                i64::try_from(v).map(UserId::Int).map_err(|_| E::custom("user id out of range"))
+                i64::try_from(v)
+                    .map(UserId::Int)
+                    .map_err(|_| E::custom("user id out of range"))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<UserId, E> {
                 Ok(UserId::Str(v.to_owned()))

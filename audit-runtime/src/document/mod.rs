@@ -14,9 +14,12 @@ mod process;
 pub(crate) mod serde_util;
 
 pub use access::{
-    Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView, UserId,
+    Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView,
+    UserId,
 };
-pub use model_action::{Action, ModelAction, ModelActionContent, ModelActionInstance, ModelActionModel};
+pub use model_action::{
+    Action, ModelAction, ModelActionContent, ModelActionInstance, ModelActionModel,
+};
 pub use process::Process;
 
 use bson::{Bson, Document};
@@ -46,7 +49,9 @@ impl<T: Serialize> Items for T {
 }
 
 /// A stored document type: which collection it lives in and how to get its id.
-pub trait AuditDocument: Serialize + serde::de::DeserializeOwned + Send + Sync + Unpin + 'static {
+pub trait AuditDocument:
+    Serialize + serde::de::DeserializeOwned + Send + Sync + Unpin + 'static
+{
     /// The collection this document type is stored in.
     const COLLECTION: Collection;
     /// The document's `_id`.
@@ -70,7 +75,11 @@ pub enum Collection {
 
 impl Collection {
     /// All three, in the order setup creates them.
-    pub const ALL: [Collection; 3] = [Collection::Access, Collection::Process, Collection::ModelAction];
+    pub const ALL: [Collection; 3] = [
+        Collection::Access,
+        Collection::Process,
+        Collection::ModelAction,
+    ];
 
     /// The exact collection (or table) name.
     pub const fn name(self) -> &'static str {

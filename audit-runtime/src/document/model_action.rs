@@ -69,7 +69,9 @@ impl ModelAction {
     }
 
     /// The registered model named by `model.full_name` (F105: `Model X does not exist.` otherwise).
-    pub fn get_model(&self) -> Result<&'static crate::registry::ModelRegistration, crate::registry::RegistryError> {
+    pub fn get_model(
+        &self,
+    ) -> Result<&'static crate::registry::ModelRegistration, crate::registry::RegistryError> {
         crate::registry::get_model(&self.model.full_name)
     }
 
@@ -137,7 +139,9 @@ impl std::str::FromStr for Action {
             "create" => Ok(Action::Create),
             "update" => Ok(Action::Update),
             "delete" => Ok(Action::Delete),
-            other => Err(format!("unknown action `{other}`: expected create, update or delete")),
+            other => Err(format!(
+                "unknown action `{other}`: expected create, update or delete"
+            )),
         }
     }
 }

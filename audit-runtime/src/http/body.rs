@@ -25,7 +25,12 @@ pub(crate) struct Tee {
 
 impl Tee {
     pub(crate) fn new(cap: usize, finish: Box<dyn Finish>) -> Self {
-        Tee { kept: BytesMut::new(), total: 0, cap, finish: Some(finish) }
+        Tee {
+            kept: BytesMut::new(),
+            total: 0,
+            cap,
+            finish: Some(finish),
+        }
     }
 
     fn push(&mut self, data: &Bytes) {
@@ -41,7 +46,11 @@ impl Tee {
 
     fn done(&mut self, complete: bool) {
         if let Some(f) = self.finish.take() {
-            f.finish(std::mem::take(&mut self.kept).freeze(), self.total, complete);
+            f.finish(
+                std::mem::take(&mut self.kept).freeze(),
+                self.total,
+                complete,
+            );
         }
     }
 }
@@ -66,15 +75,24 @@ pin_project_lite::pin_project! {
 
 impl<B> AuditBody<B> {
     pub(crate) fn passthrough(inner: B) -> Self {
-        AuditBody { inner: Either::Right(inner), tee: None }
+        AuditBody {
+            inner: Either::Right(inner),
+            tee: None,
+        }
     }
 
     pub(crate) fn tee(inner: B, tee: Tee) -> Self {
-        AuditBody { inner: Either::Right(inner), tee: Some(tee) }
+        AuditBody {
+            inner: Either::Right(inner),
+            tee: Some(tee),
+        }
     }
 
     pub(crate) fn full(bytes: Bytes) -> Self {
-        AuditBody { inner: Either::Left(Full::new(bytes)), tee: None }
+        AuditBody {
+            inner: Either::Left(Full::new(bytes)),
+            tee: None,
+        }
     }
 }
 
@@ -86,7 +104,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         let polled = this.inner.as_mut().poll_frame(cx);
         if let Some(tee) = this.tee.as_mut() {

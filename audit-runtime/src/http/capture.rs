@@ -25,11 +25,19 @@ impl Capture {
             return false;
         }
         let lower = key.to_lowercase();
-        self.config.redact_keys.iter().any(|k| lower.contains(k.as_str()))
+        self.config
+            .redact_keys
+            .iter()
+            .any(|k| lower.contains(k.as_str()))
     }
 
     fn secret_header(&self, name: &str) -> bool {
-        self.config.redact && self.config.redact_headers.iter().any(|h| h.eq_ignore_ascii_case(name))
+        self.config.redact
+            && self
+                .config
+                .redact_headers
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name))
     }
 
     /// `request.GET` / `request.POST`: a form-urlencoded string as a multi-valued map (one value:
@@ -37,7 +45,11 @@ impl Capture {
     pub(crate) fn form_map(&self, encoded: &[u8]) -> Document {
         let mut doc = Document::new();
         for (k, v) in form_urlencoded::parse(encoded) {
-            let value = if self.secret_key(&k) { MASK.to_owned() } else { v.into_owned() };
+            let value = if self.secret_key(&k) {
+                MASK.to_owned()
+            } else {
+                v.into_owned()
+            };
             let key = escape_key(&k);
             match doc.get_mut(&key) {
                 Some(Bson::Array(values)) => values.push(Bson::String(value)),
@@ -74,12 +86,22 @@ impl Capture {
     /// `request.METADATA`: method, scheme, HTTP version, query string, client address and the
     /// headers as `HTTP_*` keys (Django's names, so `request.METADATA.REQUEST_METHOD` is indexed as
     /// in the original). Secret headers are masked; the server's environment is never included.
-    pub(crate) fn metadata(&self, method: &Method, uri: &Uri, version: Version, headers: &HeaderMap, remote: Option<String>) -> Document {
+    pub(crate) fn metadata(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        version: Version,
+        headers: &HeaderMap,
+        remote: Option<String>,
+    ) -> Document {
         let mut doc = Document::new();
         doc.insert("REQUEST_METHOD", method.as_str());
         doc.insert("SERVER_PROTOCOL", format!("{version:?}"));
         doc.insert("URL_SCHEME", uri.scheme_str().unwrap_or("http"));
-        doc.insert("QUERY_STRING", self.redacted_query(uri.query().unwrap_or("")));
+        doc.insert(
+            "QUERY_STRING",
+            self.redacted_query(uri.query().unwrap_or("")),
+        );
         if let Some(addr) = remote {
             doc.insert("REMOTE_ADDR", addr);
         }
@@ -122,7 +144,13 @@ impl Capture {
 
     /// `response.content` from the captured body (F46): JSON parsed (as plain JSON, never extended
     /// JSON: D43), XML as text, anything else null; a body over the cap is replaced by a marker.
-    pub(crate) fn response_content(&self, content_type: &str, body: &[u8], total: u64, complete: bool) -> Bson {
+    pub(crate) fn response_content(
+        &self,
+        content_type: &str,
+        body: &[u8],
+        total: u64,
+        complete: bool,
+    ) -> Bson {
         let ct = content_type.to_ascii_lowercase();
         let is_json = ct.contains("json");
         if !is_json && !ct.contains("xml") {
@@ -164,7 +192,11 @@ impl Capture {
             Value::Object(o) => Bson::Document(
                 o.into_iter()
                     .map(|(k, v)| {
-                        let v = if self.secret_key(&k) { Bson::String(MASK.to_owned()) } else { self.json_to_bson(v) };
+                        let v = if self.secret_key(&k) {
+                            Bson::String(MASK.to_owned())
+                        } else {
+                            self.json_to_bson(v)
+                        };
                         (escape_key(&k), v)
                     })
                     .collect(),
@@ -175,5 +207,7 @@ impl Capture {
 
 /// The path, percent-decoded to Unicode (invalid UTF-8 replaced, never rejected: D40).
 pub(crate) fn decoded_path(uri: &Uri) -> String {
-    percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(uri.path())
+        .decode_utf8_lossy()
+        .into_owned()
 }

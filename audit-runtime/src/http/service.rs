@@ -41,7 +41,14 @@ impl AuditLayer {
     /// A layer recording through `auditor`, with the `[capture]` settings of its configuration.
     pub fn new(auditor: Auditor) -> Self {
         let capture = Capture::new(auditor.config().capture.clone());
-        AuditLayer { shared: Arc::new(Shared { auditor, capture, user_resolver: None, provider_failures: AtomicU64::new(0) }) }
+        AuditLayer {
+            shared: Arc::new(Shared {
+                auditor,
+                capture,
+                user_resolver: None,
+                provider_failures: AtomicU64::new(0),
+            }),
+        }
     }
 
     /// Resolves the user of a request from its parts (headers, extensions). An [`AccessUser`] in the
@@ -57,7 +64,12 @@ impl AuditLayer {
             user_resolver: arc.user_resolver.clone(),
             provider_failures: AtomicU64::new(0),
         });
-        AuditLayer { shared: Arc::new(Shared { user_resolver: Some(Arc::new(f)), ..s }) }
+        AuditLayer {
+            shared: Arc::new(Shared {
+                user_resolver: Some(Arc::new(f)),
+                ..s
+            }),
+        }
     }
 
     /// Providers that failed or panicked so far (each failure is also logged).
@@ -69,7 +81,10 @@ impl AuditLayer {
 impl<S> tower::Layer<S> for AuditLayer {
     type Service = AuditService<S>;
     fn layer(&self, inner: S) -> AuditService<S> {
-        AuditService { inner, shared: self.shared.clone() }
+        AuditService {
+            inner,
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -82,7 +97,10 @@ pub struct AuditService<S> {
 
 impl<S, ReqB, ResB> tower::Service<Request<ReqB>> for AuditService<S>
 where
-    S: tower::Service<Request<ReqB>, Response = Response<ResB>, Error = Infallible> + Clone + Send + 'static,
+    S: tower::Service<Request<ReqB>, Response = Response<ResB>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     ReqB: Body + From<Bytes> + Send + 'static,
     ReqB::Data: Send,
@@ -107,7 +125,11 @@ where
     }
 }
 
-async fn serve<S, ReqB, ResB>(shared: Arc<Shared>, mut inner: S, req: Request<ReqB>) -> Result<Response<AuditBody<ResB>>, Infallible>
+async fn serve<S, ReqB, ResB>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    req: Request<ReqB>,
+) -> Result<Response<AuditBody<ResB>>, Infallible>
 where
     S: tower::Service<Request<ReqB>, Response = Response<ResB>, Error = Infallible>,
     ReqB: Body + From<Bytes>,
@@ -121,24 +143,40 @@ where
     let config = shared.auditor.config();
     let cap = &shared.capture;
     let path = decoded_path(req.uri());
-    let state = RequestState::for_request(shared.auditor.clone(), path.clone(), &cap.config.default_app);
+    let state = RequestState::for_request(
+        shared.auditor.clone(),
+        path.clone(),
+        &cap.config.default_app,
+    );
 
     let interlink = interlink_id(req.headers(), &cap.config.interlink_header);
     let remote = remote_addr(&req);
     let mut request = AccessRequest::new(path.clone());
     request.GET = cap.form_map(req.uri().query().unwrap_or("").as_bytes());
     request.COOKIES = cap.cookies(req.headers());
-    request.METADATA = cap.metadata(req.method(), req.uri(), req.version(), req.headers(), remote);
+    request.METADATA = cap.metadata(
+        req.method(),
+        req.uri(),
+        req.version(),
+        req.headers(),
+        remote,
+    );
 
     let (mut parts, body) = req.into_parts();
     let route = route_identity(&parts, &cap.config.default_app);
     route_params(&mut parts, &state).await;
-    let user = parts.extensions.get::<AccessUser>().cloned().or_else(|| shared.user_resolver.as_ref().and_then(|r| r(&parts)));
+    let user = parts
+        .extensions
+        .get::<AccessUser>()
+        .cloned()
+        .or_else(|| shared.user_resolver.as_ref().and_then(|r| r(&parts)));
     let method = parts.method.clone();
     let provider_headers = (!shared.auditor.providers().is_empty()).then(|| parts.headers.clone());
 
     // Form bodies are kept up to the cap (known length only); others stream to the handler untouched.
-    let body = if is_form(&parts.headers) && content_length(&parts.headers).is_some_and(|n| n <= cap.config.max_body_bytes as u64) {
+    let body = if is_form(&parts.headers)
+        && content_length(&parts.headers).is_some_and(|n| n <= cap.config.max_body_bytes as u64)
+    {
         match body.collect().await {
             Ok(collected) => {
                 let bytes = collected.to_bytes();
@@ -146,7 +184,9 @@ where
                 ReqB::from(bytes)
             }
             Err(_) => {
-                request.POST.insert("_audit_error", "request body could not be read");
+                request
+                    .POST
+                    .insert("_audit_error", "request body could not be read");
                 ReqB::from(Bytes::new())
             }
         }
@@ -232,17 +272,32 @@ fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+        .is_some_and(|v| {
+            v.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The correlation id: the configured header, else the W3C `traceparent` trace id, else a new id.
 fn interlink_id(headers: &HeaderMap, header: &str) -> String {
-    let valid = |s: &str| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic());
-    if let Some(v) = headers.get(header).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| valid(v)) {
+    let valid =
+        |s: &str| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic());
+    if let Some(v) = headers
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| valid(v))
+    {
         return v.to_owned();
     }
     if let Some(trace) = headers
@@ -258,10 +313,15 @@ fn interlink_id(headers: &HeaderMap, header: &str) -> String {
 
 fn remote_addr<B>(req: &Request<B>) -> Option<String> {
     #[cfg(feature = "axum")]
-    if let Some(info) = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+    if let Some(info) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
         return Some(info.0.to_string());
     }
-    req.extensions().get::<std::net::SocketAddr>().map(ToString::to_string)
+    req.extensions()
+        .get::<std::net::SocketAddr>()
+        .map(ToString::to_string)
 }
 
 /// The route's URL parameters (F40): by name in `view.kwargs`, and in order in `view.args`.
@@ -314,7 +374,11 @@ impl Finisher {
         let mut access_view = AccessView::new(view.full_name, view.app, view.name);
         access_view.args = inner.args.clone();
         access_view.kwargs = inner.kwargs.clone();
-        let user = inner.user.clone().or(self.user).unwrap_or_else(AccessUser::anonymous);
+        let user = inner
+            .user
+            .clone()
+            .or(self.user)
+            .unwrap_or_else(AccessUser::anonymous);
         let mut custom = inner.custom.clone();
         drop(inner);
         let auditor = self.shared.auditor.clone();
@@ -343,7 +407,10 @@ impl Finisher {
             request: self.request,
             response,
             exception: self.state.lock().exception.clone(),
-            time: AccessTime { request: self.state.started, response: Some(Utc::now()) },
+            time: AccessTime {
+                request: self.state.started,
+                response: Some(Utc::now()),
+            },
             view: access_view,
             user: Some(user),
             custom: (!custom.is_empty()).then_some(custom),
@@ -362,7 +429,10 @@ impl Finisher {
 
 impl Finish for Finisher {
     fn finish(self: Box<Self>, kept: Bytes, total: u64, complete: bool) {
-        let content = self.shared.capture.response_content(&self.content_type, &kept, total, complete);
+        let content =
+            self.shared
+                .capture
+                .response_content(&self.content_type, &kept, total, complete);
         if let Some((auditor, access)) = (*self).build(content) {
             auditor.record_access_nowait(access);
         }
@@ -371,7 +441,13 @@ impl Finish for Finisher {
 
 /// Runs one provider in isolation (D46): a failure or panic is logged and counted; null and empty
 /// results are dropped; a result over the body cap is replaced by a marker.
-fn run_provider(shared: &Shared, key: &str, provider: &crate::auditor::ProviderFn, ctx: &ProviderContext<'_>, custom: &mut Document) {
+fn run_provider(
+    shared: &Shared,
+    key: &str,
+    provider: &crate::auditor::ProviderFn,
+    ctx: &ProviderContext<'_>,
+    custom: &mut Document,
+) {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| provider(ctx))) {
         Ok(value) => {
             let empty = match &value {
@@ -385,10 +461,14 @@ fn run_provider(shared: &Shared, key: &str, provider: &crate::auditor::ProviderF
                 return;
             }
             let value = escape_value(value);
-            let size = bson::to_vec(&bson::doc! { "v": &value }).map(|v| v.len()).unwrap_or(usize::MAX);
+            let size = bson::to_vec(&bson::doc! { "v": &value })
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
             let cap = shared.capture.config.max_body_bytes;
             let value = if size > cap {
-                Bson::String(format!("<provider data not stored: {size} bytes over the {cap}-byte cap>"))
+                Bson::String(format!(
+                    "<provider data not stored: {size} bytes over the {cap}-byte cap>"
+                ))
             } else {
                 value
             };

@@ -100,7 +100,9 @@ impl Filter {
 
     fn collect_paths<'a>(&'a self, out: &mut Vec<&'a str>) {
         match self {
-            Filter::Eq(p, _) | Filter::In(p, _) | Filter::Cmp(p, _, _) | Filter::Prefix(p, _) => out.push(p),
+            Filter::Eq(p, _) | Filter::In(p, _) | Filter::Cmp(p, _, _) | Filter::Prefix(p, _) => {
+                out.push(p)
+            }
             Filter::Regex { path, .. } => out.push(path),
             Filter::And(fs) | Filter::Or(fs) => fs.iter().for_each(|f| f.collect_paths(out)),
         }
@@ -112,16 +114,26 @@ impl Filter {
             Filter::Eq(p, v) => doc! { p: v.clone() },
             Filter::In(p, vs) => doc! { p: { "$in": vs.clone() } },
             Filter::Cmp(p, op, v) => doc! { p: { op.mongo(): v.clone() } },
-            Filter::Regex { path, pattern, case_insensitive } => {
+            Filter::Regex {
+                path,
+                pattern,
+                case_insensitive,
+            } => {
                 let options = if *case_insensitive { "i" } else { "" };
                 doc! { path: { "$regex": pattern.as_str(), "$options": options } }
             }
-            Filter::Prefix(p, prefix) => doc! { p: { "$regex": format!("^{}", regex::escape(prefix)) } },
+            Filter::Prefix(p, prefix) => {
+                doc! { p: { "$regex": format!("^{}", regex::escape(prefix)) } }
+            }
             Filter::And(fs) if fs.is_empty() => Document::new(),
             Filter::And(fs) if fs.len() == 1 => fs[0].to_mongo(),
-            Filter::And(fs) => doc! { "$and": fs.iter().map(|f| Bson::Document(f.to_mongo())).collect::<Vec<_>>() },
+            Filter::And(fs) => {
+                doc! { "$and": fs.iter().map(|f| Bson::Document(f.to_mongo())).collect::<Vec<_>>() }
+            }
             Filter::Or(fs) if fs.is_empty() => doc! { "_id": { "$in": [] } },
-            Filter::Or(fs) => doc! { "$or": fs.iter().map(|f| Bson::Document(f.to_mongo())).collect::<Vec<_>>() },
+            Filter::Or(fs) => {
+                doc! { "$or": fs.iter().map(|f| Bson::Document(f.to_mongo())).collect::<Vec<_>>() }
+            }
         }
     }
 }
@@ -151,7 +163,12 @@ pub struct FindOptions {
 impl FindOptions {
     /// Every document matching `filter`, in store order.
     pub fn new(filter: Filter) -> Self {
-        FindOptions { filter, sort: Vec::new(), skip: 0, limit: None }
+        FindOptions {
+            filter,
+            sort: Vec::new(),
+            skip: 0,
+            limit: None,
+        }
     }
 
     /// Adds a sort key.
@@ -167,6 +184,7 @@ impl FindOptions {
         self
     }
 
+    #[cfg(feature = "mongodb")]
     pub(crate) fn mongo_sort(&self) -> Option<Document> {
         if self.sort.is_empty() {
             return None;

@@ -26,7 +26,10 @@ impl IndexSpec {
                 }
             })
             .collect();
-        IndexSpec { keys, unique: false }
+        IndexSpec {
+            keys,
+            unique: false,
+        }
     }
 
     fn unique(mut self) -> Self {
@@ -36,14 +39,21 @@ impl IndexSpec {
 
     /// MongoDB's default index name: `path_1_other_-1`.
     pub fn name(&self) -> String {
-        self.keys.iter().map(|(p, d)| format!("{p}_{d}")).collect::<Vec<_>>().join("_")
+        self.keys
+            .iter()
+            .map(|(p, d)| format!("{p}_{d}"))
+            .collect::<Vec<_>>()
+            .join("_")
     }
 }
 
 /// Checks one index field path (`custom.polls.names`, `-time.request`): dotted segments of letters,
 /// digits and `_`, none empty, not starting with `$`.
 pub fn validate_index_path(path: &str) -> Result<(), String> {
-    let p = path.strip_prefix('-').or_else(|| path.strip_prefix('+')).unwrap_or(path);
+    let p = path
+        .strip_prefix('-')
+        .or_else(|| path.strip_prefix('+'))
+        .unwrap_or(path);
     if p.is_empty() {
         return Err("an index path is empty".into());
     }
@@ -52,7 +62,9 @@ pub fn validate_index_path(path: &str) -> Result<(), String> {
             return Err(format!("index path `{path}` has an empty segment"));
         }
         if !seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("index path `{path}` may only hold letters, digits, `_` and `.`"));
+            return Err(format!(
+                "index path `{path}` may only hold letters, digits, `_` and `.`"
+            ));
         }
     }
     Ok(())

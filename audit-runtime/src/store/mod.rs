@@ -29,7 +29,7 @@ pub enum StoreError {
     /// The MongoDB server or driver failed.
     #[cfg(feature = "mongodb")]
     #[error("mongodb store: {0}")]
-    Mongo(#[from] mongodb::error::Error),
+    Mongo(Box<mongodb::error::Error>),
     /// A document could not be encoded.
     #[error("cannot encode document: {0}")]
     Encode(#[from] bson::ser::Error),
@@ -56,6 +56,13 @@ pub enum StoreError {
     /// The blocking worker of the SQLite store died.
     #[error("store worker failed: {0}")]
     Worker(String),
+}
+
+#[cfg(feature = "mongodb")]
+impl From<mongodb::error::Error> for StoreError {
+    fn from(e: mongodb::error::Error) -> Self {
+        StoreError::Mongo(Box::new(e))
+    }
 }
 
 /// Result of store operations.
@@ -109,13 +116,16 @@ impl Store {
             DbConnection::Mongo { uri, database } => {
                 #[cfg(feature = "mongodb")]
                 {
-                    Ok(Store::Mongo(mongo::MongoStore::connect(uri, database).await?))
+                    Ok(Store::Mongo(
+                        mongo::MongoStore::connect(uri, database).await?,
+                    ))
                 }
                 #[cfg(not(feature = "mongodb"))]
                 {
                     let _ = (uri, database);
                     Err(StoreError::Unsupported(
-                        "db_connection is a MongoDB URI, but this build has no `mongodb` feature".into(),
+                        "db_connection is a MongoDB URI, but this build has no `mongodb` feature"
+                            .into(),
                     ))
                 }
             }
@@ -142,7 +152,11 @@ impl Store {
 
     /// Inserts raw documents. A document whose `_id` is already stored is skipped, not an error, so
     /// a retried write never duplicates a record. Returns how many were newly stored.
-    pub async fn insert_many_raw(&self, collection: Collection, docs: Vec<Document>) -> StoreResult<u64> {
+    pub async fn insert_many_raw(
+        &self,
+        collection: Collection,
+        docs: Vec<Document>,
+    ) -> StoreResult<u64> {
         if docs.is_empty() {
             return Ok(0);
         }
@@ -151,12 +165,16 @@ impl Store {
 
     /// Inserts one typed document (idempotent by `_id`).
     pub async fn insert<T: AuditDocument>(&self, doc: &T) -> StoreResult<u64> {
-        self.insert_many_raw(T::COLLECTION, vec![doc.to_document()?]).await
+        self.insert_many_raw(T::COLLECTION, vec![doc.to_document()?])
+            .await
     }
 
     /// Inserts typed documents in one batch (idempotent by `_id`).
     pub async fn insert_all<T: AuditDocument>(&self, docs: &[T]) -> StoreResult<u64> {
-        let docs = docs.iter().map(|d| d.to_document()).collect::<Result<Vec<_>, _>>()?;
+        let docs = docs
+            .iter()
+            .map(|d| d.to_document())
+            .collect::<Result<Vec<_>, _>>()?;
         self.insert_many_raw(T::COLLECTION, docs).await
     }
 
@@ -167,7 +185,11 @@ impl Store {
     }
 
     /// Raw documents matching `opts`.
-    pub async fn find_raw(&self, collection: Collection, opts: &FindOptions) -> StoreResult<Vec<Document>> {
+    pub async fn find_raw(
+        &self,
+        collection: Collection,
+        opts: &FindOptions,
+    ) -> StoreResult<Vec<Document>> {
         dispatch!(self, s => s.find(collection, opts).await)
     }
 
@@ -182,7 +204,13 @@ impl Store {
 
     /// Visits every matching document in batches of `batch` (by ascending `_id`), never holding more
     /// than one batch in memory.
-    pub async fn for_each_batch<F>(&self, collection: Collection, filter: &Filter, batch: u64, mut f: F) -> StoreResult<u64>
+    pub async fn for_each_batch<F>(
+        &self,
+        collection: Collection,
+        filter: &Filter,
+        batch: u64,
+        mut f: F,
+    ) -> StoreResult<u64>
     where
         F: FnMut(Vec<Document>) -> StoreResult<()>,
     {
@@ -193,7 +221,9 @@ impl Store {
             if let Some(id) = last {
                 parts.push(Filter::Cmp("_id".into(), CmpOp::Gt, id.into()));
             }
-            let opts = FindOptions::new(Filter::And(parts)).sort("_id", Order::Asc).window(0, Some(batch));
+            let opts = FindOptions::new(Filter::And(parts))
+                .sort("_id", Order::Asc)
+                .window(0, Some(batch));
             let docs = self.find_raw(collection, &opts).await?;
             let n = docs.len() as u64;
             if n == 0 {
@@ -224,7 +254,11 @@ impl Store {
     }
 
     /// Creates the missing indexes among `specs` on `collection`; reports each as created or existing.
-    pub async fn ensure_index_specs(&self, collection: Collection, specs: &[IndexSpec]) -> StoreResult<Vec<EnsuredIndex>> {
+    pub async fn ensure_index_specs(
+        &self,
+        collection: Collection,
+        specs: &[IndexSpec],
+    ) -> StoreResult<Vec<EnsuredIndex>> {
         dispatch!(self, s => s.ensure_indexes(collection, specs).await)
     }
 

@@ -49,10 +49,17 @@ impl MongoStore {
                 // duplicate `_id` were stored by an earlier attempt, which is what a retry wants.
                 ErrorKind::InsertMany(ref f) => {
                     let errors = f.write_errors.as_deref().unwrap_or_default();
-                    if f.write_concern_error.is_none() && errors.iter().all(|w| w.code == DUPLICATE_KEY && w.message.contains("_id_")) {
+                    if f.write_concern_error.is_none()
+                        && errors
+                            .iter()
+                            .all(|w| w.code == DUPLICATE_KEY && w.message.contains("_id_"))
+                    {
                         Ok(n - errors.len() as u64)
                     } else if let Some(w) = errors.iter().find(|w| w.code == DUPLICATE_KEY) {
-                        Err(StoreError::Duplicate { collection: c, detail: w.message.clone() })
+                        Err(StoreError::Duplicate {
+                            collection: c,
+                            detail: w.message.clone(),
+                        })
                     } else {
                         Err(e.into())
                     }
@@ -90,7 +97,11 @@ impl MongoStore {
         Err(StoreError::Raw("process upsert did not converge".into()))
     }
 
-    pub(crate) async fn find(&self, c: Collection, opts: &FindOptions) -> StoreResult<Vec<Document>> {
+    pub(crate) async fn find(
+        &self,
+        c: Collection,
+        opts: &FindOptions,
+    ) -> StoreResult<Vec<Document>> {
         let coll = self.coll(c);
         let mut find = coll.find(opts.filter.to_mongo()).skip(opts.skip);
         if let Some(sort) = opts.mongo_sort() {
@@ -112,15 +123,28 @@ impl MongoStore {
     }
 
     pub(crate) async fn delete_many(&self, c: Collection, filter: &Filter) -> StoreResult<u64> {
-        Ok(self.coll(c).delete_many(filter.to_mongo()).await?.deleted_count)
+        Ok(self
+            .coll(c)
+            .delete_many(filter.to_mongo())
+            .await?
+            .deleted_count)
     }
 
     pub(crate) async fn drop_collection(&self, c: Collection) -> StoreResult<()> {
         Ok(self.coll(c).drop().await?)
     }
 
-    pub(crate) async fn ensure_indexes(&self, c: Collection, specs: &[IndexSpec]) -> StoreResult<Vec<EnsuredIndex>> {
-        let existing: Vec<String> = self.list_indexes(c).await?.into_iter().map(|i| i.name).collect();
+    pub(crate) async fn ensure_indexes(
+        &self,
+        c: Collection,
+        specs: &[IndexSpec],
+    ) -> StoreResult<Vec<EnsuredIndex>> {
+        let existing: Vec<String> = self
+            .list_indexes(c)
+            .await?
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
         let mut out = Vec::new();
         for spec in specs {
             let name = spec.name();
@@ -130,13 +154,29 @@ impl MongoStore {
                 for (p, d) in &spec.keys {
                     keys.insert(p.clone(), *d);
                 }
-                let options = IndexOptions::builder().name(name.clone()).unique(spec.unique.then_some(true)).build();
+                let options = IndexOptions::builder()
+                    .name(name.clone())
+                    .unique(spec.unique.then_some(true))
+                    .build();
                 self.coll(c)
                     .create_index(IndexModel::builder().keys(keys).options(options).build())
                     .await
-                    .map_err(|e| if is_duplicate(&e) { StoreError::Duplicate { collection: c, detail: e.to_string() } } else { e.into() })?;
+                    .map_err(|e| {
+                        if is_duplicate(&e) {
+                            StoreError::Duplicate {
+                                collection: c,
+                                detail: e.to_string(),
+                            }
+                        } else {
+                            e.into()
+                        }
+                    })?;
             }
-            out.push(EnsuredIndex { collection: c, name, created });
+            out.push(EnsuredIndex {
+                collection: c,
+                name,
+                created,
+            });
         }
         Ok(out)
     }
@@ -145,7 +185,9 @@ impl MongoStore {
         let mut cursor = match self.coll(c).list_indexes().await {
             Ok(cursor) => cursor,
             // A collection that does not exist yet has no indexes.
-            Err(e) if matches!(*e.kind, ErrorKind::Command(ref ce) if ce.code == 26) => return Ok(Vec::new()),
+            Err(e) if matches!(*e.kind, ErrorKind::Command(ref ce) if ce.code == 26) => {
+                return Ok(Vec::new())
+            }
             Err(e) => return Err(e.into()),
         };
         let mut out = Vec::new();
@@ -154,7 +196,15 @@ impl MongoStore {
             let keys = model
                 .keys
                 .iter()
-                .map(|(k, v)| (k.clone(), v.as_i32().or_else(|| v.as_i64().map(|i| i as i32)).or_else(|| v.as_f64().map(|f| f as i32)).unwrap_or(1)))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_i32()
+                            .or_else(|| v.as_i64().map(|i| i as i32))
+                            .or_else(|| v.as_f64().map(|f| f as i32))
+                            .unwrap_or(1),
+                    )
+                })
                 .collect();
             let options = model.options.unwrap_or_default();
             out.push(IndexInfo {

@@ -36,7 +36,10 @@ impl SqliteStore {
         let conn = tokio::task::spawn_blocking(move || open_connection(&p))
             .await
             .map_err(|e| StoreError::Worker(e.to_string()))??;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
+        })
     }
 
     /// The database file.
@@ -78,7 +81,9 @@ impl SqliteStore {
                     c.name()
                 ))?;
                 for (id, blob) in &rows {
-                    n += stmt.execute(rusqlite::params![id, blob]).map_err(|e| duplicate(c, e))? as u64;
+                    n += stmt
+                        .execute(rusqlite::params![id, blob])
+                        .map_err(|e| duplicate(c, e))? as u64;
                 }
             }
             tx.commit()?;
@@ -92,7 +97,8 @@ impl SqliteStore {
         let mut blob = Vec::new();
         doc.to_writer(&mut blob)?;
         let id = p.id.to_hex();
-        let (pid, machine, created) = (p.pid, p.machine.clone(), p.creation_time.timestamp_millis());
+        let (pid, machine, created) =
+            (p.pid, p.machine.clone(), p.creation_time.timestamp_millis());
         let stored: Vec<u8> = self
             .run(move |conn| {
                 let tx = conn.transaction()?;
@@ -115,19 +121,36 @@ impl SqliteStore {
         Ok(bson::from_document(decode(&stored)?)?)
     }
 
-    pub(crate) async fn find(&self, c: Collection, opts: &FindOptions) -> StoreResult<Vec<Document>> {
+    pub(crate) async fn find(
+        &self,
+        c: Collection,
+        opts: &FindOptions,
+    ) -> StoreResult<Vec<Document>> {
         let mut params = Vec::new();
-        let mut sql = format!("SELECT doc FROM {} WHERE {}", c.name(), where_sql(&opts.filter, &mut params)?);
+        let mut sql = format!(
+            "SELECT doc FROM {} WHERE {}",
+            c.name(),
+            where_sql(&opts.filter, &mut params)?
+        );
         if !opts.sort.is_empty() {
             let keys: Vec<String> = opts
                 .sort
                 .iter()
-                .map(|(p, o)| format!("{} {}", expr(p), if *o == Order::Asc { "ASC" } else { "DESC" }))
+                .map(|(p, o)| {
+                    format!(
+                        "{} {}",
+                        expr(p),
+                        if *o == Order::Asc { "ASC" } else { "DESC" }
+                    )
+                })
                 .collect();
             sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
         }
         let limit = opts.limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
-        sql.push_str(&format!(" LIMIT {limit} OFFSET {}", opts.skip.min(i64::MAX as u64)));
+        sql.push_str(&format!(
+            " LIMIT {limit} OFFSET {}",
+            opts.skip.min(i64::MAX as u64)
+        ));
         self.run(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let blobs = stmt
@@ -140,9 +163,15 @@ impl SqliteStore {
 
     pub(crate) async fn count(&self, c: Collection, filter: &Filter) -> StoreResult<u64> {
         let mut params = Vec::new();
-        let sql = format!("SELECT COUNT(*) FROM {} WHERE {}", c.name(), where_sql(filter, &mut params)?);
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE {}",
+            c.name(),
+            where_sql(filter, &mut params)?
+        );
         self.run(move |conn| {
-            let n: i64 = conn.prepare_cached(&sql)?.query_row(params_from_iter(params.iter()), |r| r.get(0))?;
+            let n: i64 = conn
+                .prepare_cached(&sql)?
+                .query_row(params_from_iter(params.iter()), |r| r.get(0))?;
             Ok(n as u64)
         })
         .await
@@ -150,32 +179,54 @@ impl SqliteStore {
 
     pub(crate) async fn delete_many(&self, c: Collection, filter: &Filter) -> StoreResult<u64> {
         let mut params = Vec::new();
-        let sql = format!("DELETE FROM {} WHERE {}", c.name(), where_sql(filter, &mut params)?);
-        self.run(move |conn| Ok(conn.execute(&sql, params_from_iter(params.iter()))? as u64)).await
+        let sql = format!(
+            "DELETE FROM {} WHERE {}",
+            c.name(),
+            where_sql(filter, &mut params)?
+        );
+        self.run(move |conn| Ok(conn.execute(&sql, params_from_iter(params.iter()))? as u64))
+            .await
     }
 
     pub(crate) async fn drop_collection(&self, c: Collection) -> StoreResult<()> {
         self.run(move |conn| {
-            conn.execute_batch(&format!("DROP TABLE IF EXISTS {}; {}", c.name(), table_sql(c)))?;
+            conn.execute_batch(&format!(
+                "DROP TABLE IF EXISTS {}; {}",
+                c.name(),
+                table_sql(c)
+            ))?;
             Ok(())
         })
         .await
     }
 
-    pub(crate) async fn ensure_indexes(&self, c: Collection, specs: &[IndexSpec]) -> StoreResult<Vec<EnsuredIndex>> {
+    pub(crate) async fn ensure_indexes(
+        &self,
+        c: Collection,
+        specs: &[IndexSpec],
+    ) -> StoreResult<Vec<EnsuredIndex>> {
         let specs = specs.to_vec();
         self.run(move |conn| {
             let mut out = Vec::new();
             for spec in &specs {
                 let name = index_name(c, spec);
                 let exists = conn
-                    .query_row("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1", [&name], |_| Ok(()))
+                    .query_row(
+                        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1",
+                        [&name],
+                        |_| Ok(()),
+                    )
                     .optional()?
                     .is_some();
                 if !exists {
-                    conn.execute_batch(&create_index_sql(c, spec)).map_err(|e| duplicate(c, e))?;
+                    conn.execute_batch(&create_index_sql(c, spec))
+                        .map_err(|e| duplicate(c, e))?;
                 }
-                out.push(EnsuredIndex { collection: c, name: spec.name(), created: !exists });
+                out.push(EnsuredIndex {
+                    collection: c,
+                    name: spec.name(),
+                    created: !exists,
+                });
             }
             Ok(out)
         })
@@ -205,7 +256,11 @@ impl SqliteStore {
         let full = format!("{}.{}", c.name(), name);
         self.run(move |conn| {
             let exists = conn
-                .query_row("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1", [&full], |_| Ok(()))
+                .query_row(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1",
+                    [&full],
+                    |_| Ok(()),
+                )
                 .optional()?
                 .is_some();
             if exists {
@@ -220,18 +275,29 @@ impl SqliteStore {
     /// tests and operators can check that a query shape uses an index.
     pub async fn explain(&self, c: Collection, opts: &FindOptions) -> StoreResult<Vec<String>> {
         let mut params = Vec::new();
-        let mut sql = format!("EXPLAIN QUERY PLAN SELECT doc FROM {} WHERE {}", c.name(), where_sql(&opts.filter, &mut params)?);
+        let mut sql = format!(
+            "EXPLAIN QUERY PLAN SELECT doc FROM {} WHERE {}",
+            c.name(),
+            where_sql(&opts.filter, &mut params)?
+        );
         if !opts.sort.is_empty() {
             let keys: Vec<String> = opts
                 .sort
                 .iter()
-                .map(|(p, o)| format!("{} {}", expr(p), if *o == Order::Asc { "ASC" } else { "DESC" }))
+                .map(|(p, o)| {
+                    format!(
+                        "{} {}",
+                        expr(p),
+                        if *o == Order::Asc { "ASC" } else { "DESC" }
+                    )
+                })
                 .collect();
             sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
         }
         self.run(move |conn| {
             let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(3))?;
+            let rows =
+                stmt.query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(3))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -246,8 +312,13 @@ fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 
 fn duplicate(c: Collection, e: rusqlite::Error) -> StoreError {
     match e {
-        rusqlite::Error::SqliteFailure(f, msg) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-            StoreError::Duplicate { collection: c, detail: msg.unwrap_or_else(|| f.to_string()) }
+        rusqlite::Error::SqliteFailure(f, msg)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Duplicate {
+                collection: c,
+                detail: msg.unwrap_or_else(|| f.to_string()),
+            }
         }
         e => StoreError::Sqlite(e),
     }
@@ -310,9 +381,16 @@ pub fn create_index_sql(c: Collection, spec: &IndexSpec) -> String {
 
 fn parse_index_keys(sql: &str) -> Vec<(String, i32)> {
     static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    let re = RE.get_or_init(|| regex::Regex::new(r"bson_get\(doc,'((?:[^']|'')*)'\)( DESC)?").expect("static regex"));
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(r"bson_get\(doc,'((?:[^']|'')*)'\)( DESC)?").expect("static regex")
+    });
     re.captures_iter(sql)
-        .map(|c| (c[1].replace("''", "'"), if c.get(2).is_some() { -1 } else { 1 }))
+        .map(|c| {
+            (
+                c[1].replace("''", "'"),
+                if c.get(2).is_some() { -1 } else { 1 },
+            )
+        })
         .collect()
 }
 
@@ -344,8 +422,16 @@ fn where_sql(f: &Filter, params: &mut Vec<Value>) -> StoreResult<String> {
             params.push(sql_value(v)?);
             format!("{} {} ?", expr(p), op.sql())
         }
-        Filter::Regex { path, pattern, case_insensitive } => {
-            params.push(Value::Text(if *case_insensitive { format!("(?i){pattern}") } else { pattern.clone() }));
+        Filter::Regex {
+            path,
+            pattern,
+            case_insensitive,
+        } => {
+            params.push(Value::Text(if *case_insensitive {
+                format!("(?i){pattern}")
+            } else {
+                pattern.clone()
+            }));
             format!("regexp(?, {})", expr(path))
         }
         Filter::Prefix(p, prefix) if prefix.is_empty() => format!("typeof({}) = 'text'", expr(p)),
@@ -360,8 +446,15 @@ fn where_sql(f: &Filter, params: &mut Vec<Value>) -> StoreResult<String> {
         Filter::And(fs) if fs.is_empty() => "1".into(),
         Filter::Or(fs) if fs.is_empty() => "0".into(),
         Filter::And(fs) | Filter::Or(fs) => {
-            let joiner = if matches!(f, Filter::And(_)) { " AND " } else { " OR " };
-            let parts = fs.iter().map(|f| where_sql(f, params)).collect::<StoreResult<Vec<_>>>()?;
+            let joiner = if matches!(f, Filter::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
+            let parts = fs
+                .iter()
+                .map(|f| where_sql(f, params))
+                .collect::<StoreResult<Vec<_>>>()?;
             format!("({})", parts.join(joiner))
         }
     })
@@ -379,15 +472,26 @@ fn sql_value(v: &Bson) -> StoreResult<Value> {
         Bson::DateTime(t) => Value::Integer(t.timestamp_millis()),
         Bson::ObjectId(o) => Value::Text(o.to_hex()),
         Bson::Decimal128(d) => Value::Text(d.to_string()),
-        other => return Err(StoreError::Filter(format!("cannot compare against {other}"))),
+        other => {
+            return Err(StoreError::Filter(format!(
+                "cannot compare against {other}"
+            )))
+        }
     })
 }
 
 /// `bson_get(doc, path)`: the value at a dotted path of a raw BSON blob, as an SQL value.
 fn bson_get(ctx: &Context<'_>) -> rusqlite::Result<Value> {
-    let blob = ctx.get_raw(0).as_blob().map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
-    let path = ctx.get_raw(1).as_str().map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
-    let doc = RawDocument::from_bytes(blob).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+    let blob = ctx
+        .get_raw(0)
+        .as_blob()
+        .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+    let path = ctx
+        .get_raw(1)
+        .as_str()
+        .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+    let doc =
+        RawDocument::from_bytes(blob).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
     let mut cur = RawBsonRef::Document(doc);
     for seg in path.split('.') {
         let next = match cur {
@@ -426,11 +530,16 @@ fn bson_get(ctx: &Context<'_>) -> rusqlite::Result<Value> {
 /// `regexp(pattern, value)`: `value REGEXP pattern` with the `regex` crate; the compiled pattern is
 /// cached per statement.
 fn regexp(ctx: &Context<'_>) -> rusqlite::Result<bool> {
-    let re: Arc<regex::Regex> = ctx.get_or_create_aux(0, |vr| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(regex::Regex::new(vr.as_str()?)?)
-    })?;
+    let re: Arc<regex::Regex> = ctx.get_or_create_aux(
+        0,
+        |vr| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+            Ok(regex::Regex::new(vr.as_str()?)?)
+        },
+    )?;
     Ok(match ctx.get_raw(1) {
-        rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t).map(|s| re.is_match(s)).unwrap_or(false),
+        rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t)
+            .map(|s| re.is_match(s))
+            .unwrap_or(false),
         _ => false,
     })
 }
