@@ -111,10 +111,13 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
+/// One scripted request: method, path and form fields.
+type Step<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
 async fn tour(addr: SocketAddr) -> Result<(), reqwest::Error> {
     let client = reqwest::Client::new();
     let base = format!("http://{addr}");
-    let steps: &[(&str, &str, &[(&str, &str)])] = &[
+    let steps: &[Step] = &[
         ("GET", "/", &[]),
         ("GET", "/access/class/", &[]),
         ("GET", "/access/function/?page=2&page=3", &[]),
