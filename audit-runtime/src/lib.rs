@@ -26,6 +26,9 @@ compile_error!(
 
 pub mod auditor;
 pub mod blacklist;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod cli;
 pub mod config;
 pub mod context;
 pub mod document;
