@@ -396,13 +396,16 @@ pub fn parse_moment(s: &str, end_of_day: bool) -> Result<DateTime<Utc>, CliError
     Ok(Utc.from_utc_datetime(&at))
 }
 
+/// An inclusive time range.
+pub type Range = (DateTime<Utc>, DateTime<Utc>);
+
 /// The range of `drop` (F112, D55): none → everything; one date → from its 00:00 to now; two →
 /// from the first's 00:00 to the end of the second. END before INIT is a usage error.
 pub fn drop_range(
     init: Option<&str>,
     end: Option<&str>,
     now: DateTime<Utc>,
-) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, CliError> {
+) -> Result<Option<Range>, CliError> {
     let Some(init) = init else { return Ok(None) };
     let from = parse_moment(init, false)?;
     let to = match end {
@@ -419,7 +422,15 @@ pub fn drop_range(
     Ok(Some((from, to)))
 }
 
-fn in_range(c: Collection, range: &(DateTime<Utc>, DateTime<Utc>)) -> Filter {
+fn outside(c: Collection, range: &Range) -> Filter {
+    let at = |t: DateTime<Utc>| Bson::DateTime(bson::DateTime::from_chrono(t));
+    Filter::Or(vec![
+        Filter::Cmp(c.date_field().into(), crate::store::CmpOp::Lt, at(range.0)),
+        Filter::Cmp(c.date_field().into(), crate::store::CmpOp::Gt, at(range.1)),
+    ])
+}
+
+fn in_range(c: Collection, range: &Range) -> Filter {
     Filter::between(
         c.date_field(),
         bson::DateTime::from_chrono(range.0),
@@ -430,7 +441,7 @@ fn in_range(c: Collection, range: &(DateTime<Utc>, DateTime<Utc>)) -> Filter {
 async fn drop_data(
     store: &Store,
     config: &AuditConfig,
-    range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    range: Option<Range>,
     yes: bool,
     dry_run: bool,
     out: &mut impl Write,
@@ -494,33 +505,11 @@ async fn drop_data(
         };
         let staying_accesses = Filter::And(vec![
             Filter::eq("process", id),
-            Filter::Or(vec![
-                Filter::Cmp(
-                    "time.request".into(),
-                    crate::store::CmpOp::Lt,
-                    bson::DateTime::from_chrono(range.0).into(),
-                ),
-                Filter::Cmp(
-                    "time.request".into(),
-                    crate::store::CmpOp::Gt,
-                    bson::DateTime::from_chrono(range.1).into(),
-                ),
-            ]),
+            outside(Collection::Access, &range),
         ]);
         let staying_actions = Filter::And(vec![
             Filter::eq("process", id),
-            Filter::Or(vec![
-                Filter::Cmp(
-                    "timestamp".into(),
-                    crate::store::CmpOp::Lt,
-                    bson::DateTime::from_chrono(range.0).into(),
-                ),
-                Filter::Cmp(
-                    "timestamp".into(),
-                    crate::store::CmpOp::Gt,
-                    bson::DateTime::from_chrono(range.1).into(),
-                ),
-            ]),
+            outside(Collection::ModelAction, &range),
         ]);
         if store.count(Collection::Access, &staying_accesses).await? == 0
             && store
