@@ -191,9 +191,10 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
         } else {
             value
         };
-        quote!(__audit_doc.insert(#key, #value);)
+        quote!(__audit_doc.push(#key, #value);)
     });
     let inserts: Vec<TokenStream2> = inserts.collect();
+    let n_fields = inserts.len();
 
     // Generic models cannot be registered (a registration is one concrete type).
     let registration = input.generics.params.is_empty().then(|| {
@@ -234,8 +235,8 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
                     )
                 }
 
-                fn audit_snapshot(&self) -> #krate::__private::bson::Document {
-                    let mut #doc_var = #krate::__private::bson::Document::new();
+                fn audit_snapshot(&self) -> #krate::model::Snapshot {
+                    let mut #doc_var = #krate::model::Snapshot::with_capacity(#n_fields);
                     #(#inserts)*
                     #doc_var
                 }
@@ -244,7 +245,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
             #[automatically_derived]
             impl #impl_generics #krate::AuditValue for #ident #ty_generics #where_clause {
                 fn to_audit_bson(&self) -> #krate::__private::bson::Bson {
-                    #krate::__private::bson::Bson::Document(#krate::Audited::audit_snapshot(self))
+                    #krate::__private::bson::Bson::Document(#krate::Audited::audit_snapshot(self).into_document())
                 }
             }
 

@@ -8,12 +8,12 @@ use crate::document::{
     Access, AccessRequest, AccessTime, AccessView, Action, ModelAction, ModelActionContent,
     ModelActionInstance, ModelActionModel,
 };
-use crate::model::{diff, finalize_masks, Audited};
+use crate::model::{diff_snapshots, finalize_masks, Audited, Snapshot};
 use crate::process::ProcessInfo;
 use crate::registry::{self, RegistryError};
 use crate::store::{Store, StoreError};
 use crate::writer::{self, MetricsSnapshot, Record, Writer, WriterGuard};
-use bson::{oid::ObjectId, Document};
+use bson::oid::ObjectId;
 use chrono::Utc;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -333,8 +333,13 @@ impl Auditor {
 
     /// Records the creation of `obj`.
     pub async fn record_create<T: Audited>(&self, obj: &T) -> Option<ObjectId> {
-        self.record_action(Action::Create, Document::new(), obj.audit_snapshot(), obj)
-            .await
+        self.record_action(
+            Action::Create,
+            Snapshot::default(),
+            obj.audit_snapshot(),
+            obj,
+        )
+        .await
     }
 
     /// Records an update from `old` to `new` (the previous value, as loaded before the update).
@@ -363,22 +368,28 @@ impl Auditor {
 
     /// Records the deletion of `obj` (call it after the delete committed, D19).
     pub async fn record_delete<T: Audited>(&self, obj: &T) -> Option<ObjectId> {
-        self.record_action(Action::Delete, obj.audit_snapshot(), Document::new(), obj)
-            .await
+        self.record_action(
+            Action::Delete,
+            obj.audit_snapshot(),
+            Snapshot::default(),
+            obj,
+        )
+        .await
     }
 
     async fn record_action<T: Audited>(
         &self,
         action: Action,
-        mut old: Document,
-        mut new: Document,
+        old: Snapshot,
+        new: Snapshot,
         obj: &T,
     ) -> Option<ObjectId> {
         let active = self.0.active.as_ref()?;
         if !registry::is_registered(T::MODEL.full_name) {
             return None;
         }
-        let mut changes = diff(&old, &new);
+        let mut changes = diff_snapshots(&old, &new).into_document();
+        let (mut old, mut new) = (old.into_document(), new.into_document());
         for d in [&mut old, &mut new, &mut changes] {
             finalize_masks(d);
         }

@@ -50,8 +50,121 @@ pub trait Audited {
     fn audit_id(&self) -> Option<String>;
     /// The instance's description (`instance.description`): its `Display`.
     fn audit_description(&self) -> String;
-    /// The fields as a BSON document, secrets masked, skipped fields left out.
-    fn audit_snapshot(&self) -> Document;
+    /// The fields in declaration order, secrets masked, skipped fields left out.
+    fn audit_snapshot(&self) -> Snapshot;
+}
+
+/// A snapshot of a model: its fields in declaration order, keyed by `'static` names.
+///
+/// It is what the diff runs on: two snapshots of one type have their fields in the same order, so
+/// [`diff_snapshots`] compares them position by position with no key hashing and no key
+/// allocation. It becomes a BSON [`Document`] once, for storage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    fields: Vec<(&'static str, Bson)>,
+}
+
+impl Snapshot {
+    /// An empty snapshot with room for `n` fields.
+    pub fn with_capacity(n: usize) -> Self {
+        Snapshot {
+            fields: Vec::with_capacity(n),
+        }
+    }
+
+    /// Appends a field (used by generated code, in declaration order).
+    pub fn push(&mut self, key: &'static str, value: Bson) {
+        self.fields.push((key, value));
+    }
+
+    /// The value of a field.
+    pub fn get(&self, key: &str) -> Option<&Bson> {
+        self.fields.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// True when there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The fields, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Bson)> {
+        self.fields.iter().map(|(k, v)| (*k, v))
+    }
+
+    /// The snapshot as a BSON document.
+    pub fn into_document(self) -> Document {
+        self.fields
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+    }
+}
+
+/// The fields that differ between two snapshots: `(field, old, new)`, in field order. Becomes the
+/// stored `changes` document (`{field: {old, new}}`) once, for storage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    entries: Vec<(&'static str, Bson, Bson)>,
+}
+
+impl Changes {
+    /// How many fields changed.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The changed field names, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.entries.iter().map(|(k, _, _)| *k)
+    }
+
+    /// `{field: {old, new}}`.
+    pub fn into_document(self) -> Document {
+        self.entries
+            .into_iter()
+            .map(|(k, old, new)| {
+                (
+                    k.to_owned(),
+                    Bson::Document(doc! { "old": old, "new": new }),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The changes between two snapshots (see [`diff`] for the rules): fields are compared position by
+/// position, falling back to a lookup by name where the two do not line up (different types).
+pub fn diff_snapshots(old: &Snapshot, new: &Snapshot) -> Changes {
+    let mut changes = Changes::default();
+    for (i, (k, ov)) in old.fields.iter().enumerate() {
+        let nv = match new.fields.get(i) {
+            Some((nk, nv)) if nk == k => Some(nv),
+            _ => new.get(k),
+        };
+        match nv {
+            Some(nv) if nv == ov => {}
+            Some(nv) => changes.entries.push((k, ov.clone(), nv.clone())),
+            None => changes.entries.push((k, ov.clone(), Bson::Null)),
+        }
+    }
+    for (i, (k, nv)) in new.fields.iter().enumerate() {
+        let in_old = matches!(old.fields.get(i), Some((ok, _)) if ok == k) || old.get(k).is_some();
+        if !in_old {
+            changes.entries.push((k, Bson::Null, nv.clone()));
+        }
+    }
+    changes
 }
 
 /// A value that can appear in a snapshot.

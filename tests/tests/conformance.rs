@@ -1,6 +1,7 @@
 //! One conformance suite, run unchanged against both stores: every test below is instantiated once
 //! for SQLite and once for MongoDB (the test server started by `scripts/test.sh`).
 
+use audit_runtime::model::Snapshot;
 use audit_runtime::store::{default_indexes, Filter, FindOptions, IndexSpec, Order};
 use audit_runtime::{
     Access, AccessException, AccessResponse, AccessUser, Action, AuditConfig, Audited, Collection,
@@ -537,8 +538,8 @@ impl Audited for User {
     fn audit_description(&self) -> String {
         "user 7".into()
     }
-    fn audit_snapshot(&self) -> Document {
-        doc! {}
+    fn audit_snapshot(&self) -> Snapshot {
+        Snapshot::default()
     }
 }
 
@@ -554,8 +555,8 @@ impl Audited for UserProfile {
     fn audit_description(&self) -> String {
         "profile 7".into()
     }
-    fn audit_snapshot(&self) -> Document {
-        doc! {}
+    fn audit_snapshot(&self) -> Snapshot {
+        Snapshot::default()
     }
 }
 

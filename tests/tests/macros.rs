@@ -451,7 +451,7 @@ fn derive_identity_id_and_unicode_description() {
 
 #[test]
 fn derive_snapshot_keeps_types_and_masks_secrets() {
-    let s = poll().audit_snapshot();
+    let s = poll().audit_snapshot().into_document();
     assert_eq!(s.get("id"), Some(&Bson::Int64(1)));
     assert_eq!(s.get_str("question").unwrap(), "ñ Unicode test ñ 日本");
     let published = s.get_datetime("published").unwrap().to_chrono();
@@ -499,7 +499,17 @@ fn derive_diff_shows_masked_changes_without_values() {
     let mut new = old.clone();
     new.password = "correct horse".into();
     new.votes = Some(4);
-    let mut changes = audit_runtime::model::diff(&old.audit_snapshot(), &new.audit_snapshot());
+    let mut changes =
+        audit_runtime::model::diff_snapshots(&old.audit_snapshot(), &new.audit_snapshot())
+            .into_document();
+    let by_documents = audit_runtime::model::diff(
+        &old.audit_snapshot().into_document(),
+        &new.audit_snapshot().into_document(),
+    );
+    assert_eq!(
+        changes, by_documents,
+        "the positional diff agrees with the document diff"
+    );
     audit_runtime::model::finalize_masks(&mut changes);
     assert_eq!(
         changes,
@@ -509,7 +519,10 @@ fn derive_diff_shows_masked_changes_without_values() {
         }
     );
     // Same values: no change, masked or not.
-    assert!(audit_runtime::model::diff(&old.audit_snapshot(), &old.audit_snapshot()).is_empty());
+    assert!(
+        audit_runtime::model::diff_snapshots(&old.audit_snapshot(), &old.audit_snapshot())
+            .is_empty()
+    );
 }
 
 #[tokio::test]

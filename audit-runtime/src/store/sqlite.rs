@@ -460,6 +460,24 @@ fn where_sql(f: &Filter, params: &mut Vec<Value>) -> StoreResult<String> {
     })
 }
 
+/// The literal text every match of an anchored pattern starts with, if there is some: the
+/// characters after `^` up to the first metacharacter (minus one a quantifier applies to). No
+/// prefix for patterns with alternation, whose branches need not share it.
+fn literal_prefix(pattern: &str) -> Option<String> {
+    let rest = pattern.strip_prefix('^')?;
+    if pattern.contains('|') {
+        return None;
+    }
+    let mut prefix: String = rest
+        .chars()
+        .take_while(|c| !"\\.+*?()|[]{}^$".contains(*c))
+        .collect();
+    if rest[prefix.len()..].starts_with(['*', '?', '{']) {
+        prefix.pop();
+    }
+    (!prefix.is_empty()).then_some(prefix)
+}
+
 /// A filter value as the SQL value `bson_get` yields for the same BSON value.
 fn sql_value(v: &Bson) -> StoreResult<Value> {
     Ok(match v {
@@ -530,6 +548,7 @@ fn bson_get(ctx: &Context<'_>) -> rusqlite::Result<Value> {
 /// `regexp(pattern, value)`: `value REGEXP pattern` with the `regex` crate; the compiled pattern is
 /// cached per statement.
 fn regexp(ctx: &Context<'_>) -> rusqlite::Result<bool> {
+    // Compiled once per statement and kept as the function's auxiliary data.
     let re: Arc<regex::Regex> = ctx.get_or_create_aux(
         0,
         |vr| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
@@ -542,4 +561,23 @@ fn regexp(ctx: &Context<'_>) -> rusqlite::Result<bool> {
             .unwrap_or(false),
         _ => false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::literal_prefix;
+
+    #[test]
+    fn literal_prefixes_of_anchored_patterns() {
+        assert_eq!(literal_prefix(r"^/polls/\w*$").as_deref(), Some("/polls/"));
+        assert_eq!(literal_prefix("^/polls/12/").as_deref(), Some("/polls/12/"));
+        assert_eq!(
+            literal_prefix("^/ab*c").as_deref(),
+            Some("/a"),
+            "the quantified `b` is not part of it"
+        );
+        assert_eq!(literal_prefix("/polls/"), None, "unanchored");
+        assert_eq!(literal_prefix("^/a|/b"), None, "alternation");
+        assert_eq!(literal_prefix(r"^\d+"), None);
+    }
 }
