@@ -9,7 +9,7 @@ use audit_runtime::{
     QueryError, Store, StoreError, UrlMatch,
 };
 use audit_tests::{access, at, TestStore};
-use bson::{doc, oid::ObjectId, Bson, Document};
+use bson::{doc, oid::ObjectId, Bson};
 use chrono::{Duration, Utc};
 
 macro_rules! conformance {

@@ -52,6 +52,13 @@ async fn indexed_query_shapes_use_their_expression_index() {
         .unwrap();
     let p = plan(&s, Collection::Access, opts).await;
     assert!(p.contains("USING INDEX audit_access.request.path"), "{p}");
+    // An anchored regex with a literal start narrows by the same index.
+    let opts = Access::objects()
+        .filter_by_url(UrlMatch::regex(r"^/polls/\w*$"))
+        .options()
+        .unwrap();
+    let p = plan(&s, Collection::Access, opts).await;
+    assert!(p.contains("USING INDEX audit_access.request.path"), "{p}");
     // Newest first without a filter walks the date index instead of sorting.
     let p = plan(
         &s,

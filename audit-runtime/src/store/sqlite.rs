@@ -427,12 +427,23 @@ fn where_sql(f: &Filter, params: &mut Vec<Value>) -> StoreResult<String> {
             pattern,
             case_insensitive,
         } => {
+            // An anchored pattern with a literal start (`^/polls/\w*$`) also gets the range of
+            // that prefix, so the index narrows the rows the regex has to test (as MongoDB does).
+            // Parameters are pushed in the order their placeholders appear.
+            let range = match literal_prefix(pattern).filter(|_| !*case_insensitive) {
+                Some(prefix) => Some(where_sql(&Filter::Prefix(path.clone(), prefix), params)?),
+                None => None,
+            };
             params.push(Value::Text(if *case_insensitive {
                 format!("(?i){pattern}")
             } else {
                 pattern.clone()
             }));
-            format!("regexp(?, {})", expr(path))
+            let test = format!("regexp(?, {})", expr(path));
+            match range {
+                Some(range) => format!("({range} AND {test})"),
+                None => test,
+            }
         }
         Filter::Prefix(p, prefix) if prefix.is_empty() => format!("typeof({}) = 'text'", expr(p)),
         Filter::Prefix(p, prefix) => {
