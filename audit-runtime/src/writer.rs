@@ -11,7 +11,7 @@
 use crate::config::{AuditConfig, FullPolicy};
 use crate::document::{Access, Collection, ModelAction};
 use crate::store::Store;
-use bson::Document;
+use bson::RawDocumentBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,10 +37,11 @@ impl Record {
         }
     }
 
-    fn to_document(&self) -> Result<Document, bson::ser::Error> {
+    /// Straight to BSON bytes: no intermediate `Document`.
+    fn encode(&self) -> Result<RawDocumentBuf, crate::store::StoreError> {
         match self {
-            Record::Access(a) => bson::to_document(a.as_ref()),
-            Record::ModelAction(m) => bson::to_document(m.as_ref()),
+            Record::Access(a) => crate::store::encode(a.as_ref()),
+            Record::ModelAction(m) => crate::store::encode(m.as_ref()),
         }
     }
 }
@@ -321,12 +322,12 @@ async fn write_batch(
         return;
     }
     let mut acks = Vec::new();
-    let mut groups: [(Collection, Vec<Document>); 2] = [
+    let mut groups: [(Collection, Vec<RawDocumentBuf>); 2] = [
         (Collection::Access, Vec::new()),
         (Collection::ModelAction, Vec::new()),
     ];
     for (record, ack) in batch {
-        match record.to_document() {
+        match record.encode() {
             Ok(doc) => {
                 let slot = if record.collection() == Collection::Access {
                     0
@@ -350,7 +351,7 @@ async fn write_batch(
         let mut backoff = Duration::from_millis(10);
         let mut attempt = 0u32;
         loop {
-            match store.insert_many_raw(collection, docs.clone()).await {
+            match store.insert_many_bytes(collection, docs.clone()).await {
                 Ok(_) => {
                     metrics.written.fetch_add(n, Ordering::Relaxed);
                     if attempt > 0 {

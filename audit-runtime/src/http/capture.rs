@@ -105,27 +105,29 @@ impl Capture {
         if let Some(addr) = remote {
             doc.insert("REMOTE_ADDR", addr);
         }
+        // Values of a repeated header come one after another: joined, as a CGI environment does.
+        let mut previous: Option<(&http::HeaderName, String)> = None;
         for (name, value) in headers {
-            let key = match name.as_str() {
-                "content-type" => "CONTENT_TYPE".to_owned(),
-                "content-length" => "CONTENT_LENGTH".to_owned(),
-                n => format!("HTTP_{}", n.to_ascii_uppercase().replace('-', "_")),
-            };
             let v = if self.secret_header(name.as_str()) {
                 MASK.to_owned()
             } else {
-                String::from_utf8_lossy(value.as_bytes()).into_owned()
-            };
-            // Repeated headers are joined, as a CGI environment does.
-            match doc.get_mut(&key) {
-                Some(Bson::String(existing)) => {
-                    existing.push_str(", ");
-                    existing.push_str(&v);
+                match value.to_str() {
+                    Ok(s) => s.to_owned(),
+                    Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
                 }
-                _ => {
-                    doc.insert(escape_key(&key), v);
+            };
+            if let Some((prev, key)) = &previous {
+                if *prev == name {
+                    if let Some(Bson::String(existing)) = doc.get_mut(key) {
+                        existing.push_str(", ");
+                        existing.push_str(&v);
+                    }
+                    continue;
                 }
             }
+            let key = cgi_key(name.as_str());
+            doc.insert(key.clone(), v);
+            previous = Some((name, key));
         }
         doc
     }
@@ -201,6 +203,30 @@ impl Capture {
                     })
                     .collect(),
             ),
+        }
+    }
+}
+
+/// A header's CGI name (`HTTP_USER_AGENT`), escaped for storage when it has to be.
+fn cgi_key(name: &str) -> String {
+    match name {
+        "content-type" => "CONTENT_TYPE".to_owned(),
+        "content-length" => "CONTENT_LENGTH".to_owned(),
+        n => {
+            let mut key = String::with_capacity(5 + n.len());
+            key.push_str("HTTP_");
+            key.extend(n.chars().map(|c| {
+                if c == '-' {
+                    '_'
+                } else {
+                    c.to_ascii_uppercase()
+                }
+            }));
+            if key.contains(['.', '$', '%']) {
+                escape_key(&key)
+            } else {
+                key
+            }
         }
     }
 }

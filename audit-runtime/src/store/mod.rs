@@ -17,7 +17,7 @@ pub use index::{default_indexes, EnsuredIndex, IndexInfo, IndexSpec};
 
 use crate::config::{AuditConfig, DbConnection};
 use crate::document::{AuditDocument, Collection, Process};
-use bson::Document;
+use bson::{Document, RawDocumentBuf};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,9 @@ pub enum StoreError {
     /// A document could not be encoded.
     #[error("cannot encode document: {0}")]
     Encode(#[from] bson::ser::Error),
+    /// A raw document could not be built.
+    #[error("cannot encode document: {0}")]
+    RawEncode(#[from] bson::raw::Error),
     /// A stored document could not be decoded into its type.
     #[error("cannot decode stored document: {0}")]
     Decode(#[from] bson::de::Error),
@@ -67,6 +70,11 @@ impl From<mongodb::error::Error> for StoreError {
 
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Encodes a document straight to BSON bytes (no intermediate `Document`).
+pub fn encode<T: serde::Serialize>(doc: &T) -> StoreResult<RawDocumentBuf> {
+    RawDocumentBuf::from_bytes(bson::to_vec(doc)?).map_err(|e| StoreError::Raw(e.to_string()))
+}
 
 /// An audit store: SQLite (embedded) or MongoDB. Cheap to clone; clones share the connection.
 #[derive(Clone)]
@@ -150,12 +158,25 @@ impl Store {
         }
     }
 
-    /// Inserts raw documents. A document whose `_id` is already stored is skipped, not an error, so
+    /// Inserts documents. A document whose `_id` is already stored is skipped, not an error, so
     /// a retried write never duplicates a record. Returns how many were newly stored.
     pub async fn insert_many_raw(
         &self,
         collection: Collection,
         docs: Vec<Document>,
+    ) -> StoreResult<u64> {
+        let raw = docs
+            .iter()
+            .map(RawDocumentBuf::from_document)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.insert_many_bytes(collection, raw).await
+    }
+
+    /// Inserts already-encoded documents (what the writer sends: no intermediate `Document`).
+    pub async fn insert_many_bytes(
+        &self,
+        collection: Collection,
+        docs: Vec<RawDocumentBuf>,
     ) -> StoreResult<u64> {
         if docs.is_empty() {
             return Ok(0);
@@ -165,17 +186,14 @@ impl Store {
 
     /// Inserts one typed document (idempotent by `_id`).
     pub async fn insert<T: AuditDocument>(&self, doc: &T) -> StoreResult<u64> {
-        self.insert_many_raw(T::COLLECTION, vec![doc.to_document()?])
+        self.insert_many_bytes(T::COLLECTION, vec![encode(doc)?])
             .await
     }
 
     /// Inserts typed documents in one batch (idempotent by `_id`).
     pub async fn insert_all<T: AuditDocument>(&self, docs: &[T]) -> StoreResult<u64> {
-        let docs = docs
-            .iter()
-            .map(|d| d.to_document())
-            .collect::<Result<Vec<_>, _>>()?;
-        self.insert_many_raw(T::COLLECTION, docs).await
+        let docs = docs.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        self.insert_many_bytes(T::COLLECTION, docs).await
     }
 
     /// Stores the process unless one with the same `(pid, machine, creation_time)` exists, atomically,

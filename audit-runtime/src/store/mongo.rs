@@ -7,7 +7,7 @@ use super::filter::{Filter, FindOptions};
 use super::index::{EnsuredIndex, IndexInfo, IndexSpec};
 use super::{StoreError, StoreResult};
 use crate::document::{Collection, Process};
-use bson::{doc, Document};
+use bson::{doc, Document, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Database, IndexModel};
@@ -40,9 +40,14 @@ impl MongoStore {
         self.db.collection(c.name())
     }
 
-    pub(crate) async fn insert_many(&self, c: Collection, docs: Vec<Document>) -> StoreResult<u64> {
+    pub(crate) async fn insert_many(
+        &self,
+        c: Collection,
+        docs: Vec<RawDocumentBuf>,
+    ) -> StoreResult<u64> {
         let n = docs.len() as u64;
-        match self.coll(c).insert_many(docs).ordered(false).await {
+        let coll = self.db.collection::<RawDocumentBuf>(c.name());
+        match coll.insert_many(docs).ordered(false).await {
             Ok(r) => Ok(r.inserted_ids.len() as u64),
             Err(e) => match *e.kind {
                 // An unordered insert stores every other document; the ones refused for a

@@ -14,7 +14,7 @@ use super::filter::{Filter, FindOptions, Order};
 use super::index::{EnsuredIndex, IndexInfo, IndexSpec};
 use super::{StoreError, StoreResult};
 use crate::document::{Collection, Process};
-use bson::raw::{RawBsonRef, RawDocument};
+use bson::raw::{RawBsonRef, RawDocument, RawDocumentBuf};
 use bson::{Bson, Document};
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::Value;
@@ -59,17 +59,18 @@ impl SqliteStore {
             .map_err(|e| StoreError::Worker(e.to_string()))?
     }
 
-    pub(crate) async fn insert_many(&self, c: Collection, docs: Vec<Document>) -> StoreResult<u64> {
-        // Encoding happens here, off the blocking pool's single connection.
+    pub(crate) async fn insert_many(
+        &self,
+        c: Collection,
+        docs: Vec<RawDocumentBuf>,
+    ) -> StoreResult<u64> {
         let rows = docs
-            .iter()
+            .into_iter()
             .map(|d| {
                 let id = d
                     .get_object_id("_id")
                     .map_err(|_| StoreError::Raw("document has no ObjectId `_id`".into()))?;
-                let mut blob = Vec::with_capacity(2048);
-                d.to_writer(&mut blob)?;
-                Ok((id.to_hex(), blob))
+                Ok((id.to_hex(), d.into_bytes()))
             })
             .collect::<StoreResult<Vec<_>>>()?;
         self.run(move |conn| {
