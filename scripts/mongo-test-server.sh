@@ -21,6 +21,8 @@ if ! grep -qx "Version: $SECANTUS_VERSION" <<<"$installed"; then
 fi
 SERVER="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/secantusd-py"
 [ -x "$SERVER" ] || { echo "secantusd-py not found at $SERVER" >&2; exit 1; }
+# The outage tests start, stop and restart a server of their own.
+export SECANTUS_SERVER="$SERVER"
 
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/audit-mongo.XXXXXX")"
 pids=()

@@ -16,6 +16,8 @@
 //! process_indexes = []
 //! model_action_indexes = []
 //! translate_urls = false               # AUDIT_TRANSLATE_URLS
+//! spill_path = "audit.spill"           # AUDIT_SPILL_PATH: the durable spill journal (off when absent)
+//! run_async = true                     # with queue_capacity, full_policy ("block" | "drop"), flush_timeout_ms
 //! [blacklist]                          # AUDIT_BLACKLIST (a TOML inline table)
 //! "" = ["^/static/"]
 //! demo = ['^(?!(/access/|/modelaction/)).*$']
@@ -127,6 +129,11 @@ pub struct AuditConfig {
     pub flush_timeout: Duration,
     /// What the HTTP layer captures and redacts.
     pub capture: CaptureConfig,
+    /// The spill journal: where records go while the store cannot take them (and at a shutdown
+    /// whose deadline passed); replayed in order when the store answers again or at the next
+    /// start. Off by default: without it, an outage is absorbed by the queue and then by
+    /// back-pressure.
+    pub spill_path: Option<PathBuf>,
 }
 
 /// The `[capture]` table: what the HTTP layer stores of a request and its response.
@@ -194,6 +201,7 @@ impl Default for AuditConfig {
             full_policy: FullPolicy::Block,
             flush_timeout: Duration::from_secs(10),
             capture: CaptureConfig::default(),
+            spill_path: None,
         }
     }
 }
@@ -215,6 +223,7 @@ const KEYS: &[&str] = &[
     "full_policy",
     "flush_timeout_ms",
     "capture",
+    "spill_path",
 ];
 
 /// Environment variables that are not settings but are allowed under the `AUDIT_` prefix.
@@ -322,6 +331,10 @@ impl AuditConfig {
                     }
                 }
                 "capture" => c.capture = parse_capture(&value)?,
+                "spill_path" => {
+                    let p = as_str(&key, &value)?;
+                    c.spill_path = (!p.is_empty()).then(|| PathBuf::from(p));
+                }
                 other => {
                     return err(format!(
                         "unknown setting `{other}` (known: {})",
@@ -383,7 +396,7 @@ fn env_value(var: &str, key: &str, v: &str) -> Result<(String, Value), ConfigErr
             parse_bool(v)
                 .ok_or_else(|| ConfigError(format!("{var}: expected true or false, got `{v}`")))?,
         ),
-        "db_alias" | "queue_name" | "full_policy" => Value::String(v.to_owned()),
+        "db_alias" | "queue_name" | "full_policy" | "spill_path" => Value::String(v.to_owned()),
         "logged_models" if !v.trim_start().starts_with('[') => Value::Array(
             v.split(',')
                 .map(str::trim)

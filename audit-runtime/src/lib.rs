@@ -35,6 +35,7 @@ pub mod document;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
+pub mod journal;
 pub mod keys;
 pub mod model;
 pub mod process;

@@ -4,12 +4,15 @@
 //! these are audit records; dropping is an explicit [`FullPolicy::Drop`] and every drop is counted.
 //!
 //! Sync mode uses the same queue and waits for the record's acknowledgement before the response is
-//! returned; async mode only enqueues. Store errors are retried with back-off, logged and counted,
-//! and never reach the host's request. Every document carries its client-side `_id`, and the
+//! returned; async mode only enqueues. Store errors are logged and counted and never reach the
+//! host's request: with a spill journal configured the failed batch and everything after it go to
+//! the journal (fsync'd, acknowledged) and are replayed in order, with back-off, once the store
+//! answers; without one the batch is retried with back-off and the bounded queue absorbs the rest. Every document carries its client-side `_id`, and the
 //! stores skip an `_id` they already hold, so a retry never duplicates a record.
 
 use crate::config::{AuditConfig, FullPolicy};
 use crate::document::{Access, Collection, ModelAction};
+use crate::journal::Journal;
 use crate::store::Store;
 use bson::RawDocumentBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,6 +62,8 @@ pub struct Metrics {
     retried: AtomicU64,
     failed: AtomicU64,
     dropped: AtomicU64,
+    spilled: AtomicU64,
+    replayed: AtomicU64,
 }
 
 /// A snapshot of the writer's counters.
@@ -74,6 +79,10 @@ pub struct MetricsSnapshot {
     pub failed: u64,
     /// Records dropped because the queue was full under [`FullPolicy::Drop`].
     pub dropped: u64,
+    /// Records written to the spill journal (store down, or shutdown's deadline passed).
+    pub spilled: u64,
+    /// Records replayed from the journal into the store (also counted in `written`).
+    pub replayed: u64,
     /// Records waiting in the queue now.
     pub queue_depth: u64,
 }
@@ -101,13 +110,17 @@ pub fn spawn(store: Store, config: &AuditConfig) -> (Writer, WriterGuard) {
     let (tx, rx) = mpsc::channel(config.queue_capacity);
     let metrics = Arc::new(Metrics::default());
     let stopping = Arc::new(AtomicBool::new(false));
-    let task = tokio::spawn(consume(
+    let consumer = Consumer {
         store,
-        rx,
-        metrics.clone(),
-        stopping.clone(),
-        config.queue_name.clone(),
-    ));
+        metrics: metrics.clone(),
+        stopping: stopping.clone(),
+        queue: config.queue_name.clone(),
+        journal: config.spill_path.as_ref().map(Journal::new),
+        spilling: false,
+        next_replay: tokio::time::Instant::now(),
+        backoff: Duration::from_millis(50),
+    };
+    let task = tokio::spawn(consumer.run(rx));
     let writer = Writer {
         tx,
         policy: config.full_policy,
@@ -205,6 +218,8 @@ impl Writer {
             retried: m.retried.load(Ordering::Relaxed),
             failed: m.failed.load(Ordering::Relaxed),
             dropped: m.dropped.load(Ordering::Relaxed),
+            spilled: m.spilled.load(Ordering::Relaxed),
+            replayed: m.replayed.load(Ordering::Relaxed),
             queue_depth: (self.capacity - self.tx.capacity()) as u64,
         }
     }
@@ -280,96 +295,135 @@ impl Drop for WriterGuard {
     }
 }
 
-async fn consume(
+/// The consumer: one task, so records are stored (or journaled) in the order they were queued.
+struct Consumer {
     store: Store,
-    mut rx: mpsc::Receiver<Job>,
     metrics: Arc<Metrics>,
     stopping: Arc<AtomicBool>,
     queue: String,
-) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let mut batch: Vec<(Record, Option<oneshot::Sender<()>>)> = Vec::new();
-        for job in jobs.drain(..) {
-            match job {
-                Job::Write(r, ack) => batch.push((r, ack)),
-                Job::Flush(done) => {
-                    // Everything before the flush marker is written first: order is kept.
-                    write_batch(
-                        &store,
-                        std::mem::take(&mut batch),
-                        &metrics,
-                        &stopping,
-                        &queue,
-                    )
-                    .await;
-                    let _ = done.send(());
-                }
-            }
-        }
-        write_batch(&store, batch, &metrics, &stopping, &queue).await;
-    }
+    journal: Option<Journal>,
+    /// While the journal holds records, new ones go there too, so the order is kept.
+    spilling: bool,
+    next_replay: tokio::time::Instant,
+    backoff: Duration,
 }
 
-async fn write_batch(
-    store: &Store,
-    batch: Vec<(Record, Option<oneshot::Sender<()>>)>,
-    metrics: &Metrics,
-    stopping: &AtomicBool,
-    queue: &str,
-) {
-    if batch.is_empty() {
-        return;
-    }
-    let mut acks = Vec::new();
-    let mut groups: [(Collection, Vec<RawDocumentBuf>); 2] = [
-        (Collection::Access, Vec::new()),
-        (Collection::ModelAction, Vec::new()),
-    ];
-    for (record, ack) in batch {
-        match record.encode() {
-            Ok(doc) => {
-                let slot = if record.collection() == Collection::Access {
-                    0
-                } else {
-                    1
-                };
-                groups[slot].1.push(doc);
+type Entry = (Collection, RawDocumentBuf);
+
+impl Consumer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        if self.journal.as_ref().is_some_and(Journal::has_entries) {
+            // Records spilled by an earlier run (an outage, a deadline, a crash) go first.
+            self.spilling = true;
+            self.try_replay().await;
+        }
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let received = if self.spilling {
+                let wait = self
+                    .next_replay
+                    .saturating_duration_since(tokio::time::Instant::now());
+                match tokio::time::timeout(wait, rx.recv_many(&mut jobs, MAX_BATCH)).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.try_replay().await;
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv_many(&mut jobs, MAX_BATCH).await
+            };
+            if received == 0 {
+                return;
             }
-            Err(e) => {
-                metrics.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(target: "audit", queue, error = %e, "audit record cannot be encoded; lost");
+            let mut batch = Vec::new();
+            for job in jobs.drain(..) {
+                match job {
+                    Job::Write(r, ack) => batch.push((r, ack)),
+                    Job::Flush(done) => {
+                        // Everything before the flush marker is handled first: order is kept.
+                        self.process(std::mem::take(&mut batch)).await;
+                        if self.spilling {
+                            self.try_replay().await;
+                        }
+                        let _ = done.send(());
+                    }
+                }
+            }
+            self.process(batch).await;
+            if self.spilling && tokio::time::Instant::now() >= self.next_replay {
+                self.try_replay().await;
             }
         }
-        acks.extend(ack);
     }
-    for (collection, docs) in groups {
-        if docs.is_empty() {
-            continue;
+
+    /// Stores a batch (or journals it); acknowledges it once it is stored or durably journaled.
+    async fn process(&mut self, batch: Vec<(Record, Option<oneshot::Sender<()>>)>) {
+        if batch.is_empty() {
+            return;
         }
-        let n = docs.len() as u64;
+        let mut acks = Vec::new();
+        let mut entries: Vec<Entry> = Vec::with_capacity(batch.len());
+        for (record, ack) in batch {
+            match record.encode() {
+                Ok(doc) => entries.push((record.collection(), doc)),
+                Err(e) => {
+                    self.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(target: "audit", queue = %self.queue, error = %e, "audit record cannot be encoded; lost");
+                }
+            }
+            acks.extend(ack);
+        }
+        if self.spilling {
+            self.spill(entries).await;
+        } else {
+            self.store_with_retries(entries).await;
+        }
+        for ack in acks {
+            let _ = ack.send(());
+        }
+    }
+
+    async fn store_with_retries(&mut self, entries: Vec<Entry>) {
+        let mut groups = group(entries);
         let mut backoff = Duration::from_millis(10);
         let mut attempt = 0u32;
-        loop {
-            match store.insert_many_bytes(collection, docs.clone()).await {
+        while let Some((collection, docs)) = groups.first().cloned() {
+            let n = docs.len() as u64;
+            match self.store.insert_many_bytes(collection, docs).await {
                 Ok(_) => {
-                    metrics.written.fetch_add(n, Ordering::Relaxed);
+                    self.metrics.written.fetch_add(n, Ordering::Relaxed);
                     if attempt > 0 {
-                        tracing::info!(target: "audit", queue, %collection, attempt, "audit store recovered");
+                        tracing::info!(target: "audit", queue = %self.queue, %collection, attempt, "audit store recovered");
                     }
-                    break;
+                    groups.remove(0);
+                    attempt = 0;
                 }
                 Err(e) => {
                     attempt += 1;
-                    if stopping.load(Ordering::SeqCst) {
-                        metrics.failed.fetch_add(n, Ordering::Relaxed);
-                        tracing::error!(target: "audit", queue, %collection, records = n, error = %e,
-                            "audit store failed during shutdown; records lost");
-                        break;
+                    if self.journal.is_some() {
+                        // Durable beats waiting: the queue keeps moving and requests never block.
+                        tracing::warn!(target: "audit", queue = %self.queue, %collection, error = %e,
+                            "audit store write failed; spilling to the journal");
+                        let rest: Vec<Entry> = groups
+                            .into_iter()
+                            .flat_map(|(c, docs)| docs.into_iter().map(move |d| (c, d)))
+                            .collect();
+                        self.spilling = true;
+                        self.schedule_replay(false);
+                        self.spill(rest).await;
+                        return;
                     }
-                    metrics.retried.fetch_add(1, Ordering::Relaxed);
+                    if self.stopping.load(Ordering::SeqCst) {
+                        let lost: u64 = groups.iter().map(|(_, d)| d.len() as u64).sum();
+                        self.metrics.failed.fetch_add(lost, Ordering::Relaxed);
+                        tracing::error!(target: "audit", queue = %self.queue, records = lost, error = %e,
+                            "audit store failed during shutdown and no spill journal is configured; records lost");
+                        return;
+                    }
+                    self.metrics.retried.fetch_add(1, Ordering::Relaxed);
                     if attempt == 1 || attempt.is_power_of_two() {
-                        tracing::warn!(target: "audit", queue, %collection, records = n, attempt, error = %e,
+                        tracing::warn!(target: "audit", queue = %self.queue, %collection, records = n, attempt, error = %e,
                             "audit store write failed; retrying");
                     }
                     tokio::time::sleep(backoff).await;
@@ -378,7 +432,87 @@ async fn write_batch(
             }
         }
     }
-    for ack in acks {
-        let _ = ack.send(());
+
+    async fn spill(&mut self, entries: Vec<Entry>) {
+        let Some(journal) = &self.journal else { return };
+        let n = entries.len() as u64;
+        if n == 0 {
+            return;
+        }
+        let path = journal.path().to_owned();
+        let appended = tokio::task::spawn_blocking(move || {
+            Journal::new(path).append(entries.iter().map(|(c, d)| (*c, d)))
+        })
+        .await;
+        match appended {
+            Ok(Ok(_)) => {
+                self.metrics.spilled.fetch_add(n, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => {
+                self.metrics.failed.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(target: "audit", queue = %self.queue, records = n, error = %e, "spill journal write failed; records lost");
+            }
+            Err(e) => {
+                self.metrics.failed.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(target: "audit", queue = %self.queue, records = n, error = %e, "spill journal task failed; records lost");
+            }
+        }
     }
+
+    fn schedule_replay(&mut self, failed_again: bool) {
+        self.backoff = if failed_again {
+            (self.backoff * 2).min(Duration::from_secs(2))
+        } else {
+            Duration::from_millis(50)
+        };
+        self.next_replay = tokio::time::Instant::now() + self.backoff;
+    }
+
+    /// Replays the journal into the store, in order; removes it once everything is stored.
+    async fn try_replay(&mut self) {
+        let Some(journal) = &self.journal else { return };
+        let path = journal.path().to_owned();
+        let read = tokio::task::spawn_blocking(move || Journal::new(path).read()).await;
+        let entries = match read {
+            Ok(Ok(entries)) => entries,
+            Ok(Err(e)) => {
+                tracing::error!(target: "audit", queue = %self.queue, error = %e, "cannot read the spill journal");
+                self.schedule_replay(true);
+                return;
+            }
+            Err(_) => return,
+        };
+        let n = entries.len() as u64;
+        for chunk in group(entries) {
+            if let Err(e) = self.store.insert_many_bytes(chunk.0, chunk.1).await {
+                tracing::debug!(target: "audit", queue = %self.queue, error = %e, "store still unavailable; journal kept");
+                self.metrics.retried.fetch_add(1, Ordering::Relaxed);
+                self.schedule_replay(true);
+                return;
+            }
+        }
+        if let Some(journal) = &self.journal {
+            if let Err(e) = journal.remove() {
+                tracing::error!(target: "audit", queue = %self.queue, error = %e, "cannot remove the replayed journal");
+            }
+        }
+        self.metrics.written.fetch_add(n, Ordering::Relaxed);
+        self.metrics.replayed.fetch_add(n, Ordering::Relaxed);
+        self.spilling = false;
+        if n > 0 {
+            tracing::info!(target: "audit", queue = %self.queue, records = n, "spill journal replayed into the store");
+        }
+    }
+}
+
+/// Consecutive entries of one collection, in batches of at most [`MAX_BATCH`], order kept.
+fn group(entries: Vec<Entry>) -> Vec<(Collection, Vec<RawDocumentBuf>)> {
+    let mut out: Vec<(Collection, Vec<RawDocumentBuf>)> = Vec::new();
+    for (c, d) in entries {
+        match out.last_mut() {
+            Some((lc, docs)) if *lc == c && docs.len() < MAX_BATCH => docs.push(d),
+            _ => out.push((c, vec![d])),
+        }
+    }
+    out
 }

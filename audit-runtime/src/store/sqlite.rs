@@ -344,7 +344,7 @@ pub fn open_connection(path: &Path) -> StoreResult<Connection> {
 pub fn prepare_connection(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     conn.create_scalar_function("bson_get", 2, flags, bson_get)?;
     conn.create_scalar_function("regexp", 2, flags, regexp)?;
