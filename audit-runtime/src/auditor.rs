@@ -272,7 +272,10 @@ impl Auditor {
         if access.process.is_none() {
             access.process = self.process_id().await;
         }
-        self.submit(active, Record::Access(Box::new(access))).await;
+        match Record::access(&access) {
+            Ok(record) => self.submit(active, record).await,
+            Err(e) => active.writer.count_unencodable(&e),
+        }
     }
 
     /// Queues an access from synchronous code (the end of a streamed body): never waits.
@@ -282,9 +285,10 @@ impl Auditor {
         if access.process.is_none() {
             access.process = self.cached_process_id();
         }
-        active
-            .writer
-            .submit_blocking(Record::Access(Box::new(access)));
+        match Record::access(&access) {
+            Ok(record) => active.writer.submit_blocking(record),
+            Err(e) => active.writer.count_unencodable(&e),
+        }
     }
 
     async fn submit(&self, active: &Active, record: Record) {
@@ -326,9 +330,10 @@ impl Auditor {
             custom: (!inner.custom.is_empty()).then(|| inner.custom.clone()),
             process: self.cached_process_id(),
         };
-        active
-            .writer
-            .submit_blocking(Record::Access(Box::new(access)));
+        match Record::access(&access) {
+            Ok(record) => active.writer.submit_blocking(record),
+            Err(e) => active.writer.count_unencodable(&e),
+        }
     }
 
     /// Records the creation of `obj`.
@@ -411,8 +416,10 @@ impl Auditor {
             process: self.process_id().await,
         };
         let id = model_action.id;
-        self.submit(active, Record::ModelAction(Box::new(model_action)))
-            .await;
+        match Record::model_action(&model_action) {
+            Ok(record) => self.submit(active, record).await,
+            Err(e) => active.writer.count_unencodable(&e),
+        }
         Some(id)
     }
 }

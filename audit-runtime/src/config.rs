@@ -42,7 +42,7 @@ pub const DEFAULT_SQLITE_PATH: &str = "audit.db";
 /// The config file read when none is named and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "audit.toml";
 /// Default bound of the async writer's queue, in records.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+pub const DEFAULT_QUEUE_CAPACITY: usize = 8_192;
 
 /// A configuration that cannot be used. The message names the setting and the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -23,29 +23,30 @@ use tokio::sync::{mpsc, oneshot};
 /// Most records written in one store call.
 pub const MAX_BATCH: usize = 512;
 
-/// A record to store.
+/// A record to store, already encoded: it is serialised on the request path (about a
+/// microsecond for a 2 KB access), which keeps queued records compact (their BSON bytes, not their
+/// structs) and leaves the writer only the store's work.
 #[derive(Debug, Clone)]
-pub enum Record {
-    /// An access.
-    Access(Box<Access>),
-    /// A model action.
-    ModelAction(Box<ModelAction>),
+pub struct Record {
+    collection: Collection,
+    doc: RawDocumentBuf,
 }
 
 impl Record {
-    fn collection(&self) -> Collection {
-        match self {
-            Record::Access(_) => Collection::Access,
-            Record::ModelAction(_) => Collection::ModelAction,
-        }
+    /// An access, encoded.
+    pub fn access(a: &Access) -> Result<Record, crate::store::StoreError> {
+        Ok(Record {
+            collection: Collection::Access,
+            doc: crate::store::encode(a)?,
+        })
     }
 
-    /// Straight to BSON bytes: no intermediate `Document`.
-    fn encode(&self) -> Result<RawDocumentBuf, crate::store::StoreError> {
-        match self {
-            Record::Access(a) => crate::store::encode(a.as_ref()),
-            Record::ModelAction(m) => crate::store::encode(m.as_ref()),
-        }
+    /// A model action, encoded.
+    pub fn model_action(m: &ModelAction) -> Result<Record, crate::store::StoreError> {
+        Ok(Record {
+            collection: Collection::ModelAction,
+            doc: crate::store::encode(m)?,
+        })
     }
 }
 
@@ -183,6 +184,12 @@ impl Writer {
             Err(mpsc::error::TrySendError::Full(_)) => self.count_drop(),
             Err(mpsc::error::TrySendError::Closed(_)) => self.after_send(false),
         }
+    }
+
+    /// Counts and logs a record that could not even be encoded (it cannot be stored either).
+    pub(crate) fn count_unencodable(&self, e: &crate::store::StoreError) {
+        self.metrics.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(target: "audit", error = %e, "audit record cannot be encoded; lost");
     }
 
     fn after_send(&self, sent: bool) {
@@ -365,13 +372,7 @@ impl Consumer {
         let mut acks = Vec::new();
         let mut entries: Vec<Entry> = Vec::with_capacity(batch.len());
         for (record, ack) in batch {
-            match record.encode() {
-                Ok(doc) => entries.push((record.collection(), doc)),
-                Err(e) => {
-                    self.metrics.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(target: "audit", queue = %self.queue, error = %e, "audit record cannot be encoded; lost");
-                }
-            }
+            entries.push((record.collection, record.doc));
             acks.extend(ack);
         }
         if self.spilling {

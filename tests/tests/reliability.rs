@@ -430,3 +430,72 @@ async fn the_drop_policy_counts_every_drop() {
         "every record is either stored or counted as dropped: {m:?}"
     );
 }
+
+/// The CI-sized soak: 20,000 requests in async mode on SQLite through a real server; every record
+/// stored, nothing failed or dropped, and memory bounded. The long one (1,000,000 requests) is the
+/// load-test harness: `cargo run --release --example loadtest -- --requests 1000000 --rounds 1
+/// --only audited-async-sqlite` (README, Performance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_short_async_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        DbConnection::Sqlite(dir.path().join("audit.db")),
+        &dir.path().join("audit.spill"),
+        "",
+    );
+    let (auditor, guard) = start(cfg).await.unwrap();
+    let (base, task) = serve(auditor.clone()).await;
+    let client = reqwest::Client::new();
+    let rss = || {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let mut after_warmup = 0;
+    for round in 0..4 {
+        let mut tasks = Vec::new();
+        for c in 0..16 {
+            let (client, base) = (client.clone(), base.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..(5_000 / 16 + 1) {
+                    let n = round * 100_000 + c * 1_000 + i;
+                    assert_eq!(
+                        client
+                            .get(format!("{base}/access/args/{n}/"))
+                            .send()
+                            .await
+                            .unwrap()
+                            .status(),
+                        200
+                    );
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        if round == 0 {
+            after_warmup = rss();
+        }
+    }
+    task.abort();
+    let m = guard.shutdown().await;
+    let stored = auditor
+        .store()
+        .unwrap()
+        .count(Collection::Access, &Filter::all())
+        .await
+        .unwrap();
+    assert_eq!(stored, 4 * 16 * (5_000 / 16 + 1));
+    assert_eq!((m.failed, m.dropped, m.spilled), (0, 0, 0), "{m:?}");
+    let grown_mib = rss().saturating_sub(after_warmup) / 1024;
+    assert!(
+        grown_mib < 64,
+        "memory grew {grown_mib} MiB after the first quarter"
+    );
+}
