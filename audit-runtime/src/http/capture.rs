@@ -94,41 +94,44 @@ impl Capture {
         headers: &HeaderMap,
         remote: Option<String>,
     ) -> Document {
-        let mut doc = Document::new();
-        doc.insert("REQUEST_METHOD", method.as_str());
-        doc.insert("SERVER_PROTOCOL", format!("{version:?}"));
-        doc.insert("URL_SCHEME", uri.scheme_str().unwrap_or("http"));
-        doc.insert(
-            "QUERY_STRING",
-            self.redacted_query(uri.query().unwrap_or("")),
-        );
+        // Built as a vector and collected once: the document is sized up front instead of
+        // growing (and rehashing) header by header.
+        let mut fields: Vec<(String, Bson)> = Vec::with_capacity(headers.len() + 5);
+        fields.push(("REQUEST_METHOD".into(), method.as_str().into()));
+        fields.push(("SERVER_PROTOCOL".into(), format!("{version:?}").into()));
+        fields.push((
+            "URL_SCHEME".into(),
+            uri.scheme_str().unwrap_or("http").into(),
+        ));
+        fields.push((
+            "QUERY_STRING".into(),
+            self.redacted_query(uri.query().unwrap_or("")).into(),
+        ));
         if let Some(addr) = remote {
-            doc.insert("REMOTE_ADDR", addr);
+            fields.push(("REMOTE_ADDR".into(), addr.into()));
         }
         // Values of a repeated header come one after another: joined, as a CGI environment does.
-        let mut previous: Option<(&http::HeaderName, String)> = None;
+        let mut previous: Option<&http::HeaderName> = None;
         for (name, value) in headers {
             let v = if self.secret_header(name.as_str()) {
-                MASK.to_owned()
+                MASK
             } else {
                 match value.to_str() {
-                    Ok(s) => s.to_owned(),
-                    Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    Ok(s) => s,
+                    Err(_) => &String::from_utf8_lossy(value.as_bytes()),
                 }
             };
-            if let Some((prev, key)) = &previous {
-                if *prev == name {
-                    if let Some(Bson::String(existing)) = doc.get_mut(key) {
-                        existing.push_str(", ");
-                        existing.push_str(&v);
-                    }
-                    continue;
+            if previous == Some(name) {
+                if let Some((_, Bson::String(existing))) = fields.last_mut() {
+                    existing.push_str(", ");
+                    existing.push_str(v);
                 }
+                continue;
             }
-            let key = cgi_key(name.as_str());
-            doc.insert(key.clone(), v);
-            previous = Some((name, key));
+            fields.push((cgi_key(name.as_str()), Bson::String(v.to_owned())));
+            previous = Some(name);
         }
+        let doc: Document = fields.into_iter().collect();
         doc
     }
 
