@@ -65,6 +65,15 @@ pub struct Metrics {
     dropped: AtomicU64,
     spilled: AtomicU64,
     replayed: AtomicU64,
+    /// Accepted records not yet written, journaled or counted as failed.
+    outstanding: AtomicU64,
+}
+
+impl Metrics {
+    /// `n` accepted records are settled (written, journaled or failed).
+    fn settle(&self, n: u64) {
+        self.outstanding.fetch_sub(n, Ordering::Relaxed);
+    }
 }
 
 /// A snapshot of the writer's counters.
@@ -169,6 +178,7 @@ impl Writer {
             Ok(()) => self.after_send(true),
             Err(mpsc::error::TrySendError::Full(job)) if self.policy == FullPolicy::Block => {
                 self.metrics.enqueued.fetch_add(1, Ordering::Relaxed);
+                self.metrics.outstanding.fetch_add(1, Ordering::Relaxed);
                 match tokio::runtime::Handle::try_current() {
                     Ok(h) => {
                         let tx = self.tx.clone();
@@ -195,6 +205,7 @@ impl Writer {
     fn after_send(&self, sent: bool) {
         if sent {
             self.metrics.enqueued.fetch_add(1, Ordering::Relaxed);
+            self.metrics.outstanding.fetch_add(1, Ordering::Relaxed);
         } else {
             self.metrics.failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(target: "audit", "audit writer is stopped; record lost");
@@ -267,16 +278,27 @@ impl WriterGuard {
         let flushed = tokio::time::timeout(self.timeout, self.writer.flush())
             .await
             .is_ok();
-        // From here a failing store is no longer retried forever: the consumer gives up on what it
-        // holds and counts it.
+        // Past the deadline the consumer stops calling the store: what remains goes to the spill
+        // journal when there is one, and is counted as failed when there is not.
         self.stopping.store(true, Ordering::SeqCst);
         if !flushed {
-            let pending = self.writer.metrics().queue_depth;
+            let pending = self.writer.metrics.outstanding.load(Ordering::Relaxed);
             tracing::error!(target: "audit", pending, "audit writer did not flush within the deadline");
-            let _ = tokio::time::timeout(Duration::from_millis(200), self.writer.flush()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.writer.flush()).await;
         }
         task.abort();
         let _ = task.await;
+        // A store call that had not returned leaves records in the aborted consumer's hands: they
+        // are counted as failed (a write in flight may still land; its outcome is unknown), never
+        // left out of the counts.
+        let lost = self.writer.metrics.outstanding.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            self.writer
+                .metrics
+                .failed
+                .fetch_add(lost, Ordering::Relaxed);
+            tracing::error!(target: "audit", lost, "audit records still in flight at shutdown; lost");
+        }
     }
 }
 
@@ -391,9 +413,19 @@ impl Consumer {
         let mut attempt = 0u32;
         while let Some((collection, docs)) = groups.first().cloned() {
             let n = docs.len() as u64;
+            if self.stopping.load(Ordering::SeqCst) && attempt == 0 && self.journal.is_some() {
+                // Shutdown's deadline passed: no more store calls; the rest goes to the journal.
+                let rest: Vec<Entry> = groups
+                    .into_iter()
+                    .flat_map(|(c, docs)| docs.into_iter().map(move |d| (c, d)))
+                    .collect();
+                self.spill(rest).await;
+                return;
+            }
             match self.store.insert_many_bytes(collection, docs).await {
                 Ok(_) => {
                     self.metrics.written.fetch_add(n, Ordering::Relaxed);
+                    self.metrics.settle(n);
                     if attempt > 0 {
                         tracing::info!(target: "audit", queue = %self.queue, %collection, attempt, "audit store recovered");
                     }
@@ -418,6 +450,7 @@ impl Consumer {
                     if self.stopping.load(Ordering::SeqCst) {
                         let lost: u64 = groups.iter().map(|(_, d)| d.len() as u64).sum();
                         self.metrics.failed.fetch_add(lost, Ordering::Relaxed);
+                        self.metrics.settle(lost);
                         tracing::error!(target: "audit", queue = %self.queue, records = lost, error = %e,
                             "audit store failed during shutdown and no spill journal is configured; records lost");
                         return;
@@ -445,6 +478,7 @@ impl Consumer {
             Journal::new(path).append(entries.iter().map(|(c, d)| (*c, d)))
         })
         .await;
+        self.metrics.settle(n);
         match appended {
             Ok(Ok(_)) => {
                 self.metrics.spilled.fetch_add(n, Ordering::Relaxed);

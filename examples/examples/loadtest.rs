@@ -118,7 +118,8 @@ async fn serve(router: Router) -> SocketAddr {
 }
 
 async fn audited(name: &'static str, conn: DbConnection, run_async: bool) -> Config {
-    let toml = format!("run_async = {run_async}");
+    // A long deadline: the count after shutdown must be the whole story, even on a slow store.
+    let toml = format!("run_async = {run_async}\nflush_timeout_ms = 600000");
     let cfg = AuditConfig::from_sources(Some(&toml), Vec::<(String, String)>::new())
         .unwrap()
         .with_connection(conn);
