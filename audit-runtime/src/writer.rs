@@ -275,9 +275,21 @@ impl WriterGuard {
 
     async fn stop(&mut self) {
         let Some(task) = self.task.take() else { return };
-        let flushed = tokio::time::timeout(self.timeout, self.writer.flush())
-            .await
-            .is_ok();
+        // Flushed means nothing outstanding: records that were waiting for room in the queue when
+        // the first flush marker went in are behind it, so flush until none is left.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let flushed = loop {
+            if tokio::time::timeout_at(deadline, self.writer.flush())
+                .await
+                .is_err()
+            {
+                break false;
+            }
+            if self.writer.metrics.outstanding.load(Ordering::Relaxed) == 0 {
+                break true;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
         // Past the deadline the consumer stops calling the store: what remains goes to the spill
         // journal when there is one, and is counted as failed when there is not.
         self.stopping.store(true, Ordering::SeqCst);
