@@ -223,6 +223,15 @@ pub struct PollForm {
     question: Option<String>,
 }
 
+impl PollForm {
+    /// The poll the form names, else the newest one.
+    fn target(&self, polls: &Polls) -> Result<i64, (StatusCode, String)> {
+        self.id
+            .or_else(|| polls.lock().keys().next_back().copied())
+            .ok_or((StatusCode::NOT_FOUND, "no poll".into()))
+    }
+}
+
 #[audited_view]
 async fn create_poll(State(s): State<AppState>, Form(f): Form<PollForm>) -> Json<Poll> {
     let id = s.polls.next.fetch_add(1, Ordering::SeqCst) + 1;
@@ -243,9 +252,7 @@ async fn update_poll(
     State(s): State<AppState>,
     Form(f): Form<PollForm>,
 ) -> Result<Json<Poll>, (StatusCode, String)> {
-    let id =
-        f.id.or_else(|| s.polls.lock().keys().next_back().copied())
-            .ok_or((StatusCode::NOT_FOUND, "no poll".into()))?;
+    let id = f.target(&s.polls)?;
     let old = s
         .polls
         .lock()
@@ -267,9 +274,7 @@ async fn delete_poll(
     State(s): State<AppState>,
     Form(f): Form<PollForm>,
 ) -> Result<Json<Poll>, (StatusCode, String)> {
-    let id =
-        f.id.or_else(|| s.polls.lock().keys().next_back().copied())
-            .ok_or((StatusCode::NOT_FOUND, "no poll".into()))?;
+    let id = f.target(&s.polls)?;
     let old = s
         .polls
         .lock()

@@ -127,26 +127,7 @@ impl SqliteStore {
         c: Collection,
         opts: &FindOptions,
     ) -> StoreResult<Vec<Document>> {
-        let mut params = Vec::new();
-        let mut sql = format!(
-            "SELECT doc FROM {} WHERE {}",
-            c.name(),
-            where_sql(&opts.filter, &mut params)?
-        );
-        if !opts.sort.is_empty() {
-            let keys: Vec<String> = opts
-                .sort
-                .iter()
-                .map(|(p, o)| {
-                    format!(
-                        "{} {}",
-                        expr(p),
-                        if *o == Order::Asc { "ASC" } else { "DESC" }
-                    )
-                })
-                .collect();
-            sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
-        }
+        let (mut sql, params) = select_sql(c, opts)?;
         let limit = opts.limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
         sql.push_str(&format!(
             " LIMIT {limit} OFFSET {}",
@@ -275,26 +256,8 @@ impl SqliteStore {
     /// The query plan SQLite picks for `filter` on `collection` (`EXPLAIN QUERY PLAN` detail rows), so
     /// tests and operators can check that a query shape uses an index.
     pub async fn explain(&self, c: Collection, opts: &FindOptions) -> StoreResult<Vec<String>> {
-        let mut params = Vec::new();
-        let mut sql = format!(
-            "EXPLAIN QUERY PLAN SELECT doc FROM {} WHERE {}",
-            c.name(),
-            where_sql(&opts.filter, &mut params)?
-        );
-        if !opts.sort.is_empty() {
-            let keys: Vec<String> = opts
-                .sort
-                .iter()
-                .map(|(p, o)| {
-                    format!(
-                        "{} {}",
-                        expr(p),
-                        if *o == Order::Asc { "ASC" } else { "DESC" }
-                    )
-                })
-                .collect();
-            sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
-        }
+        let (select, params) = select_sql(c, opts)?;
+        let sql = format!("EXPLAIN QUERY PLAN {select}");
         self.run(move |conn| {
             let mut stmt = conn.prepare(&sql)?;
             let rows =
@@ -402,6 +365,31 @@ fn expr(path: &str) -> String {
     } else {
         format!("bson_get(doc,'{}')", path.replace('\'', "''"))
     }
+}
+
+/// `SELECT doc ... WHERE ... ORDER BY ...` for `opts` (without the window), and its parameters.
+fn select_sql(c: Collection, opts: &FindOptions) -> StoreResult<(String, Vec<Value>)> {
+    let mut params = Vec::new();
+    let mut sql = format!(
+        "SELECT doc FROM {} WHERE {}",
+        c.name(),
+        where_sql(&opts.filter, &mut params)?
+    );
+    if !opts.sort.is_empty() {
+        let keys: Vec<String> = opts
+            .sort
+            .iter()
+            .map(|(p, o)| {
+                format!(
+                    "{} {}",
+                    expr(p),
+                    if *o == Order::Asc { "ASC" } else { "DESC" }
+                )
+            })
+            .collect();
+        sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
+    }
+    Ok((sql, params))
 }
 
 /// Translates a filter into a `WHERE` clause, pushing its parameters.
