@@ -739,11 +739,17 @@ mod sync_mode {
         let s = demo_server("sqlite", &[]).await;
         assert!(!s.auditor.config().run_async);
         let store = s.store().clone();
-        for (i, path) in ["/access/function/", "/access/decorator/", "/access/args/3/"].iter().enumerate() {
+        for (i, path) in ["/access/function/", "/access/decorator/", "/access/args/3/"]
+            .iter()
+            .enumerate()
+        {
             let res = s.get(path).await;
             assert_eq!(res.status(), 200);
             // No flush here: the write happened before the response was sent.
-            let n = store.count(Collection::Access, &Filter::all()).await.unwrap();
+            let n = store
+                .count(Collection::Access, &Filter::all())
+                .await
+                .unwrap();
             assert_eq!(n, i as u64 + 1, "{path} stored before its response");
         }
         s.stop().await;
@@ -757,18 +763,35 @@ mod providers {
     async fn custom_provider_setting_selects_and_renames_registered_providers() {
         let (config, _dir) = config("sqlite", "[custom_provider]\nmy_app = \"counter\"", &[]);
         let (auditor, guard) = Auditor::builder(config.clone())
-            .provider("counter", |_: &audit_runtime::http::ProviderContext<'_>| 7_i32)
-            .provider("unused", |_: &audit_runtime::http::ProviderContext<'_>| 1_i32)
+            .provider("counter", |_: &audit_runtime::http::ProviderContext<'_>| {
+                7_i32
+            })
+            .provider("unused", |_: &audit_runtime::http::ProviderContext<'_>| {
+                1_i32
+            })
             .start()
             .await
             .unwrap();
-        let app = Router::new().route("/p", get(|| async { "ok" })).layer(AuditLayer::new(auditor.clone()));
+        let app = Router::new()
+            .route("/p", get(|| async { "ok" }))
+            .layer(AuditLayer::new(auditor.clone()));
         let s = serve(app, auditor, guard, None).await;
         s.get("/p").await;
-        assert_eq!(s.access_to("/p").await.custom, Some(doc! { "my_app": 7 }), "under the app key; `unused` not run");
+        assert_eq!(
+            s.access_to("/p").await.custom,
+            Some(doc! { "my_app": 7 }),
+            "under the app key; `unused` not run"
+        );
         s.stop().await;
         // A setting naming a provider nobody registered is a startup error naming it.
-        let err = Auditor::builder(config).start().await.err().expect("unknown provider");
-        assert_eq!(err.to_string(), "custom_provider.my_app: no provider named `counter` is registered (registered: )");
+        let err = Auditor::builder(config)
+            .start()
+            .await
+            .err()
+            .expect("unknown provider");
+        assert_eq!(
+            err.to_string(),
+            "custom_provider.my_app: no provider named `counter` is registered (registered: )"
+        );
     }
 }

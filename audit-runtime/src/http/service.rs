@@ -24,11 +24,13 @@ use std::task::{Context, Poll};
 
 type UserResolver = Arc<dyn Fn(&http::request::Parts) -> Option<AccessUser> + Send + Sync>;
 
+#[derive(Clone)]
 struct Shared {
     auditor: Auditor,
     capture: Capture,
     user_resolver: Option<UserResolver>,
-    provider_failures: AtomicU64,
+    /// Shared by every clone of the layer and every service it made.
+    provider_failures: Arc<AtomicU64>,
 }
 
 /// The audit layer. Wrap an axum `Router` (`.layer(AuditLayer::new(auditor))`) or any service.
@@ -46,7 +48,7 @@ impl AuditLayer {
                 auditor,
                 capture,
                 user_resolver: None,
-                provider_failures: AtomicU64::new(0),
+                provider_failures: Arc::default(),
             }),
         }
     }
@@ -58,17 +60,12 @@ impl AuditLayer {
     where
         F: Fn(&http::request::Parts) -> Option<AccessUser> + Send + Sync + 'static,
     {
-        let s = Arc::try_unwrap(self.shared).unwrap_or_else(|arc| Shared {
-            auditor: arc.auditor.clone(),
-            capture: arc.capture.clone(),
-            user_resolver: arc.user_resolver.clone(),
-            provider_failures: AtomicU64::new(0),
-        });
+        let shared = Shared {
+            user_resolver: Some(Arc::new(f)),
+            ..(*self.shared).clone()
+        };
         AuditLayer {
-            shared: Arc::new(Shared {
-                user_resolver: Some(Arc::new(f)),
-                ..s
-            }),
+            shared: Arc::new(shared),
         }
     }
 
