@@ -15,6 +15,15 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use tower::{Layer, ServiceExt};
 
+/// Cases per property: `FUZZ_CASES` when set (the long runs: a million each, in release mode),
+/// else the CI-sized default.
+fn cases(default: u32) -> u32 {
+    std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -92,7 +101,7 @@ fn header_value() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(2000), .. ProptestConfig::default() })]
 
     #[test]
     fn escaped_keys_never_collide_and_always_round_trip(keys in proptest::collection::btree_set("[a-z.$%_]{0,6}", 0..12)) {
@@ -116,7 +125,7 @@ proptest! {
 fn arbitrary_requests_are_captured_without_panic_and_responses_pass_unchanged() {
     let rig = Rig::new("run_async = true");
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases: 1500,
+        cases: cases(1500),
         ..ProptestConfig::default()
     });
     let strategy = (
@@ -171,7 +180,7 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 fn arbitrary_json_responses_are_stored_with_every_key() {
     let rig = Rig::new("run_async = true\n[capture]\nredact = false");
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases: 1000,
+        cases: cases(1000),
         ..ProptestConfig::default()
     });
     runner
