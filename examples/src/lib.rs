@@ -8,7 +8,8 @@
 
 use audit_runtime::http::{AuditLayer, ProviderContext};
 use audit_runtime::{
-    audited_view, disable_audit, Access, AccessUser, Audited, Auditor, AuditorBuilder, ModelAction,
+    audited_view, disable_audit, Access, AccessUser, AuditDocument, Audited, Auditor,
+    AuditorBuilder, ModelAction, Query,
 };
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
@@ -182,19 +183,24 @@ fn relaxed<T: Serialize>(doc: &T) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-#[audited_view]
-async fn last_access(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let Some(store) = s.auditor.store() else {
+/// The newest stored document of a kind, as relaxed Extended JSON (null when there is none).
+async fn latest<T: AuditDocument>(auditor: &Auditor) -> Json<serde_json::Value> {
+    let Some(store) = auditor.store() else {
         return Json(serde_json::Value::Null);
     };
-    s.auditor.flush().await;
-    let last = Access::objects()
+    auditor.flush().await;
+    let last = Query::<T>::new()
         .newest_first()
         .limit(1)
         .fetch(store)
         .await
         .unwrap_or_default();
     Json(last.first().map(relaxed).unwrap_or(serde_json::Value::Null))
+}
+
+#[audited_view]
+async fn last_access(State(s): State<AppState>) -> Json<serde_json::Value> {
+    latest::<Access>(&s.auditor).await
 }
 
 #[disable_audit]
@@ -286,17 +292,7 @@ async fn delete_poll(
 
 #[audited_view]
 async fn last_model_action(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let Some(store) = s.auditor.store() else {
-        return Json(serde_json::Value::Null);
-    };
-    s.auditor.flush().await;
-    let last = ModelAction::objects()
-        .newest_first()
-        .limit(1)
-        .fetch(store)
-        .await
-        .unwrap_or_default();
-    Json(last.first().map(relaxed).unwrap_or(serde_json::Value::Null))
+    latest::<ModelAction>(&s.auditor).await
 }
 
 #[audited_view]

@@ -301,11 +301,21 @@ async fn demo_access_routes_each_record_one_correct_access(kind: &str) {
     );
 
     let api = &all[7];
+    let api_id = api.id;
     assert_eq!(
         api.custom,
         Some(doc! { "polls": { "names": [], "num_polls": 0_i64 } })
     );
     drop(all);
+    // The demo's /access/last/ serves the newest stored access as relaxed Extended JSON.
+    let last = s
+        .get("/access/last/")
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(last["request"]["path"], "/api/polls/");
+    assert_eq!(last["_id"]["$oid"], api_id.to_hex());
     s.stop().await;
 }
 
