@@ -87,6 +87,36 @@ fn bench(c: &mut Criterion) {
     // this thread), so the writer storing records on its own threads is not counted: what is
     // measured is the request path alone. With the default bounded queue, a request that waits
     // for room is idle, not busy, so waiting is not counted either.
+    // Capturing and serialising one access, the request-path work of the layer proper: the request
+    // part (path, GET, cookies, 16 headers), the access around it, and its BSON bytes.
+    let capture = audit_runtime::http::Capture::new(AuditConfig::default().capture);
+    let req = request();
+    let sample = {
+        let mut a = access_2kb();
+        a.request = audit_runtime::http::capture_request(&req, &capture);
+        bson::to_vec(&a).unwrap().len()
+    };
+    c.bench_function(
+        &format!("capture and serialise one access ({sample} bytes)"),
+        |b| {
+            b.iter(|| {
+                let mut a = Access::new(
+                    "/",
+                    chrono::Utc::now(),
+                    AccessView::new("demo::views::vote", "demo", "vote"),
+                );
+                a.request = audit_runtime::http::capture_request(black_box(&req), &capture);
+                a.response = Some(AccessResponse {
+                    content: bson::Bson::Null,
+                    content_type: "application/json".into(),
+                    status_code: 200,
+                });
+                a.user = Some(AccessUser::anonymous());
+                bson::to_vec(&a).unwrap()
+            })
+        },
+    );
+
     let mut g = c.benchmark_group("one request through the service (request-path CPU time)");
     g.bench_function("bare", |b| {
         b.iter_custom(|iters| {

@@ -9,26 +9,27 @@ use crate::model::MASK;
 use bson::{Bson, Document};
 use http::{HeaderMap, Method, Uri, Version};
 
-/// Compiled capture settings.
+/// The capture rules of the `[capture]` settings, ready to apply to requests.
 #[derive(Debug, Clone)]
-pub(crate) struct Capture {
+pub struct Capture {
     pub(crate) config: CaptureConfig,
 }
 
 impl Capture {
-    pub(crate) fn new(config: CaptureConfig) -> Self {
+    /// Rules from the settings.
+    pub fn new(config: CaptureConfig) -> Self {
         Capture { config }
     }
 
     fn secret_key(&self, key: &str) -> bool {
-        if !self.config.redact {
-            return false;
-        }
-        let lower = key.to_lowercase();
-        self.config
-            .redact_keys
-            .iter()
-            .any(|k| lower.contains(k.as_str()))
+        // The configured keys are lower-case ASCII: an ASCII case-insensitive search finds them
+        // without allocating a lower-cased copy of every key.
+        self.config.redact
+            && self
+                .config
+                .redact_keys
+                .iter()
+                .any(|k| contains_ignore_ascii_case(key, k))
     }
 
     fn secret_header(&self, name: &str) -> bool {
@@ -38,6 +39,27 @@ impl Capture {
                 .redact_headers
                 .iter()
                 .any(|h| h.eq_ignore_ascii_case(name))
+    }
+
+    /// The request part of an access as the layer captures it: the decoded path, GET, COOKIES and
+    /// METADATA, redacted and key-escaped (everything but a form body, which the layer reads).
+    pub fn request<B>(
+        &self,
+        req: &http::Request<B>,
+        path: String,
+        remote: Option<String>,
+    ) -> crate::document::AccessRequest {
+        let mut request = crate::document::AccessRequest::new(path);
+        request.GET = self.form_map(req.uri().query().unwrap_or("").as_bytes());
+        request.COOKIES = self.cookies(req.headers());
+        request.METADATA = self.metadata(
+            req.method(),
+            req.uri(),
+            req.version(),
+            req.headers(),
+            remote,
+        );
+        request
     }
 
     /// `request.GET` / `request.POST`: a form-urlencoded string as a multi-valued map (one value:
@@ -98,7 +120,7 @@ impl Capture {
         // growing (and rehashing) header by header.
         let mut fields: Vec<(String, Bson)> = Vec::with_capacity(headers.len() + 5);
         fields.push(("REQUEST_METHOD".into(), method.as_str().into()));
-        fields.push(("SERVER_PROTOCOL".into(), format!("{version:?}").into()));
+        fields.push(("SERVER_PROTOCOL".into(), protocol(version).into()));
         fields.push((
             "URL_SCHEME".into(),
             uri.scheme_str().unwrap_or("http").into(),
@@ -137,7 +159,10 @@ impl Capture {
 
     /// The query string with secret values masked (it is stored in METADATA too).
     fn redacted_query(&self, query: &str) -> String {
-        if !self.config.redact || query.is_empty() {
+        // Rebuilt only when a secret is in it; most query strings are stored as they came.
+        if !self.config.redact
+            || !form_urlencoded::parse(query.as_bytes()).any(|(k, _)| self.secret_key(&k))
+        {
             return query.to_owned();
         }
         let mut out = form_urlencoded::Serializer::new(String::new());
@@ -210,21 +235,41 @@ impl Capture {
     }
 }
 
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// `HTTP/1.1` and friends, without formatting.
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP",
+    }
+}
+
 /// A header's CGI name (`HTTP_USER_AGENT`), escaped for storage when it has to be.
 fn cgi_key(name: &str) -> String {
     match name {
         "content-type" => "CONTENT_TYPE".to_owned(),
         "content-length" => "CONTENT_LENGTH".to_owned(),
         n => {
-            let mut key = String::with_capacity(5 + n.len());
-            key.push_str("HTTP_");
-            key.extend(n.chars().map(|c| {
-                if c == '-' {
-                    '_'
+            // Header names are ASCII (the http crate guarantees it): map bytes, not chars.
+            let mut bytes = Vec::with_capacity(5 + n.len());
+            bytes.extend_from_slice(b"HTTP_");
+            bytes.extend(n.bytes().map(|b| {
+                if b == b'-' {
+                    b'_'
                 } else {
-                    c.to_ascii_uppercase()
+                    b.to_ascii_uppercase()
                 }
             }));
+            let key = String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             if key.contains(['.', '$', '%']) {
                 escape_key(&key)
             } else {

@@ -24,10 +24,21 @@ mod capture;
 mod service;
 
 pub use body::{AuditBody, BoxError};
+pub use capture::Capture;
 pub use service::{AccessId, AuditLayer, AuditService};
 
 use crate::document::AccessUser;
 use http::{HeaderMap, Method};
+
+/// Captures the request part of an access the way the layer does (path decoded, GET, COOKIES,
+/// METADATA, redaction and key escaping per the rules). For custom middleware, and for measuring
+/// the capture on its own.
+pub fn capture_request<B>(
+    req: &http::Request<B>,
+    rules: &Capture,
+) -> crate::document::AccessRequest {
+    rules.request(req, capture::decoded_path(req.uri()), None)
+}
 
 /// What a custom provider sees of the request.
 #[derive(Debug)]

@@ -148,16 +148,7 @@ where
 
     let interlink = interlink_id(req.headers(), &cap.config.interlink_header);
     let remote = remote_addr(&req);
-    let mut request = AccessRequest::new(path.clone());
-    request.GET = cap.form_map(req.uri().query().unwrap_or("").as_bytes());
-    request.COOKIES = cap.cookies(req.headers());
-    request.METADATA = cap.metadata(
-        req.method(),
-        req.uri(),
-        req.version(),
-        req.headers(),
-        remote,
-    );
+    let mut request = cap.request(&req, path.clone(), remote);
 
     let (mut parts, body) = req.into_parts();
     let route = route_identity(&parts, &cap.config.default_app);
