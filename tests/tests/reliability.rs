@@ -13,6 +13,36 @@ use std::time::{Duration, Instant};
 
 const DEMO_TOML: &str = include_str!("../../examples/demo.toml");
 
+/// SQLite's write lock on `db`, held by another connection: the store cannot be written until
+/// [`StoreLock::release`].
+struct StoreLock(rusqlite::Connection);
+
+impl StoreLock {
+    fn take(db: &std::path::Path) -> StoreLock {
+        let conn = audit_runtime::store::sqlite::open_connection(db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        StoreLock(conn)
+    }
+
+    fn release(self) {
+        self.0.execute_batch("COMMIT").unwrap();
+    }
+}
+
+/// An access of a standalone job, to `path`.
+fn job_access(path: String) -> Access {
+    Access::new(path, chrono::Utc::now(), AccessView::new("t::x", "t", "x"))
+}
+
+/// Records `n` job accesses under `/{prefix}/{i}`.
+async fn record_jobs(auditor: &Auditor, prefix: &str, n: usize) {
+    for i in 0..n {
+        auditor
+            .record_access(job_access(format!("/{prefix}/{i}")))
+            .await;
+    }
+}
+
 fn config(conn: DbConnection, journal: &std::path::Path, extra: &str) -> AuditConfig {
     let toml = format!("{DEMO_TOML}\n");
     // Settings that are not tables go before the demo's tables.
@@ -107,8 +137,7 @@ async fn sqlite_locked_under_load_loses_nothing_and_blocks_no_request() {
     auditor.flush().await;
 
     // Another process-like connection takes the write lock: the store cannot be written.
-    let locker = audit_runtime::store::sqlite::open_connection(&db).unwrap();
-    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let locker = StoreLock::take(&db);
     load(&client, &base, 50, 200).await;
     // Model actions during the outage too.
     for _ in 0..20 {
@@ -130,8 +159,7 @@ async fn sqlite_locked_under_load_loses_nothing_and_blocks_no_request() {
         "records went to the journal: {during:?}"
     );
     assert!(journal.exists());
-    locker.execute_batch("COMMIT").unwrap();
-    drop(locker);
+    locker.release();
 
     load(&client, &base, 250, 50).await;
     auditor.flush().await;
@@ -293,16 +321,8 @@ async fn shutdown_with_the_store_down_spills_and_the_next_start_replays() {
         "flush_timeout_ms = 20000",
     );
     let (auditor, guard) = start(cfg.clone()).await.unwrap();
-    let locker = audit_runtime::store::sqlite::open_connection(&db).unwrap();
-    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    for i in 0..100 {
-        let a = Access::new(
-            format!("/s/{i}"),
-            chrono::Utc::now(),
-            AccessView::new("t::x", "t", "x"),
-        );
-        auditor.record_access(a).await;
-    }
+    let locker = StoreLock::take(&db);
+    record_jobs(&auditor, "s", 100).await;
     let started = Instant::now();
     let m = guard.shutdown().await;
     assert!(
@@ -311,8 +331,7 @@ async fn shutdown_with_the_store_down_spills_and_the_next_start_replays() {
     );
     assert_eq!((m.spilled, m.failed), (100, 0), "{m:?}");
     assert!(journal.exists());
-    locker.execute_batch("COMMIT").unwrap();
-    drop(locker);
+    locker.release();
     // The next start replays the journal first.
     let (auditor, guard) = start(cfg).await.unwrap();
     auditor.flush().await;
@@ -339,8 +358,7 @@ async fn sigkill_after_journaling_loses_nothing() {
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
-    let locker = audit_runtime::store::sqlite::open_connection(&db).unwrap();
-    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let locker = StoreLock::take(&db);
     writeln!(child.stdin.as_mut().unwrap()).unwrap();
     line.clear();
     out.read_line(&mut line).unwrap();
@@ -351,8 +369,7 @@ async fn sigkill_after_journaling_loses_nothing() {
     );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    locker.execute_batch("COMMIT").unwrap();
-    drop(locker);
+    locker.release();
     let cfg = config(DbConnection::Sqlite(db), &journal, "");
     let (auditor, guard) = start(cfg).await.unwrap();
     auditor.flush().await;
@@ -365,15 +382,7 @@ async fn replaying_twice_never_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("audit.db");
     let journal_path = dir.path().join("audit.spill");
-    let docs: Vec<Access> = (0..10)
-        .map(|i| {
-            Access::new(
-                format!("/r/{i}"),
-                chrono::Utc::now(),
-                AccessView::new("t::x", "t", "x"),
-            )
-        })
-        .collect();
+    let docs: Vec<Access> = (0..10).map(|i| job_access(format!("/r/{i}"))).collect();
     let raw: Vec<bson::RawDocumentBuf> = docs
         .iter()
         .map(|d| audit_runtime::store::encode(d).unwrap())
@@ -401,21 +410,11 @@ async fn the_drop_policy_counts_every_drop() {
         .unwrap()
         .with_connection(DbConnection::Sqlite(db.clone()));
     let (auditor, guard) = start(cfg).await.unwrap();
-    let locker = audit_runtime::store::sqlite::open_connection(&db).unwrap();
-    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    for i in 0..50 {
-        auditor
-            .record_access(Access::new(
-                format!("/d/{i}"),
-                chrono::Utc::now(),
-                AccessView::new("t::x", "t", "x"),
-            ))
-            .await;
-    }
+    let locker = StoreLock::take(&db);
+    record_jobs(&auditor, "d", 50).await;
     let m = auditor.metrics();
     assert!(m.dropped >= 45, "{m:?}");
-    locker.execute_batch("COMMIT").unwrap();
-    drop(locker);
+    locker.release();
     auditor.flush().await;
     let m = guard.shutdown().await;
     let stored = auditor
@@ -511,20 +510,10 @@ async fn shutdown_without_a_journal_counts_every_record_it_could_not_store() {
         .unwrap()
         .with_connection(DbConnection::Sqlite(db.clone()));
     let (auditor, guard) = Auditor::start(cfg).await.unwrap();
-    let locker = audit_runtime::store::sqlite::open_connection(&db).unwrap();
-    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    for i in 0..60 {
-        auditor
-            .record_access(Access::new(
-                format!("/l/{i}"),
-                chrono::Utc::now(),
-                AccessView::new("t::x", "t", "x"),
-            ))
-            .await;
-    }
+    let locker = StoreLock::take(&db);
+    record_jobs(&auditor, "l", 60).await;
     let m = guard.shutdown().await;
-    locker.execute_batch("COMMIT").unwrap();
-    drop(locker);
+    locker.release();
     let stored = auditor
         .store()
         .unwrap()
