@@ -716,13 +716,14 @@ fn table_row(kind: Kind, d: &Document) -> String {
                 _ => None,
             };
         }
-        match cur {
+        let text = match cur {
             Some(Bson::String(s)) => s,
             Some(Bson::DateTime(t)) => t.to_chrono().format("%Y-%m-%d %H:%M:%S").to_string(),
             Some(Bson::Null) | None => "-".into(),
             Some(Bson::Document(doc)) => doc.keys().cloned().collect::<Vec<_>>().join(","),
             Some(other) => other.to_string(),
-        }
+        };
+        escape_for_terminal(&text)
     };
     match kind {
         Kind::Access => format!(
@@ -756,6 +757,30 @@ fn table_row(kind: Kind, d: &Document) -> String {
             s("machine")
         ),
     }
+}
+
+/// A stored value made safe to print on a terminal: the values come from clients (a path, a user
+/// name), so a line break in one would forge a row of the table and an escape sequence would
+/// drive the terminal. Control characters, the bidirectional overrides that reorder what is
+/// shown, and the backslash (so the escaping stays unambiguous) are written as Rust escapes.
+pub fn escape_for_terminal(s: &str) -> String {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || c == '\\'
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.contains(unsafe_char) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 async fn export(

@@ -98,8 +98,34 @@ on_both_stores!(
     drop_asks_with_no_as_the_default,
     drop_keeps_referenced_processes,
     list_filters_and_json_round_trip,
+    list_prints_control_characters_escaped,
     export_streams_json_lines,
 );
+
+/// A client chooses its path and its user name: neither may forge a row of the table or send
+/// escape sequences to the operator's terminal.
+async fn list_prints_control_characters_escaped(env: Env) {
+    let store = env.store().await;
+    let forged = "/x\r\n2000-01-01 00:00:00  admin  GET /forged";
+    let mut a = access(forged, at(2011, 1, 1, 0, 0, 0), None);
+    a.user = Some(AccessUser::new(5, "mallory\u{1b}[2J\u{202e}evil"));
+    store.insert_all(&[a]).await.unwrap();
+    let out = env
+        .audit()
+        .args(["access", "list"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "one access, one line: {text:?}");
+    assert!(!text.contains(['\r', '\u{1b}', '\u{202e}']), "{text:?}");
+    assert!(
+        text.contains("/x\\r\\n2000-01-01 00:00:00  admin  GET /forged"),
+        "{text:?}"
+    );
+    assert!(text.contains("mallory\\u{1b}[2J\\u{202e}evil"), "{text:?}");
+}
 
 async fn prepare_and_remove_are_idempotent(env: Env) {
     let dir = tempfile::tempdir().unwrap();
