@@ -27,7 +27,7 @@ fn request() -> Request<Full<Bytes>> {
         .unwrap()
 }
 
-async fn handler(_: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handler<B>(_: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::builder()
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from_static(

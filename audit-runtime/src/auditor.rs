@@ -390,7 +390,7 @@ impl Auditor {
         obj: &T,
     ) -> Option<ObjectId> {
         let active = self.0.active.as_ref()?;
-        if !registry::is_registered(T::MODEL.full_name) {
+        if !registry::is_recorded(T::MODEL.full_name, &self.0.config) {
             return None;
         }
         let mut changes = diff_snapshots(&old, &new).into_document();

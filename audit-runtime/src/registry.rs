@@ -140,30 +140,70 @@ pub fn get_model(full_name: &str) -> Result<&'static ModelRegistration, Registry
         .ok_or_else(|| RegistryError::UnknownModel(full_name.to_owned()))
 }
 
-/// Models whose actions are recorded right now.
+/// Models registered explicitly ([`register`], `logged_models`).
 static RECORDED: RwLock<BTreeSet<&'static str>> = RwLock::new(BTreeSet::new());
+/// Models excluded explicitly ([`unregister`]).
+static EXCLUDED: RwLock<BTreeSet<&'static str>> = RwLock::new(BTreeSet::new());
+/// Models whose skipped actions were already warned about (once per model).
+static WARNED: std::sync::Mutex<BTreeSet<&'static str>> = std::sync::Mutex::new(BTreeSet::new());
 
-fn recorded() -> std::sync::RwLockReadGuard<'static, BTreeSet<&'static str>> {
-    RECORDED.read().unwrap_or_else(|p| p.into_inner())
+fn write(
+    set: &'static RwLock<BTreeSet<&'static str>>,
+) -> std::sync::RwLockWriteGuard<'static, BTreeSet<&'static str>> {
+    set.write().unwrap_or_else(|p| p.into_inner())
 }
 
-fn recorded_mut() -> std::sync::RwLockWriteGuard<'static, BTreeSet<&'static str>> {
-    RECORDED.write().unwrap_or_else(|p| p.into_inner())
+fn read(
+    set: &'static RwLock<BTreeSet<&'static str>>,
+) -> std::sync::RwLockReadGuard<'static, BTreeSet<&'static str>> {
+    set.read().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Starts recording the actions of `T` (idempotent).
+/// Records the actions of `T` again after [`unregister`], and adds it to a narrowed set
+/// (`logged_models`). Idempotent.
 pub fn register<T: crate::model::Audited>() {
-    recorded_mut().insert(T::MODEL.full_name);
+    write(&EXCLUDED).remove(T::MODEL.full_name);
+    write(&RECORDED).insert(T::MODEL.full_name);
 }
 
 /// Stops recording the actions of `T` (idempotent).
 pub fn unregister<T: crate::model::Audited>() {
-    recorded_mut().remove(T::MODEL.full_name);
+    write(&RECORDED).remove(T::MODEL.full_name);
+    write(&EXCLUDED).insert(T::MODEL.full_name);
 }
 
-/// True when actions of the model named `full_name` are recorded.
+/// True when the model named `full_name` was registered explicitly ([`register`] or
+/// `logged_models`).
 pub fn is_registered(full_name: &str) -> bool {
-    recorded().contains(full_name)
+    read(&RECORDED).contains(full_name)
+}
+
+/// True when actions of the model named `full_name` are recorded under `config`.
+///
+/// Deriving `Audited` is the opt-in: a derived model is recorded unless [`unregister`] excluded
+/// it. A non-empty `logged_models` narrows the set to the models it names (plus those registered
+/// in code). A model whose actions are skipped is reported once, at warn level, so a forgotten
+/// setting does not silently leave holes in the trail.
+pub fn is_recorded(full_name: &'static str, config: &AuditConfig) -> bool {
+    let recorded = !read(&EXCLUDED).contains(full_name)
+        && (config.logged_models.is_empty()
+            || read(&RECORDED).contains(full_name)
+            || config.logged_models.iter().any(|m| m == full_name));
+    if !recorded
+        && WARNED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(full_name)
+    {
+        let reason = if read(&EXCLUDED).contains(full_name) {
+            "it was unregistered"
+        } else {
+            "it is not listed in logged_models"
+        };
+        tracing::warn!(target: "audit", model = full_name, reason,
+            "model actions of this model are not recorded");
+    }
+    recorded
 }
 
 /// Registers every model named in `logged_models` (F1, F67). An unknown name is an error naming it,
@@ -174,13 +214,17 @@ pub fn register_models(config: &AuditConfig) -> Result<Vec<&'static str>, Regist
         .iter()
         .map(|n| get_model(n).map(|m| m.full_name))
         .collect::<Result<Vec<_>, _>>()?;
-    recorded_mut().extend(found.iter().copied());
+    write(&RECORDED).extend(found.iter().copied());
+    let mut excluded = write(&EXCLUDED);
+    for m in &found {
+        excluded.remove(m);
+    }
     Ok(found)
 }
 
 /// Unregisters every model named in `logged_models` (unknown names are ignored: nothing to undo).
 pub fn unregister_models(config: &AuditConfig) {
-    let mut set = recorded_mut();
+    let mut set = write(&RECORDED);
     for n in &config.logged_models {
         set.remove(n.as_str());
     }

@@ -1,7 +1,7 @@
 //! 100 MB request and response bodies through the audit layer: streamed end to end, never buffered
 //! beyond the capture cap (the process's peak memory grows by far less than one body).
 
-use audit_runtime::http::AuditLayer;
+use audit_runtime::http::{AuditLayer, AuditRequestBody};
 use audit_runtime::{Access, AuditConfig, Auditor, DbConnection};
 use axum::body::{Body, Bytes};
 use http::{Request, Response};
@@ -36,7 +36,7 @@ async fn hundred_megabyte_bodies_stream_through_without_buffering() {
         .unwrap()
         .with_connection(DbConnection::Sqlite(dir.path().join("audit.db")));
     let (auditor, guard) = Auditor::start(cfg).await.unwrap();
-    let inner = tower::service_fn(|req: Request<Body>| async move {
+    let inner = tower::service_fn(|req: Request<AuditRequestBody<Body>>| async move {
         // The handler reads the whole request body as a stream, counting it.
         let mut body = req.into_body();
         let mut seen = 0usize;
@@ -79,7 +79,16 @@ async fn hundred_megabyte_bodies_stream_through_without_buffering() {
         .get(auditor.store().unwrap())
         .await
         .unwrap();
-    assert!(a.request.POST.is_empty(), "a form over the cap is not kept");
+    assert_eq!(a.request.POST.len(), 1, "a form over the cap is not kept");
+    assert!(
+        a.request
+            .POST
+            .get_str(audit_runtime::http::BODY_NOTE_KEY)
+            .unwrap()
+            .starts_with("<body not stored"),
+        "only a note says why: {:?}",
+        a.request.POST
+    );
     let content = a.response.unwrap().content;
     assert!(
         content.as_str().unwrap().starts_with("<body not stored"),

@@ -1,7 +1,7 @@
 //! Hostile input: property tests over request capture, key escaping, JSON response capture and
 //! configuration parsing (thousands of cases each), plus the specific nasty cases.
 
-use audit_runtime::http::AuditLayer;
+use audit_runtime::http::{AuditLayer, AuditRequestBody};
 use audit_runtime::keys::{escape_document, unescape_key};
 use audit_runtime::{
     Access, AuditConfig, Auditor, Blacklist, Collection, DbConnection, Filter, UrlMatch,
@@ -62,7 +62,7 @@ impl Rig {
         content_type: &'static str,
         body: Vec<u8>,
     ) -> (u16, Vec<u8>) {
-        let inner = tower::service_fn(move |_req: Request<Body>| {
+        let inner = tower::service_fn(move |_req: Request<AuditRequestBody<Body>>| {
             let body = body.clone();
             async move {
                 Ok::<_, Infallible>(

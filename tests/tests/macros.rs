@@ -526,12 +526,13 @@ fn derive_diff_shows_masked_changes_without_values() {
 }
 
 #[tokio::test]
-async fn model_actions_are_recorded_for_registered_models_only() {
+async fn model_actions_follow_unregister_and_register() {
     global_auditor(); // installed before the first audited call
     let auditor = global_auditor();
     let store = auditor.store().unwrap();
     let p = poll();
-    // Not registered yet: nothing recorded.
+    // Unregistered: nothing recorded, until it is registered again.
+    registry::unregister::<Poll>();
     assert_eq!(auditor.record_create(&p).await, None);
     registry::register::<Poll>();
     registry::register::<Poll>();

@@ -1,11 +1,13 @@
-//! The response body wrapper: frames pass through unchanged (byte-identical, still streaming,
-//! D43) while up to the cap are kept for the record, which is finished at the end of the body or
-//! when the body is dropped early.
+//! The body wrappers. The response body: frames pass through unchanged (byte-identical, still
+//! streaming) while up to the cap are kept for the record, which is finished at the end of the
+//! body or when the body is dropped early. The request body: the client's body as the handler
+//! would have seen it without the layer, read first when the layer records it, teed otherwise.
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 /// Error type of [`AuditBody`].
@@ -96,6 +98,21 @@ impl<B> AuditBody<B> {
     }
 }
 
+/// An empty body: what outer layers that answer on their own (CORS preflight, timeouts) build.
+impl<B> Default for AuditBody<B> {
+    fn default() -> Self {
+        AuditBody::full(Bytes::new())
+    }
+}
+
+impl<B> std::fmt::Debug for AuditBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditBody")
+            .field("recording", &self.tee.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<B> Body for AuditBody<B>
 where
     B: Body<Data = Bytes>,
@@ -136,5 +153,158 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// What the layer keeps of a request body while it streams to the handler (bodies whose length
+/// is not announced): up to the cap, with the outcome of the read.
+#[derive(Debug, Default)]
+pub(crate) struct RequestTee {
+    pub(crate) kept: BytesMut,
+    pub(crate) total: u64,
+    pub(crate) cap: usize,
+    pub(crate) over_cap: bool,
+    /// The read error the handler saw, if any.
+    pub(crate) error: Option<String>,
+    /// The body was read to its end.
+    pub(crate) complete: bool,
+}
+
+impl RequestTee {
+    pub(crate) fn new(cap: usize) -> Self {
+        RequestTee {
+            cap,
+            ..Default::default()
+        }
+    }
+
+    fn push(&mut self, data: &Bytes) {
+        self.total += data.len() as u64;
+        if !self.over_cap && self.kept.len() + data.len() <= self.cap {
+            self.kept.extend_from_slice(data);
+        } else {
+            self.over_cap = true;
+            self.kept = BytesMut::new();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        /// The client's body, passed through (and teed when a tee is set).
+        Stream { #[pin] inner: B },
+        /// A body the layer read before the handler: its bytes, then the error the read ended
+        /// with, if it did, so the handler sees what it would have seen without the layer.
+        Buffered { data: Option<Bytes>, error: Option<BoxError> },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The request body the inner service receives: the client's body, unchanged, whether the
+    /// layer read it first (small form and JSON bodies, to record them) or lets it stream.
+    ///
+    /// A wrapper of the layer's own, so that the layer works over any body type (hyper's
+    /// `Incoming` included) without asking it to be built from bytes.
+    pub struct AuditRequestBody<B> {
+        #[pin]
+        kind: Kind<B>,
+        tee: Option<Arc<Mutex<RequestTee>>>,
+    }
+}
+
+impl<B> AuditRequestBody<B> {
+    /// The body as it came.
+    pub fn new(inner: B) -> Self {
+        AuditRequestBody {
+            kind: Kind::Stream { inner },
+            tee: None,
+        }
+    }
+
+    pub(crate) fn teed(inner: B, tee: Arc<Mutex<RequestTee>>) -> Self {
+        AuditRequestBody {
+            kind: Kind::Stream { inner },
+            tee: Some(tee),
+        }
+    }
+
+    pub(crate) fn buffered(data: Bytes, error: Option<BoxError>) -> Self {
+        AuditRequestBody {
+            kind: Kind::Buffered {
+                data: (!data.is_empty()).then_some(data),
+                error,
+            },
+            tee: None,
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for AuditRequestBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditRequestBody").finish_non_exhaustive()
+    }
+}
+
+impl<B> Body for AuditRequestBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Buffered { data, error } => Poll::Ready(match data.take() {
+                Some(d) => Some(Ok(Frame::data(d))),
+                None => error.take().map(Err),
+            }),
+            KindProj::Stream { mut inner } => {
+                let polled = inner
+                    .as_mut()
+                    .poll_frame(cx)
+                    .map(|o| o.map(|r| r.map_err(Into::into)));
+                if let Some(tee) = this.tee {
+                    let mut tee = tee.lock().unwrap_or_else(|p| p.into_inner());
+                    match &polled {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            if let Some(data) = frame.data_ref() {
+                                tee.push(data);
+                            }
+                            // A server may stop polling once the body says it has ended.
+                            if inner.is_end_stream() {
+                                tee.complete = true;
+                            }
+                        }
+                        Poll::Ready(Some(Err(e))) => tee.error = Some(e.to_string()),
+                        Poll::Ready(None) => tee.complete = true,
+                        Poll::Pending => {}
+                    }
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Stream { inner } => inner.is_end_stream(),
+            Kind::Buffered { data, error } => data.is_none() && error.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Stream { inner } => inner.size_hint(),
+            Kind::Buffered { data, error: None } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Buffered { .. } => SizeHint::default(),
+        }
     }
 }

@@ -279,9 +279,38 @@ fn cgi_key(name: &str) -> String {
     }
 }
 
-/// The path, percent-decoded to Unicode (invalid UTF-8 replaced, never rejected: D40).
+/// The path, percent-decoded to Unicode (invalid UTF-8 replaced, never rejected), except `%2F`
+/// and `%25`, which stay encoded.
+///
+/// Routers match the raw path, where `%2F` is not a separator: `/static%2Facme/settings` is one
+/// segment for them. Decoding it to `/static/acme/settings` would let a blacklist pattern such as
+/// `^/static/` exclude a request that the router sent to `/{tenant}/settings`, and would store
+/// `/a%2Fb` and `/a/b` alike. Keeping `%25` encoded keeps the form reversible.
 pub(crate) fn decoded_path(uri: &Uri) -> String {
-    percent_encoding::percent_decode_str(uri.path())
-        .decode_utf8_lossy()
-        .into_owned()
+    let raw = uri.path().as_bytes();
+    if !raw.contains(&b'%') {
+        return uri.path().to_owned();
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' && i + 2 < raw.len() {
+            if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
+                let b = h * 16 + l;
+                if b == b'/' || b == b'%' {
+                    out.push(b'%');
+                    out.push(raw[i + 1]);
+                    out.push(raw[i + 2].to_ascii_uppercase());
+                } else {
+                    out.push(b);
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -23,9 +23,9 @@ mod body;
 mod capture;
 mod service;
 
-pub use body::{AuditBody, BoxError};
+pub use body::{AuditBody, AuditRequestBody, BoxError};
 pub use capture::Capture;
-pub use service::{AccessId, AuditLayer, AuditService};
+pub use service::{AccessId, AuditLayer, AuditService, BODY_NOTE_KEY, CANCELLED, JSON_VALUE_KEY};
 
 use crate::document::AccessUser;
 use http::{HeaderMap, Method};

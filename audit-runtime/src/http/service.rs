@@ -1,25 +1,26 @@
 //! The layer and its service: one access per request, built from the request's context when the
 //! response is complete.
 
-use super::body::{AuditBody, BoxError, Finish, Tee};
+use super::body::{AuditBody, AuditRequestBody, BoxError, Finish, RequestTee, Tee};
 use super::capture::{decoded_path, Capture};
 use super::ProviderContext;
 use crate::auditor::Auditor;
 use crate::context::RequestState;
-use crate::document::{Access, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView};
+use crate::document::{
+    Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView,
+};
 use crate::keys::escape_value;
 use crate::view::{CatchUnwind, ViewIdentity};
-use bson::{Bson, Document};
-use bytes::Bytes;
+use bson::{doc, Bson, Document};
+use bytes::{Bytes, BytesMut};
 use chrono::Utc;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 type UserResolver = Arc<dyn Fn(&http::request::Parts) -> Option<AccessUser> + Send + Sync>;
@@ -31,6 +32,8 @@ struct Shared {
     user_resolver: Option<UserResolver>,
     /// Shared by every clone of the layer and every service it made.
     provider_failures: Arc<AtomicU64>,
+    /// The layer answers a panicking handler with a 500 itself.
+    catch_panic: bool,
 }
 
 /// The audit layer. Wrap an axum `Router` (`.layer(AuditLayer::new(auditor))`) or any service.
@@ -49,6 +52,7 @@ impl AuditLayer {
                 capture,
                 user_resolver: None,
                 provider_failures: Arc::default(),
+                catch_panic: false,
             }),
         }
     }
@@ -62,6 +66,19 @@ impl AuditLayer {
     {
         let shared = Shared {
             user_resolver: Some(Arc::new(f)),
+            ..(*self.shared).clone()
+        };
+        AuditLayer {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Answers a panicking handler with `500 Internal Server Error` in the layer itself, so the
+    /// stored status is the one the client got. Without it the panic is recorded (with no
+    /// response) and goes on to the layers above, as if the layer were not there.
+    pub fn catch_panic(self) -> Self {
+        let shared = Shared {
+            catch_panic: true,
             ..(*self.shared).clone()
         };
         AuditLayer {
@@ -94,22 +111,22 @@ pub struct AuditService<S> {
 
 impl<S, ReqB, ResB> tower::Service<Request<ReqB>> for AuditService<S>
 where
-    S: tower::Service<Request<ReqB>, Response = Response<ResB>, Error = Infallible>
+    S: tower::Service<Request<AuditRequestBody<ReqB>>, Response = Response<ResB>>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
-    ReqB: Body + From<Bytes> + Send + 'static,
-    ReqB::Data: Send,
-    ReqB::Error: Send,
+    S::Error: std::fmt::Display + Send + 'static,
+    ReqB: Body<Data = Bytes> + Send + 'static,
+    ReqB::Error: Into<BoxError>,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError> + Send,
 {
     type Response = Response<AuditBody<ResB>>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -126,15 +143,17 @@ async fn serve<S, ReqB, ResB>(
     shared: Arc<Shared>,
     mut inner: S,
     req: Request<ReqB>,
-) -> Result<Response<AuditBody<ResB>>, Infallible>
+) -> Result<Response<AuditBody<ResB>>, S::Error>
 where
-    S: tower::Service<Request<ReqB>, Response = Response<ResB>, Error = Infallible>,
-    ReqB: Body + From<Bytes>,
+    S: tower::Service<Request<AuditRequestBody<ReqB>>, Response = Response<ResB>>,
+    S::Error: std::fmt::Display,
+    ReqB: Body<Data = Bytes>,
+    ReqB::Error: Into<BoxError>,
     ResB: Body<Data = Bytes>,
 {
     if !shared.auditor.is_active() {
-        // F61: the response passes through untouched.
-        let res = inner.call(req).await?;
+        // Auditing is off: the request and the response pass through untouched.
+        let res = inner.call(req.map(AuditRequestBody::new)).await?;
         return Ok(res.map(AuditBody::passthrough));
     }
     let config = shared.auditor.config();
@@ -148,7 +167,7 @@ where
 
     let interlink = interlink_id(req.headers(), &cap.config.interlink_header);
     let remote = remote_addr(&req);
-    let mut request = cap.request(&req, path.clone(), remote);
+    let request = cap.request(&req, path, remote);
 
     let (mut parts, body) = req.into_parts();
     let route = route_identity(&parts, &cap.config.default_app);
@@ -158,56 +177,63 @@ where
         .get::<AccessUser>()
         .cloned()
         .or_else(|| shared.user_resolver.as_ref().and_then(|r| r(&parts)));
-    let method = parts.method.clone();
     let provider_headers = (!shared.auditor.providers().is_empty()).then(|| parts.headers.clone());
 
-    // Form bodies are kept up to the cap (known length only); others stream to the handler untouched.
-    let body = if is_form(&parts.headers)
-        && content_length(&parts.headers).is_some_and(|n| n <= cap.config.max_body_bytes as u64)
-    {
-        match body.collect().await {
-            Ok(collected) => {
-                let bytes = collected.to_bytes();
-                request.POST = cap.form_map(&bytes);
-                ReqB::from(bytes)
-            }
-            Err(_) => {
-                request
-                    .POST
-                    .insert("_audit_error", "request body could not be read");
-                ReqB::from(Bytes::new())
-            }
-        }
-    } else {
-        body
-    };
+    // From here on the request leaves an access whatever becomes of this future: if it is dropped
+    // (the client hung up, an outer timeout fired, the server shut down), the guard records it.
+    let mut pending = Pending(Some(Finisher {
+        shared: shared.clone(),
+        state: state.clone(),
+        request,
+        request_tee: None,
+        interlink: interlink.clone(),
+        route,
+        user,
+        method: parts.method.clone(),
+        provider_headers,
+        status: None,
+        content_type: String::new(),
+    }));
+    let body = request_body(&parts.headers, body, cap, pending.get()).await;
     parts.extensions.insert(AccessId(state.access_id));
     let req = Request::from_parts(parts, body);
 
     let outcome = state.scope(CatchUnwind::new(inner.call(req))).await;
-    let finisher = Finisher {
-        shared: shared.clone(),
-        state: state.clone(),
-        request,
-        interlink: interlink.clone(),
-        route,
-        user,
-        method,
-        provider_headers,
-        status: None,
-        content_type: String::new(),
-    };
+    let mut finisher = pending.take();
     let res = match outcome {
         Err(panic) => {
-            // The handler panicked: record the access with its exception and the 500 the request
-            // ends in (D45), then let the panic go on so the host's own handling (a catch-panic
-            // layer, the server) is unchanged.
-            let mut finisher = finisher;
-            finisher.status = Some(500);
+            finisher.set_exception_if_none(|| AccessException {
+                kind: "panic".into(),
+                message: panic_message(&*panic),
+                trace: String::new(),
+            });
+            if shared.catch_panic {
+                // The layer answers the panic itself, so the 500 it stores is what the client got.
+                finisher.status = Some(500);
+                finisher.finish_now(Bson::Null).await;
+                let mut res = Response::new(AuditBody::full(Bytes::from_static(
+                    b"Internal Server Error",
+                )));
+                *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                return Ok(res);
+            }
+            // No response was produced: the panic goes on to the layers above (a catch-panic
+            // layer answers 500; without one the server closes the connection), so none is
+            // stored.
             finisher.finish_now(Bson::Null).await;
             std::panic::resume_unwind(panic);
         }
-        Ok(Err(never)) => match never {},
+        Ok(Err(e)) => {
+            // The inner service failed without a response (as tower-http's `OnFailure` sees
+            // it): recorded as the exception, then passed on unchanged.
+            finisher.set_exception_if_none(|| AccessException {
+                kind: std::any::type_name::<S::Error>().to_owned(),
+                message: e.to_string(),
+                trace: String::new(),
+            });
+            finisher.finish_now(Bson::Null).await;
+            return Err(e);
+        }
         Ok(Ok(res)) => res,
     };
     let (mut head, body) = res.into_parts();
@@ -221,7 +247,6 @@ where
         .get(http::header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
-    let mut finisher = finisher;
     finisher.status = Some(head.status.as_u16());
     finisher.content_type = content_type.clone();
 
@@ -252,19 +277,168 @@ where
     Ok(Response::from_parts(head, AuditBody::tee(body, tee)))
 }
 
+/// Holds the finisher while the request is in the inner service; if the service future is
+/// dropped before the response, the drop records the access as cancelled.
+struct Pending(Option<Finisher>);
+
+impl Pending {
+    fn get(&mut self) -> &mut Finisher {
+        self.0
+            .as_mut()
+            .expect("the finisher is taken once, at the end")
+    }
+
+    fn take(&mut self) -> Finisher {
+        self.0
+            .take()
+            .expect("the finisher is taken once, at the end")
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(mut finisher) = self.0.take() else {
+            return;
+        };
+        finisher.status = None;
+        finisher.set_exception_if_none(|| AccessException {
+            kind: CANCELLED.into(),
+            message: "the request ended before a response: the client disconnected, or an outer \
+                      layer (a timeout, a shutdown) dropped it"
+                .into(),
+            trace: String::new(),
+        });
+        if let Some((auditor, access)) = finisher.build(Bson::Null) {
+            auditor.record_access_nowait(access);
+        }
+    }
+}
+
+/// `exception.type` of an access whose request ended before a response (client gone, outer
+/// timeout, shutdown); `response` is absent in it.
+pub const CANCELLED: &str = "cancelled";
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "Box<dyn Any>".to_owned())
+}
+
+/// What the layer keeps of a request body, and the body the handler gets.
+///
+/// Form and JSON bodies are recorded: when their announced length is within the cap they are read
+/// first (so they are recorded even when the handler never reads them) and handed on unchanged,
+/// including the error a read ended with; when the length is not announced they are teed while
+/// the handler reads them. Other bodies are never touched.
+async fn request_body<B>(
+    headers: &HeaderMap,
+    body: B,
+    cap: &Capture,
+    finisher: &mut Finisher,
+) -> AuditRequestBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let Some(kind) = BodyKind::of(headers) else {
+        return AuditRequestBody::new(body);
+    };
+    let max = cap.config.max_body_bytes;
+    match content_length(headers) {
+        Some(n) if n <= max as u64 => {
+            let mut body = std::pin::pin!(body);
+            let mut data = BytesMut::new();
+            let mut error: Option<BoxError> = None;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(frame) => {
+                        if let Ok(d) = frame.into_data() {
+                            data.extend_from_slice(&d);
+                        }
+                    }
+                    Err(e) => {
+                        error = Some(e.into());
+                        break;
+                    }
+                }
+            }
+            let data = data.freeze();
+            finisher.request.POST = match &error {
+                Some(e) => read_error(e),
+                None => kind.parse(cap, &data),
+            };
+            AuditRequestBody::buffered(data, error)
+        }
+        Some(n) => {
+            finisher.request.POST = over_cap(n, max);
+            AuditRequestBody::new(body)
+        }
+        None => {
+            let tee = Arc::new(Mutex::new(RequestTee::new(max)));
+            finisher.request_tee = Some((tee.clone(), kind));
+            AuditRequestBody::teed(body, tee)
+        }
+    }
+}
+
+/// The request bodies the layer records.
+#[derive(Debug, Clone, Copy)]
+enum BodyKind {
+    Form,
+    Json,
+}
+
+impl BodyKind {
+    fn of(headers: &HeaderMap) -> Option<BodyKind> {
+        let ct = headers
+            .get(http::header::CONTENT_TYPE)?
+            .to_str()
+            .ok()?
+            .to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if essence == "application/x-www-form-urlencoded" {
+            Some(BodyKind::Form)
+        } else if essence == "application/json" || essence.ends_with("+json") {
+            Some(BodyKind::Json)
+        } else {
+            None
+        }
+    }
+
+    /// `request.POST` from a whole body: form fields, or a JSON object's members. Any other JSON
+    /// value is kept under `_json`; a body that is not JSON is noted, not stored.
+    fn parse(self, cap: &Capture, data: &[u8]) -> Document {
+        match self {
+            BodyKind::Form => cap.form_map(data),
+            BodyKind::Json => match serde_json::from_slice::<serde_json::Value>(data) {
+                Ok(v) => match cap.json_to_bson(v) {
+                    Bson::Document(d) => d,
+                    other => doc! { JSON_VALUE_KEY: other },
+                },
+                Err(e) => doc! { BODY_NOTE_KEY: format!("request body is not valid JSON: {e}") },
+            },
+        }
+    }
+}
+
+/// The key of `request.POST` holding a JSON request body that is not an object.
+pub const JSON_VALUE_KEY: &str = "_json";
+/// The key of `request.POST` explaining why a form or JSON body is not stored.
+pub const BODY_NOTE_KEY: &str = "_audit_error";
+
+fn read_error(e: &BoxError) -> Document {
+    doc! { BODY_NOTE_KEY: format!("request body could not be read: {e}") }
+}
+
+fn over_cap(total: u64, max: usize) -> Document {
+    doc! { BODY_NOTE_KEY: format!("<body not stored: {total} bytes or more, over the {max}-byte cap>") }
+}
+
 /// The access id of the request, in the request extensions (handlers can extract it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccessId(pub bson::oid::ObjectId);
-
-fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        })
-}
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -342,6 +516,8 @@ struct Finisher {
     shared: Arc<Shared>,
     state: Arc<RequestState>,
     request: AccessRequest,
+    /// A request body teed while the handler read it (its length was not announced).
+    request_tee: Option<(Arc<Mutex<RequestTee>>, BodyKind)>,
     interlink: String,
     route: ViewIdentity,
     user: Option<AccessUser>,
@@ -352,12 +528,34 @@ struct Finisher {
 }
 
 impl Finisher {
+    fn set_exception_if_none(&mut self, exception: impl FnOnce() -> AccessException) {
+        let mut inner = self.state.lock();
+        if inner.exception.is_none() {
+            inner.exception = Some(exception());
+        }
+    }
+
     /// The access, or `None` when the request is not to be recorded (disabled, blacklisted).
-    fn build(self, content: Bson) -> Option<(Auditor, Access)> {
+    fn build(mut self, content: Bson) -> Option<(Auditor, Access)> {
         let inner = self.state.lock();
         if inner.disabled || self.state.is_blacklisted(&inner) {
             return None;
         }
+        drop(inner);
+        if let Some((tee, kind)) = self.request_tee.take() {
+            let tee = tee.lock().unwrap_or_else(|p| p.into_inner());
+            let cap = &self.shared.capture;
+            self.request.POST = if let Some(e) = &tee.error {
+                doc! { BODY_NOTE_KEY: format!("request body could not be read: {e}") }
+            } else if tee.over_cap {
+                over_cap(tee.total, cap.config.max_body_bytes)
+            } else if tee.complete {
+                kind.parse(cap, &tee.kept)
+            } else {
+                doc! { BODY_NOTE_KEY: "request body not read by the handler" }
+            };
+        }
+        let inner = self.state.lock();
         let view = inner.view.cloned().unwrap_or(self.route);
         let mut access_view = AccessView::new(view.full_name, view.app, view.name);
         access_view.args = inner.args.clone();
