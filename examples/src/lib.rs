@@ -3,7 +3,7 @@
 //!
 //! Routes: `GET /`, `/access/class/`, `/access/function/`, `/access/decorator/`,
 //! `/access/exception/`, `/access/panic/`, `/access/args/{n}/`, `/access/last/`,
-//! `/access/disabled/`, `POST /login/`, `POST /modelaction/create/`, `/modelaction/update/`,
+//! `/access/disabled/`, `/access/slow/?ms=N`, `POST /login/`, `POST /modelaction/create/`, `/modelaction/update/`,
 //! `/modelaction/delete/`, `GET /modelaction/last/`, `GET /api/polls/`.
 
 use audit_runtime::http::{AuditLayer, ProviderContext};
@@ -108,6 +108,7 @@ pub fn app(auditor: Auditor, polls: Polls) -> Router {
         .route("/access/args/{n}/", get(args_view))
         .route("/access/last/", get(last_access))
         .route("/access/disabled/", get(disabled_view))
+        .route("/access/slow/", get(slow_view))
         .route("/login/", post(login))
         .route("/modelaction/create/", post(create_poll))
         .route("/modelaction/update/", post(update_poll))
@@ -115,9 +116,13 @@ pub fn app(auditor: Auditor, polls: Polls) -> Router {
         .route("/modelaction/last/", get(last_model_action))
         .route("/api/polls/", get(api_polls))
         .with_state(state)
-        .layer(AuditLayer::new(auditor).user_resolver(demo_user))
-        // Outside the audit layer: a panicking handler answers 500 after being recorded.
-        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        // `catch_panic`: a panicking handler answers 500 from the audit layer itself, so the
+        // stored status is the one the client got.
+        .layer(
+            AuditLayer::new(auditor)
+                .user_resolver(demo_user)
+                .catch_panic(),
+        )
 }
 
 async fn index() -> Html<&'static str> {
@@ -240,15 +245,40 @@ impl PollForm {
 
 #[audited_view]
 async fn create_poll(State(s): State<AppState>, Form(f): Form<PollForm>) -> Json<Poll> {
+    create(&s, |id| f.question.unwrap_or_else(|| format!("Poll {id}"))).await
+}
+
+/// The query of `/access/slow/`.
+#[derive(Deserialize)]
+pub struct SlowQuery {
+    /// How long to wait before acting, in milliseconds (at most a minute).
+    #[serde(default)]
+    ms: u64,
+}
+
+/// Waits `ms` milliseconds, then creates a poll (and records it). Hang up before the end
+/// (`curl --max-time 1 '/access/slow/?ms=5000'`) and the trail still holds the access, marked
+/// `cancelled`, with no poll created.
+#[audited_view]
+async fn slow_view(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<SlowQuery>,
+) -> Json<Poll> {
+    tokio::time::sleep(std::time::Duration::from_millis(q.ms.min(60_000))).await;
+    create(&s, |_| format!("Slow poll after {} ms", q.ms)).await
+}
+
+/// Creates a poll whose question is made from its new id, and records it.
+async fn create(s: &AppState, question: impl FnOnce(i64) -> String) -> Json<Poll> {
     let id = s.polls.next.fetch_add(1, Ordering::SeqCst) + 1;
     let poll = Poll {
         id,
-        question: f.question.unwrap_or_else(|| format!("Poll {id}")),
+        question: question(id),
         updated: chrono::Utc::now(),
         admin_token: format!("token-{id}"),
     };
     s.polls.lock().insert(id, poll.clone());
-    // Recorded after the change is "committed" (D19).
+    // Recorded after the change is "committed": a change rolled back is never recorded.
     s.auditor.record_create(&poll).await;
     Json(poll)
 }
