@@ -1,5 +1,6 @@
 //! HTTP capture: a tower [`Layer`](tower::Layer) that records one [`Access`] per request served
-//! through it — for axum, hyper or any tower stack (F30–F53, with the fixes of D11–D14, D41–D46).
+//! through it — for axum, hyper or any tower stack, over any request body type and any inner
+//! error type.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,6 +19,21 @@
 //! for bodies that are not captured, at the end of the body for JSON and XML bodies (which stream
 //! to the client unchanged while up to `capture.max_body_bytes` are kept). In sync mode the record
 //! is stored before the response is returned whenever the body is small and known in advance.
+//!
+//! Every request that reaches the layer leaves exactly one access, whatever happens to it:
+//! - the client hangs up, an outer timeout fires, or the server shuts down while the handler runs:
+//!   the service future is dropped, and a guard records the access with no `response` and
+//!   `exception.type` [`CANCELLED`], timed up to the drop;
+//! - the inner service returns an error: it is recorded as the exception (its type and message)
+//!   and returned unchanged;
+//! - the handler panics: the panic is recorded with no `response` and goes on to the layers
+//!   above, unless [`AuditLayer::catch_panic`] makes the layer answer `500` itself (then the 500
+//!   is stored, since it is what the client got).
+//!
+//! Form and JSON request bodies are recorded in `request.POST` (redacted and key-escaped like the
+//! rest); a JSON value that is not an object goes under [`JSON_VALUE_KEY`], and a body that is
+//! over the cap, unreadable or not JSON leaves a note under [`BODY_NOTE_KEY`] instead. The handler
+//! always gets the body the client sent, read errors included.
 
 mod body;
 mod capture;
