@@ -72,6 +72,45 @@ enum Command {
         #[command(subcommand)]
         command: ListOnly,
     },
+    /// Write a new Ed25519 key pair for signing seals: the private key to PATH (0600), the
+    /// public key to PATH.pub.
+    Keygen {
+        /// Where the private key goes (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check that nobody edited the trail: recompute every seal chain and re-hash every sealed
+    /// record. Exit 0 when intact, 1 when anything is wrong.
+    Verify {
+        /// The public key (PATH.pub from `keygen`): every seal must be signed by it.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Only records from this date (DATE[THH:MM]); seals are always checked whole.
+        #[arg(long)]
+        from: Option<String>,
+        /// Only records up to this date (a bare DATE includes the whole day).
+        #[arg(long)]
+        to: Option<String>,
+        /// One JSON object per finding, then a summary object.
+        #[arg(long)]
+        json: bool,
+        /// Records younger than this many seconds may still be waiting for their seal.
+        #[arg(long, default_value_t = 600)]
+        in_flight_secs: u64,
+    },
+    /// Replace a user's personal data in their accesses (and the model actions those caused)
+    /// with a tombstone, stated in an erasure seal so that `verify` still passes.
+    Erase {
+        /// The user id (an integer, or any string id).
+        #[arg(long)]
+        user_id: String,
+        /// Print what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Stream every matching document as JSON lines.
     Export {
         /// Which collection.
@@ -304,8 +343,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     writeln!(out, "Aborted: no data deleted.")?;
                     return Ok(());
                 }
+                let mut counts = Vec::new();
                 for c in Collection::ALL {
-                    let n = store.count(c, &Filter::all()).await?;
+                    counts.push((c, store.count(c, &Filter::all()).await?));
+                }
+                seal_removal(&store, &config, "remove --purge", None, &counts).await?;
+                for (c, n) in counts {
                     store.drop_collection(c).await?;
                     writeln!(out, "deleted  {n} documents from {c}")?;
                 }
@@ -337,6 +380,79 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Process {
             command: ListOnly::List(args),
         } => list(&config, Kind::Process, args, &mut out).await?,
+        Command::Keygen { out: path } => {
+            let public = crate::seal::keygen(&path).map_err(|e| CliError::Usage(e.to_string()))?;
+            let hex: String = public
+                .as_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            writeln!(
+                out,
+                "private key: {} (keep it from the database's administrators)\npublic key:  {} ({hex})\nsign seals with: seal_key_file = \"{}\"",
+                path.display(),
+                crate::seal::public_key_path(&path).display(),
+                path.display()
+            )?;
+        }
+        Command::Verify {
+            key,
+            from,
+            to,
+            json,
+            in_flight_secs,
+        } => {
+            let key = key
+                .map(|k| crate::seal::load_verifying_key(&k))
+                .transpose()
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let mut opts = crate::seal::VerifyOptions::default();
+            opts.key = key;
+            opts.from = from
+                .as_deref()
+                .map(|f| parse_moment(f, false))
+                .transpose()?;
+            opts.to = to.as_deref().map(|t| parse_moment(t, true)).transpose()?;
+            opts.in_flight = std::time::Duration::from_secs(in_flight_secs);
+            let store = open_existing(&config).await?;
+            verify(&store, &opts, json, &mut out).await?;
+        }
+        Command::Erase {
+            user_id,
+            dry_run,
+            yes,
+        } => {
+            let store = open_existing(&config).await?;
+            let id = user_id
+                .parse::<i64>()
+                .map(Bson::Int64)
+                .unwrap_or_else(|_| Bson::String(user_id.clone()));
+            let would = crate::seal::erase_user(&store, &config, &id, true)
+                .await
+                .map_err(|e| CliError::Runtime(e.to_string()))?;
+            let what = format!(
+                "{} accesses and {} model actions of user {}",
+                would.accesses,
+                would.model_actions,
+                escape_for_terminal(&user_id)
+            );
+            if dry_run {
+                writeln!(out, "would erase the personal data of {what}")?;
+                return Ok(());
+            }
+            if !yes && !confirm(&format!("Erase the personal data of {what}?"))? {
+                writeln!(out, "Aborted: nothing changed.")?;
+                return Ok(());
+            }
+            let done = crate::seal::erase_user(&store, &config, &id, false)
+                .await
+                .map_err(|e| CliError::Runtime(e.to_string()))?;
+            writeln!(
+                out,
+                "erased the personal data of {} accesses and {} model actions",
+                done.accesses, done.model_actions
+            )?;
+        }
         Command::Export {
             kind,
             from,
@@ -479,6 +595,7 @@ async fn drop_data(
             writeln!(out, "Aborted: nothing deleted.")?;
             return Ok(());
         }
+        seal_removal(store, config, "drop", None, &counts).await?;
         for (c, n) in counts {
             store.drop_collection(c).await?;
             writeln!(out, "deleted {n} documents from {c}")?;
@@ -543,6 +660,18 @@ async fn drop_data(
         writeln!(out, "Aborted: nothing deleted.")?;
         return Ok(());
     }
+    seal_removal(
+        store,
+        config,
+        "drop",
+        Some(range),
+        &[
+            (Collection::Access, accesses),
+            (Collection::ModelAction, actions),
+            (Collection::Process, orphans.len() as u64),
+        ],
+    )
+    .await?;
     let a = store
         .delete_many(Collection::Access, &access_filter)
         .await?;
@@ -559,6 +688,122 @@ async fn drop_data(
         Collection::ModelAction
     )?;
     writeln!(out, "deleted {p} documents from {}", Collection::Process)?;
+    Ok(())
+}
+
+/// Seals what a removal is about to delete (before it deletes), so `verify` can tell it from
+/// tampering.
+async fn seal_removal(
+    store: &Store,
+    config: &AuditConfig,
+    reason: &str,
+    range: Option<Range>,
+    counts: &[(Collection, u64)],
+) -> Result<(), CliError> {
+    let ranges: Vec<crate::seal::PrunedRange> = counts
+        .iter()
+        .map(|&(collection, count)| crate::seal::PrunedRange {
+            collection,
+            from: range.map(|r| r.0),
+            to: range.map_or_else(Utc::now, |r| r.1),
+            count,
+        })
+        .collect();
+    crate::seal::seal_prune(store, config, reason, &ranges)
+        .await
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    Ok(())
+}
+
+/// Opens a store that must already exist: a mistyped SQLite path is an error, not a new empty
+/// database that then verifies clean.
+async fn open_existing(config: &AuditConfig) -> Result<Store, CliError> {
+    if let crate::config::DbConnection::Sqlite(path) = &config.db_connection {
+        if !path.exists() {
+            return Err(CliError::Usage(format!(
+                "no audit database at {}",
+                path.display()
+            )));
+        }
+    }
+    open(config).await
+}
+
+async fn verify(
+    store: &Store,
+    opts: &crate::seal::VerifyOptions,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message("verifying: seals and records read");
+        Some(bar)
+    } else {
+        None
+    };
+    let mut write_error = None;
+    let summary = crate::seal::verify(
+        store,
+        opts,
+        |f| {
+            let line = if json {
+                serde_json::to_string(f).unwrap_or_default()
+            } else {
+                escape_for_terminal(&f.to_string())
+            };
+            if let Err(e) = writeln!(out, "{line}") {
+                write_error.get_or_insert(e);
+            }
+        },
+        |n| {
+            if let Some(bar) = &bar {
+                bar.set_position(n);
+            }
+        },
+    )
+    .await
+    .map_err(|e| CliError::Runtime(e.to_string()))?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "summary": summary, "intact": summary.findings == 0 })
+        )?;
+    } else {
+        for h in &summary.heads {
+            writeln!(
+                out,
+                "head: stream {} seq {} hash {}",
+                h.stream, h.seq, h.hash
+            )?;
+        }
+        writeln!(
+            out,
+            "verified {} seals in {} streams and {} records: {} pruned, {} erased, {} written before sealing began",
+            summary.seals,
+            summary.heads.len(),
+            summary.records,
+            summary.pruned,
+            summary.erased,
+            summary.unsealed_before_first_seal
+        )?;
+    }
+    if summary.findings > 0 {
+        return Err(CliError::Runtime(format!(
+            "{} findings: the trail is not intact",
+            summary.findings
+        )));
+    }
+    if !json {
+        writeln!(out, "intact")?;
+    }
     Ok(())
 }
 

@@ -134,6 +134,17 @@ pub struct AuditConfig {
     /// start. Off by default: without it, an outage is absorbed by the queue and then by
     /// back-pressure.
     pub spill_path: Option<PathBuf>,
+    /// Write a seal (the hash chain over the stored records) after every batch. On by default.
+    pub seal: bool,
+    /// The Ed25519 private key (PEM, from `audit keygen`) that signs every seal; unsigned seals
+    /// without it.
+    pub seal_key_file: Option<PathBuf>,
+    /// Every this many seals the writer logs the head of its chain at info level, so the head
+    /// also lives in the application's own logs.
+    pub seal_anchor_every: u64,
+    /// What `audit erase` replaces with a tombstone besides the user name: dotted paths in the
+    /// user's accesses and in the model actions they caused.
+    pub erase_fields: Vec<String>,
 }
 
 /// The `[capture]` table: what the HTTP layer stores of a request and its response.
@@ -202,6 +213,19 @@ impl Default for AuditConfig {
             flush_timeout: Duration::from_secs(10),
             capture: CaptureConfig::default(),
             spill_path: None,
+            seal: true,
+            seal_key_file: None,
+            seal_anchor_every: 100,
+            erase_fields: [
+                "request.POST",
+                "request.COOKIES",
+                "request.METADATA.REMOTE_ADDR",
+                "request.METADATA.HTTP_X_FORWARDED_FOR",
+                "request.METADATA.HTTP_X_REAL_IP",
+                "request.METADATA.HTTP_USER_AGENT",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }
@@ -224,6 +248,10 @@ const KEYS: &[&str] = &[
     "flush_timeout_ms",
     "capture",
     "spill_path",
+    "seal",
+    "seal_key_file",
+    "seal_anchor_every",
+    "erase_fields",
 ];
 
 /// Environment variables that are not settings but are allowed under the `AUDIT_` prefix.
@@ -335,6 +363,22 @@ impl AuditConfig {
                     let p = as_str(&key, &value)?;
                     c.spill_path = (!p.is_empty()).then(|| PathBuf::from(p));
                 }
+                "seal" => c.seal = as_bool(&key, &value)?,
+                "erase_fields" => c.erase_fields = as_str_list(&key, &value)?,
+                "seal_key_file" => {
+                    let p = as_str(&key, &value)?;
+                    c.seal_key_file = (!p.is_empty()).then(|| PathBuf::from(p));
+                }
+                "seal_anchor_every" => {
+                    c.seal_anchor_every = match value.as_integer() {
+                        Some(n) if n > 0 => n as u64,
+                        _ => {
+                            return err(format!(
+                                "seal_anchor_every: expected a positive integer, got {value}"
+                            ))
+                        }
+                    }
+                }
                 other => {
                     return err(format!(
                         "unknown setting `{other}` (known: {})",
@@ -360,6 +404,7 @@ impl AuditConfig {
             Collection::Access => &self.access_indexes,
             Collection::Process => &self.process_indexes,
             Collection::ModelAction => &self.model_action_indexes,
+            Collection::Seal => &Vec::new(),
         };
         let mut all = default_indexes(c);
         for spec in custom {
@@ -392,11 +437,13 @@ fn env_value(var: &str, key: &str, v: &str) -> Result<(String, Value), ConfigErr
         ));
     }
     let value = match key.as_str() {
-        "activate" | "run_async" | "translate_urls" => Value::Boolean(
+        "activate" | "run_async" | "translate_urls" | "seal" => Value::Boolean(
             parse_bool(v)
                 .ok_or_else(|| ConfigError(format!("{var}: expected true or false, got `{v}`")))?,
         ),
-        "db_alias" | "queue_name" | "full_policy" | "spill_path" => Value::String(v.to_owned()),
+        "db_alias" | "queue_name" | "full_policy" | "spill_path" | "seal_key_file" => {
+            Value::String(v.to_owned())
+        }
         "logged_models" if !v.trim_start().starts_with('[') => Value::Array(
             v.split(',')
                 .map(str::trim)

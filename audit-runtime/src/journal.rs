@@ -25,6 +25,7 @@ fn tag(c: Collection) -> u8 {
         Collection::Access => b'a',
         Collection::ModelAction => b'm',
         Collection::Process => b'p',
+        Collection::Seal => b's',
     }
 }
 
@@ -33,6 +34,7 @@ fn collection(tag: u8) -> Option<Collection> {
         b'a' => Some(Collection::Access),
         b'm' => Some(Collection::ModelAction),
         b'p' => Some(Collection::Process),
+        b's' => Some(Collection::Seal),
         _ => None,
     }
 }

@@ -14,7 +14,8 @@
 //! - [`registry`] and [`model`]: what the macros register and implement;
 //! - [`auditor`], [`context`], [`view`] and [`writer`]: recording (the request context, the
 //!   handler wrapper, the batching writer);
-//! - [`http`]: the tower layer that captures HTTP accesses.
+//! - [`http`]: the tower layer that captures HTTP accesses;
+//! - [`seal`]: the hash chain (optionally signed) that makes edits to the trail evident.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
@@ -41,6 +42,7 @@ pub mod model;
 pub mod process;
 pub mod query;
 pub mod registry;
+pub mod seal;
 pub mod store;
 pub mod view;
 pub mod writer;

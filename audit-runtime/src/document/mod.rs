@@ -62,7 +62,7 @@ pub trait AuditDocument:
     }
 }
 
-/// The three audit collections.
+/// The three audit collections, and the seals that chain them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Collection {
     /// `audit_access`
@@ -71,10 +71,13 @@ pub enum Collection {
     Process,
     /// `audit_model_action`
     ModelAction,
+    /// `audit_seal`: the hash chain over the other three (see [`crate::seal`]); not one of the
+    /// original's collections, so not in [`Collection::ALL`].
+    Seal,
 }
 
 impl Collection {
-    /// All three, in the order setup creates them.
+    /// The three audit collections, in the order setup creates them.
     pub const ALL: [Collection; 3] = [
         Collection::Access,
         Collection::Process,
@@ -87,6 +90,7 @@ impl Collection {
             Collection::Access => ACCESS_COLLECTION,
             Collection::Process => PROCESS_COLLECTION,
             Collection::ModelAction => MODEL_ACTION_COLLECTION,
+            Collection::Seal => crate::seal::SEAL_COLLECTION,
         }
     }
 
@@ -96,6 +100,7 @@ impl Collection {
             Collection::Access => "time.request",
             Collection::Process => "creation_time",
             Collection::ModelAction => "timestamp",
+            Collection::Seal => "time",
         }
     }
 }

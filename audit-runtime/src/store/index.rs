@@ -102,6 +102,7 @@ pub fn default_indexes(collection: Collection) -> Vec<IndexSpec> {
             f(&["model.app", "model.name", "action", "timestamp"]),
             f(&["model.app", "model.name", "instance.id", "timestamp"]),
         ],
+        Collection::Seal => vec![f(&["stream", "seq"]).unique()],
     }
 }
 

@@ -17,7 +17,7 @@ pub use index::{default_indexes, EnsuredIndex, IndexInfo, IndexSpec};
 
 use crate::config::{AuditConfig, DbConnection};
 use crate::document::{AuditDocument, Collection, Process};
-use bson::{Document, RawDocumentBuf};
+use bson::{Bson, Document, RawDocumentBuf};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -256,6 +256,56 @@ impl Store {
         }
     }
 
+    /// Replaces the stored document that has `doc`'s `_id` by `doc`, atomically; `false` when
+    /// there is none. Only the erasure of personal data uses it: audit records are otherwise
+    /// never changed.
+    pub async fn replace_bytes(
+        &self,
+        collection: Collection,
+        doc: RawDocumentBuf,
+    ) -> StoreResult<bool> {
+        dispatch!(self, s => s.replace_bytes(collection, doc).await)
+    }
+
+    /// Visits the stored bytes of every matching document in batches of `batch` (by ascending
+    /// `_id`), never holding more than one batch in memory.
+    pub async fn for_each_raw_batch<F>(
+        &self,
+        collection: Collection,
+        filter: &Filter,
+        batch: u64,
+        mut f: F,
+    ) -> StoreResult<u64>
+    where
+        F: FnMut(Vec<RawDocumentBuf>) -> StoreResult<()>,
+    {
+        let mut last: Option<Bson> = None;
+        let mut total = 0;
+        loop {
+            let mut parts = vec![filter.clone()];
+            if let Some(id) = last.take() {
+                parts.push(Filter::Cmp("_id".into(), CmpOp::Gt, id));
+            }
+            let opts = FindOptions::new(Filter::And(parts))
+                .sort("_id", Order::Asc)
+                .window(0, Some(batch));
+            let docs = dispatch!(self, s => s.find_bytes(collection, &opts).await)?;
+            let n = docs.len() as u64;
+            if n == 0 {
+                return Ok(total);
+            }
+            last = docs
+                .last()
+                .and_then(|d| d.get("_id").ok().flatten())
+                .and_then(|v| Bson::try_from(v.to_raw_bson()).ok());
+            total += n;
+            f(docs)?;
+            if n < batch || last.is_none() {
+                return Ok(total);
+            }
+        }
+    }
+
     /// How many documents match.
     pub async fn count(&self, collection: Collection, filter: &Filter) -> StoreResult<u64> {
         dispatch!(self, s => s.count(collection, filter).await)
@@ -286,6 +336,9 @@ impl Store {
         for c in Collection::ALL {
             out.extend(self.ensure_index_specs(c, &config.indexes_for(c)).await?);
         }
+        // The seals' own index is the store's business, not the original's: not reported.
+        self.ensure_index_specs(Collection::Seal, &default_indexes(Collection::Seal))
+            .await?;
         Ok(out)
     }
 

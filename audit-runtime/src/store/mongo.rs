@@ -228,6 +228,44 @@ impl MongoStore {
         }
         Ok(exists)
     }
+
+    /// Replaces the document with `doc`'s `_id`; `false` when there is none.
+    pub(crate) async fn replace_bytes(
+        &self,
+        c: Collection,
+        doc: RawDocumentBuf,
+    ) -> StoreResult<bool> {
+        let id = doc
+            .get("_id")
+            .map_err(|e| StoreError::Raw(e.to_string()))?
+            .and_then(|v| bson::Bson::try_from(v.to_raw_bson()).ok())
+            .ok_or_else(|| StoreError::Raw("document has no `_id`".into()))?;
+        let coll = self.db.collection::<RawDocumentBuf>(c.name());
+        let r = coll.replace_one(doc! { "_id": id }, doc).await?;
+        Ok(r.matched_count == 1)
+    }
+
+    /// Like `find`, the documents as the server returns their bytes (not decoded).
+    pub(crate) async fn find_bytes(
+        &self,
+        c: Collection,
+        opts: &FindOptions,
+    ) -> StoreResult<Vec<RawDocumentBuf>> {
+        let coll = self.db.collection::<RawDocumentBuf>(c.name());
+        let mut find = coll.find(opts.filter.to_mongo()).skip(opts.skip);
+        if let Some(sort) = opts.mongo_sort() {
+            find = find.sort(sort);
+        }
+        if let Some(limit) = opts.limit {
+            find = find.limit(limit.min(i64::MAX as u64) as i64);
+        }
+        let mut cursor = find.await?;
+        let mut out = Vec::new();
+        while cursor.advance().await? {
+            out.push(cursor.current().to_raw_document_buf());
+        }
+        Ok(out)
+    }
 }
 
 fn is_duplicate(e: &mongodb::error::Error) -> bool {

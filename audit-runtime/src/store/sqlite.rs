@@ -266,6 +266,52 @@ impl SqliteStore {
         })
         .await
     }
+
+    /// Replaces the stored bytes of the document with `doc`'s `_id`, in one statement; `false`
+    /// when there is none.
+    pub(crate) async fn replace_bytes(
+        &self,
+        c: Collection,
+        doc: RawDocumentBuf,
+    ) -> StoreResult<bool> {
+        let id = doc
+            .get_object_id("_id")
+            .map_err(|_| StoreError::Raw("document has no ObjectId `_id`".into()))?
+            .to_hex();
+        self.run(move |conn| {
+            let n = conn.execute(
+                &format!("UPDATE {} SET doc = ?2 WHERE id = ?1", c.name()),
+                rusqlite::params![id, doc.into_bytes()],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Like `find`, the documents' stored bytes (not decoded).
+    pub(crate) async fn find_bytes(
+        &self,
+        c: Collection,
+        opts: &FindOptions,
+    ) -> StoreResult<Vec<RawDocumentBuf>> {
+        let (mut sql, params) = select_sql(c, opts)?;
+        let limit = opts.limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
+        sql.push_str(&format!(
+            " LIMIT {limit} OFFSET {}",
+            opts.skip.min(i64::MAX as u64)
+        ));
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let blobs = stmt
+                .query_map(params_from_iter(params.iter()), |r| r.get::<_, Vec<u8>>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            blobs
+                .into_iter()
+                .map(|b| RawDocumentBuf::from_bytes(b).map_err(|e| StoreError::Raw(e.to_string())))
+                .collect()
+        })
+        .await
+    }
 }
 
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -299,6 +345,7 @@ pub fn open_connection(path: &Path) -> StoreResult<Connection> {
     for c in Collection::ALL {
         conn.execute_batch(&table_sql(c))?;
     }
+    conn.execute_batch(&table_sql(Collection::Seal))?;
     Ok(conn)
 }
 
