@@ -30,23 +30,43 @@ pub const MAX_BATCH: usize = 512;
 pub struct Record {
     collection: Collection,
     doc: RawDocumentBuf,
+    /// Parts that could not be encoded and were replaced by markers.
+    degraded: bool,
 }
 
 impl Record {
-    /// An access, encoded.
+    /// An access, encoded. When a part of it cannot be encoded, that part is replaced by a marker
+    /// naming it (see [`crate::store::degrade`]) rather than losing the record; `Err` only when
+    /// even that fails.
     pub fn access(a: &Access) -> Result<Record, crate::store::StoreError> {
+        Record::encode(Collection::Access, a)
+    }
+
+    /// A model action, encoded (degraded like an access when a part cannot be encoded).
+    pub fn model_action(m: &ModelAction) -> Result<Record, crate::store::StoreError> {
+        Record::encode(Collection::ModelAction, m)
+    }
+
+    fn encode<T: serde::Serialize>(
+        collection: Collection,
+        value: &T,
+    ) -> Result<Record, crate::store::StoreError> {
+        let (doc, parts) = crate::store::degrade::encode_or_degrade(value)?;
+        let degraded = !parts.is_empty();
+        if degraded {
+            tracing::error!(target: "audit", %collection, parts = %parts.join(", "),
+                "audit record has parts that cannot be encoded; stored with markers in their place");
+        }
         Ok(Record {
-            collection: Collection::Access,
-            doc: crate::store::encode(a)?,
+            collection,
+            doc,
+            degraded,
         })
     }
 
-    /// A model action, encoded.
-    pub fn model_action(m: &ModelAction) -> Result<Record, crate::store::StoreError> {
-        Ok(Record {
-            collection: Collection::ModelAction,
-            doc: crate::store::encode(m)?,
-        })
+    /// True when parts of the record were replaced by markers because they could not be encoded.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded
     }
 }
 
@@ -65,6 +85,7 @@ pub struct Metrics {
     dropped: AtomicU64,
     spilled: AtomicU64,
     replayed: AtomicU64,
+    degraded: AtomicU64,
     /// Accepted records not yet written, journaled or counted as failed.
     outstanding: AtomicU64,
 }
@@ -93,6 +114,9 @@ pub struct MetricsSnapshot {
     pub spilled: u64,
     /// Records replayed from the journal into the store (also counted in `written`).
     pub replayed: u64,
+    /// Records stored with parts replaced by markers: parts that could not be encoded, or bodies
+    /// trimmed because the store refused the whole record (also counted in `written` once stored).
+    pub degraded: u64,
     /// Records waiting in the queue now.
     pub queue_depth: u64,
 }
@@ -155,6 +179,7 @@ impl Writer {
         } else {
             (None, None)
         };
+        self.count_degraded(&record);
         let job = Job::Write(record, tx);
         let sent = match self.policy {
             FullPolicy::Block => self.tx.send(job).await.is_ok(),
@@ -174,6 +199,7 @@ impl Writer {
     /// Enqueues from synchronous code. When the queue is full under back-pressure, the record is
     /// handed to a task that waits for room (outside a runtime: this thread waits).
     pub fn submit_blocking(&self, record: Record) {
+        self.count_degraded(&record);
         match self.tx.try_send(Job::Write(record, None)) {
             Ok(()) => self.after_send(true),
             Err(mpsc::error::TrySendError::Full(job)) if self.policy == FullPolicy::Block => {
@@ -196,10 +222,16 @@ impl Writer {
         }
     }
 
+    fn count_degraded(&self, record: &Record) {
+        if record.degraded {
+            self.metrics.degraded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts and logs a record that could not even be encoded (it cannot be stored either).
     pub(crate) fn count_unencodable(&self, e: &crate::store::StoreError) {
         self.metrics.failed.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(target: "audit", error = %e, "audit record cannot be encoded; lost");
+        tracing::error!(target: "audit", error = %e, "audit record cannot be encoded, not even with markers in place of its parts; lost");
     }
 
     fn after_send(&self, sent: bool) {
@@ -238,6 +270,7 @@ impl Writer {
             dropped: m.dropped.load(Ordering::Relaxed),
             spilled: m.spilled.load(Ordering::Relaxed),
             replayed: m.replayed.load(Ordering::Relaxed),
+            degraded: m.degraded.load(Ordering::Relaxed),
             queue_depth: (self.capacity - self.tx.capacity()) as u64,
         }
     }

@@ -5,6 +5,7 @@
 //! [`Store`] is an enum rather than a trait object: there are exactly two stores, and an enum keeps
 //! every call statically dispatched and the futures `Send` without boxing.
 
+pub mod degrade;
 pub mod filter;
 pub mod index;
 #[cfg(feature = "mongodb")]
