@@ -64,3 +64,122 @@ async fn a_record_with_a_part_that_cannot_be_encoded_is_stored_with_a_marker() {
     let m = guard.shutdown().await;
     assert_eq!((m.degraded, m.written, m.failed), (1, 2, 0), "{m:?}");
 }
+
+const MIB: usize = 1024 * 1024;
+
+/// Waits (bounded) until `done` holds for the auditor's counters; fails the test at the deadline.
+async fn wait_for(
+    auditor: &Auditor,
+    what: &str,
+    done: impl Fn(&audit_runtime::MetricsSnapshot) -> bool,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let m = auditor.metrics();
+        if done(&m) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {m:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A record over the 16 MiB document limit is stored with its bodies trimmed; one that is still
+/// too large trimmed (its path alone is over the limit) goes to the quarantine file; the records
+/// around them are stored, and nothing waits on them.
+async fn records_the_store_refuses_do_not_block_the_others(conn: DbConnection) {
+    let dir = tempfile::tempdir().unwrap();
+    let quarantine = dir.path().join("refused.quarantine");
+    let toml = format!(
+        "run_async = true\nquarantine_path = {:?}",
+        quarantine.display()
+    );
+    let cfg = AuditConfig::from_sources(Some(&toml), Vec::<(String, String)>::new())
+        .unwrap()
+        .with_connection(conn);
+    let (auditor, guard) = Auditor::start(cfg).await.unwrap();
+    let mut big = job_access("/big");
+    big.custom = Some(doc! { "blob": "x".repeat(17 * MIB) });
+    big.request.GET = doc! { "q": "kept" };
+    let huge = job_access(&format!("/{}", "p".repeat(17 * MIB)));
+    auditor.record_access(job_access("/before")).await;
+    auditor.record_access(big.clone()).await;
+    auditor.record_access(huge.clone()).await;
+    auditor.record_access(job_access("/after")).await;
+    wait_for(&auditor, "every record settled", |m| {
+        m.written + m.quarantined + m.failed == 4
+    })
+    .await;
+    // And what comes later is stored too.
+    auditor.record_access(job_access("/later")).await;
+    wait_for(&auditor, "the later record", |m| m.written == 4).await;
+
+    let store = auditor.store().unwrap();
+    let mut paths: Vec<String> = Access::objects()
+        .fetch(store)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.request.path)
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["/after", "/before", "/big", "/later"]);
+    let stored_big = store
+        .find_raw(
+            Collection::Access,
+            &FindOptions::new(Filter::eq("_id", big.id)),
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    let custom = stored_big
+        .get_document("custom")
+        .unwrap()
+        .get_str(MARKER_KEY)
+        .unwrap();
+    assert!(
+        custom.starts_with("<not stored: custom trimmed, the store refused the record"),
+        "{custom}"
+    );
+    let get = stored_big
+        .get_document("request")
+        .unwrap()
+        .get_document("GET")
+        .unwrap();
+    assert!(get.contains_key(MARKER_KEY), "bodies are trimmed: {get}");
+
+    let kept = audit_runtime::journal::Journal::new(&quarantine)
+        .read_all()
+        .unwrap();
+    assert_eq!(kept.len(), 1, "the record refused even trimmed is kept");
+    match &kept[0] {
+        audit_runtime::journal::Item::Entry(Collection::Access, d) => {
+            assert_eq!(d.get_object_id("_id").unwrap(), huge.id)
+        }
+        other => panic!("unexpected quarantine item {other:?}"),
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&quarantine).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the quarantine file is private");
+
+    let m = guard.shutdown().await;
+    assert_eq!(
+        (m.written, m.degraded, m.quarantined, m.failed, m.enqueued),
+        (4, 1, 1, 0, 5),
+        "{m:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_records_the_store_refuses_do_not_block_the_others() {
+    let (conn, _dir) = audit_tests::sqlite_connection();
+    records_the_store_refuses_do_not_block_the_others(conn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_records_the_store_refuses_do_not_block_the_others() {
+    records_the_store_refuses_do_not_block_the_others(audit_tests::mongo_connection()).await;
+}
