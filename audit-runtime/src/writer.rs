@@ -99,6 +99,9 @@ impl Record {
 /// Bytes a queued record is charged beyond its encoded document (the job around it).
 const RECORD_OVERHEAD: usize = 128;
 
+/// How long shutdown waits, past its deadline, for a store call in flight to return.
+const SETTLE_GRACE: Duration = Duration::from_secs(10);
+
 /// Journal batches replayed in one turn before the consumer looks at its queue again.
 const REPLAY_BATCHES_PER_TURN: usize = 8;
 
@@ -233,6 +236,7 @@ pub fn spawn(store: Store, config: &AuditConfig) -> (Writer, WriterGuard) {
         overflow: overflow.clone(),
         journal_dirty: journal_dirty.clone(),
         spilling: false,
+        gave_up: false,
         replay_offset: 0,
         replay_failures: 0,
         next_replay: tokio::time::Instant::now(),
@@ -477,7 +481,10 @@ impl WriterGuard {
         if !flushed {
             let pending = self.writer.metrics.outstanding.load(Ordering::Relaxed);
             tracing::error!(target: "audit", pending, "audit writer did not flush within the deadline");
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.writer.flush()).await;
+            // A store call in flight is let return (SQLite gives up on a lock after 5 s), so its
+            // records are counted by what happened to them, not guessed; the rest is settled
+            // without calling the store again.
+            let _ = tokio::time::timeout(SETTLE_GRACE, self.writer.flush()).await;
         }
         task.abort();
         let _ = task.await;
@@ -529,6 +536,9 @@ struct Consumer {
     journal_dirty: Arc<AtomicBool>,
     /// While the journal holds records, new ones go there too, so the order is kept.
     spilling: bool,
+    /// Shutdown's deadline passed, there is no journal and the store failed since: records left
+    /// are counted as failed without calling the store again.
+    gave_up: bool,
     /// Where the replay goes on in the journal: everything before it is stored or quarantined.
     replay_offset: u64,
     replay_failures: u32,
@@ -725,6 +735,10 @@ impl Consumer {
                 self.spill(rest).await;
                 return;
             }
+            if self.gave_up {
+                self.fail_at_shutdown(&groups, "the store failed after shutdown's deadline");
+                return;
+            }
             match self.store_group(collection, docs).await {
                 Ok(out) => {
                     self.metrics.count(out, false);
@@ -751,11 +765,8 @@ impl Consumer {
                         return;
                     }
                     if self.stopping.load(Ordering::SeqCst) {
-                        let lost: u64 = groups.iter().map(|(_, d)| d.len() as u64).sum();
-                        self.metrics.failed.fetch_add(lost, Ordering::Relaxed);
-                        self.metrics.settle(lost);
-                        tracing::error!(target: "audit", queue = %self.queue, records = lost, error = %e,
-                            "audit store failed during shutdown and no spill journal is configured; records lost");
+                        self.gave_up = true;
+                        self.fail_at_shutdown(&groups, &e.to_string());
                         return;
                     }
                     self.metrics.retried.fetch_add(1, Ordering::Relaxed);
@@ -768,6 +779,16 @@ impl Consumer {
                 }
             }
         }
+    }
+
+    /// Counts the records of `groups` as failed: shutdown's deadline passed, the store is failing
+    /// and there is no journal to keep them.
+    fn fail_at_shutdown(&self, groups: &[(Collection, Vec<RawDocumentBuf>)], error: &str) {
+        let lost: u64 = groups.iter().map(|(_, d)| d.len() as u64).sum();
+        self.metrics.failed.fetch_add(lost, Ordering::Relaxed);
+        self.metrics.settle(lost);
+        tracing::error!(target: "audit", queue = %self.queue, records = lost, error,
+            "audit store failed during shutdown and no spill journal is configured; records lost");
     }
 
     /// Stores one collection's documents. A batch the store refuses for good is split until the
