@@ -183,3 +183,52 @@ async fn sqlite_records_the_store_refuses_do_not_block_the_others() {
 async fn mongodb_records_the_store_refuses_do_not_block_the_others() {
     records_the_store_refuses_do_not_block_the_others(audit_tests::mongo_connection()).await;
 }
+
+/// A record in the spill journal that the store refuses for good is quarantined; the others are
+/// replayed, the journal is removed, and new records go to the store again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_entry_the_store_refuses_does_not_wedge_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let journal = dir.path().join("audit.spill");
+    // The middle one is over the document limit even with its bodies trimmed.
+    let docs = vec![
+        job_access("/j/0"),
+        job_access(&format!("/{}", "p".repeat(17 * MIB))),
+        job_access("/j/2"),
+    ];
+    let j = audit_runtime::journal::Journal::new(&journal);
+    for d in &docs {
+        let raw = audit_runtime::store::encode(d).unwrap();
+        j.append([(Collection::Access, &raw)]).unwrap();
+    }
+    let toml = format!("run_async = true\nspill_path = {:?}", journal.display());
+    let (auditor, guard) = Auditor::start(sqlite_config(&db, &toml)).await.unwrap();
+    auditor.flush().await;
+    // New records reach the store afterwards, not the journal.
+    for i in 0..5 {
+        auditor
+            .record_access(job_access(&format!("/new/{i}")))
+            .await;
+    }
+    auditor.flush().await;
+    let store = auditor.store().unwrap();
+    assert_eq!(
+        store
+            .count(Collection::Access, &Filter::all())
+            .await
+            .unwrap(),
+        7
+    );
+    let m = guard.shutdown().await;
+    assert_eq!(
+        (m.replayed, m.quarantined, m.spilled, m.written),
+        (2, 1, 0, 7),
+        "{m:?}"
+    );
+    assert!(!journal.exists());
+    let kept = audit_runtime::journal::Journal::new(dir.path().join("audit.spill.quarantine"))
+        .read_all()
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+}
