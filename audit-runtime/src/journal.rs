@@ -163,10 +163,10 @@ impl Journal {
         &self.path
     }
 
-    /// True when the file exists and is not empty.
+    /// True when the file exists and is not empty (a symlink is never read, so never counts).
     pub fn has_entries(&self) -> bool {
         std::fs::symlink_metadata(&self.path)
-            .map(|m| m.len() > 0)
+            .map(|m| m.is_file() && m.len() > 0)
             .unwrap_or(false)
     }
 

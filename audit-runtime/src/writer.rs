@@ -898,19 +898,31 @@ impl Consumer {
             return;
         }
         let appended = tokio::task::spawn_blocking(move || {
-            journal.append(entries.iter().map(|(c, d)| (*c, d)))
+            let res = journal.append(entries.iter().map(|(c, d)| (*c, d)));
+            (res, entries)
         })
         .await;
-        self.metrics.settle(n);
         match appended {
-            Ok(Ok(_)) => {
+            Ok((Ok(_), _)) => {
+                self.metrics.settle(n);
                 self.metrics.spilled.fetch_add(n, Ordering::Relaxed);
             }
-            Ok(Err(e)) => {
-                self.metrics.failed.fetch_add(n, Ordering::Relaxed);
-                tracing::error!(target: "audit", queue = %self.queue, records = n, error = %e, "spill journal write failed; records lost");
+            Ok((Err(e), entries)) => {
+                // A journal that cannot be written (disk full, a symlink refused) must not lose
+                // the records: they stay in memory and the store is retried as without a
+                // journal, the queue pushing back meanwhile. They may then be stored before
+                // records still in the journal.
+                tracing::error!(target: "audit", queue = %self.queue, records = n, error = %e,
+                    journal = %self.journal.as_ref().map(|j| j.path().display().to_string()).unwrap_or_default(),
+                    "spill journal write failed; retrying the store with the records kept in memory");
+                let journal = self.journal.take();
+                self.spilling = false;
+                Box::pin(self.store_with_retries(entries)).await;
+                self.spilling = journal.as_ref().is_some_and(Journal::has_entries);
+                self.journal = journal;
             }
             Err(e) => {
+                self.metrics.settle(n);
                 self.metrics.failed.fetch_add(n, Ordering::Relaxed);
                 tracing::error!(target: "audit", queue = %self.queue, records = n, error = %e, "spill journal task failed; records lost");
             }

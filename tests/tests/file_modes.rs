@@ -126,10 +126,20 @@ async fn audit_files_are_private_and_never_written_through_a_symlink() {
     let locker = audit_runtime::store::sqlite::open_connection(&db).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     auditor.record_access(job_access("/three")).await;
-    wait_for(&auditor, "the refused spill", |m| m.failed >= 1).await;
+    // The journal refuses the link, so the record stays in memory and the store is retried.
+    wait_for(&auditor, "a store retry after the refused spill", |m| {
+        m.retried >= 1
+    })
+    .await;
     locker.execute_batch("COMMIT").unwrap();
     drop(locker);
-    guard.shutdown().await;
+    auditor.flush().await;
+    let m = guard.shutdown().await;
+    assert_eq!(
+        (m.written, m.spilled, m.failed),
+        (1, 0, 0),
+        "stored once the store is back, not lost: {m:?}"
+    );
     assert_eq!(
         std::fs::read(&target).unwrap(),
         b"",
