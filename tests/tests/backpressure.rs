@@ -208,3 +208,65 @@ async fn a_full_queue_holds_bounded_memory_and_every_record_is_stored_or_counted
     // ... with one, they are journaled and stored once the store is back.
     a_full_queue_holds_bounded_memory(true).await;
 }
+
+fn config(toml: &str, env: &[(&str, &str)]) -> Result<AuditConfig, audit_runtime::ConfigError> {
+    AuditConfig::from_sources(Some(toml), env.iter().map(|(k, v)| (*k, *v)))
+}
+
+#[test]
+fn queue_max_bytes_is_read_validated_and_defaults_to_64_mib() {
+    assert_eq!(config("", &[]).unwrap().queue_max_bytes, 64 * 1024 * 1024);
+    assert_eq!(
+        config("queue_max_bytes = 1000", &[])
+            .unwrap()
+            .queue_max_bytes,
+        1000
+    );
+    assert_eq!(
+        config(
+            "queue_max_bytes = 1000",
+            &[("AUDIT_QUEUE_MAX_BYTES", "2048")]
+        )
+        .unwrap()
+        .queue_max_bytes,
+        2048
+    );
+    for bad in [
+        "queue_max_bytes = 0",
+        "queue_max_bytes = -5",
+        "queue_max_bytes = \"x\"",
+    ] {
+        let e = config(bad, &[]).unwrap_err().to_string();
+        assert!(e.contains("queue_max_bytes"), "{bad}: {e}");
+    }
+    let e = config("", &[("AUDIT_QUEUE_MAX_BYTES", "lots")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("AUDIT_QUEUE_MAX_BYTES"), "{e}");
+}
+
+#[test]
+fn the_quarantine_file_is_set_or_sits_beside_the_journal_or_the_database() {
+    let db = DbConnection::Sqlite("/data/audit.db".into());
+    let q = |toml: &str| {
+        config(toml, &[])
+            .unwrap()
+            .with_connection(db.clone())
+            .quarantine_file()
+    };
+    assert_eq!(q(""), std::path::PathBuf::from("/data/audit.db.quarantine"));
+    assert_eq!(
+        q("spill_path = \"/spill/audit.spill\""),
+        std::path::PathBuf::from("/spill/audit.spill.quarantine")
+    );
+    assert_eq!(
+        q("spill_path = \"/s\"\nquarantine_path = \"/q/refused\""),
+        std::path::PathBuf::from("/q/refused")
+    );
+    assert_eq!(
+        config("", &[("AUDIT_QUARANTINE_PATH", "/env/q")])
+            .unwrap()
+            .quarantine_file(),
+        std::path::PathBuf::from("/env/q")
+    );
+}
