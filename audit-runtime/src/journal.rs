@@ -225,7 +225,12 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let len = file.metadata()?.len();
+        // Measured under the append lock, so the reader never sees an append half-written by
+        // another thread as a torn entry.
+        let len = {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            file.metadata()?.len()
+        };
         Ok(Some(JournalReader {
             file,
             offset,
