@@ -721,11 +721,11 @@ impl Consumer {
     }
 
     async fn store_with_retries(&mut self, entries: Vec<Entry>) {
-        let mut groups = group(entries);
+        let mut groups: VecDeque<(Collection, Vec<RawDocumentBuf>)> = group(entries).into();
         let mut backoff = Duration::from_millis(10);
         let mut attempt = 0u32;
-        while let Some((collection, docs)) = groups.first().cloned() {
-            let n = docs.len() as u64;
+        while let Some((collection, docs)) = groups.front() {
+            let (collection, n) = (*collection, docs.len() as u64);
             if self.stopping.load(Ordering::SeqCst) && attempt == 0 && self.journal.is_some() {
                 // Shutdown's deadline passed: no more store calls; the rest goes to the journal.
                 let rest: Vec<Entry> = groups
@@ -746,7 +746,7 @@ impl Consumer {
                     if attempt > 0 {
                         tracing::info!(target: "audit", queue = %self.queue, %collection, attempt, "audit store recovered");
                     }
-                    groups.remove(0);
+                    groups.pop_front();
                     attempt = 0;
                 }
                 Err(e) => {
@@ -783,7 +783,7 @@ impl Consumer {
 
     /// Counts the records of `groups` as failed: shutdown's deadline passed, the store is failing
     /// and there is no journal to keep them.
-    fn fail_at_shutdown(&self, groups: &[(Collection, Vec<RawDocumentBuf>)], error: &str) {
+    fn fail_at_shutdown(&self, groups: &VecDeque<(Collection, Vec<RawDocumentBuf>)>, error: &str) {
         let lost: u64 = groups.iter().map(|(_, d)| d.len() as u64).sum();
         self.metrics.failed.fetch_add(lost, Ordering::Relaxed);
         self.metrics.settle(lost);
@@ -798,13 +798,19 @@ impl Consumer {
     async fn store_group(
         &self,
         c: Collection,
-        docs: Vec<RawDocumentBuf>,
+        docs: &[RawDocumentBuf],
     ) -> Result<Outcome, StoreError> {
         let mut out = Outcome::default();
-        let mut parts = vec![docs];
+        // Ranges of `docs` still to store, the next one last.
+        let mut parts = Vec::with_capacity(16);
+        parts.push(0..docs.len());
         let mut split = false;
-        while let Some(mut part) = parts.pop() {
-            match self.store.insert_many_bytes(c, part.clone()).await {
+        while let Some(part) = parts.pop() {
+            match self
+                .store
+                .insert_many_bytes(c, docs[part.clone()].to_vec())
+                .await
+            {
                 Ok(_) => out.written += part.len() as u64,
                 Err(e) if !e.is_permanent() => return Err(e),
                 Err(e) if part.len() > 1 => {
@@ -813,14 +819,11 @@ impl Consumer {
                         tracing::warn!(target: "audit", queue = %self.queue, collection = %c, error = %e,
                             "audit store refused a batch; isolating the refused records");
                     }
-                    let right = part.split_off(part.len() / 2);
-                    parts.push(right);
-                    parts.push(part);
+                    let mid = part.start + part.len() / 2;
+                    parts.push(mid..part.end);
+                    parts.push(part.start..mid);
                 }
-                Err(e) => {
-                    let doc = part.pop().expect("a part of one document");
-                    out.add(self.refused(c, doc, e).await?);
-                }
+                Err(e) => out.add(self.refused(c, docs[part.start].clone(), e).await?),
             }
         }
         Ok(out)
@@ -1019,7 +1022,7 @@ impl Consumer {
                 ReplayStep::Entries(entries, next) => {
                     let mut out = Outcome::default();
                     for (c, docs) in group(entries) {
-                        match self.store_group(c, docs).await {
+                        match self.store_group(c, &docs).await {
                             Ok(o) => out.add(o),
                             Err(e) => {
                                 self.replay_failed("audit store still unavailable", &e);
