@@ -1047,7 +1047,11 @@ async fn export(
         indicatif::ProgressBar::hidden()
     };
     let mut file_out = match &file {
-        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
+        // Private (0600) whatever the umask, and never written through a symlink: an export is
+        // the audit trail itself.
+        Some(p) => Some(std::io::BufWriter::new(crate::journal::open_private(
+            p, true,
+        )?)),
         None => None,
     };
     let mut write_err = None;

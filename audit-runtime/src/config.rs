@@ -17,6 +17,10 @@
 //! model_action_indexes = []
 //! translate_urls = false               # AUDIT_TRANSLATE_URLS
 //! spill_path = "audit.spill"           # AUDIT_SPILL_PATH: the durable spill journal (off when absent)
+//! quarantine_path = "audit.quarantine" # AUDIT_QUARANTINE_PATH: records the store refuses for good
+//! #                                      (default: spill_path + ".quarantine", else the SQLite file's
+//! #                                      path + ".quarantine", else "audit.quarantine")
+//! queue_max_bytes = 67108864           # AUDIT_QUEUE_MAX_BYTES: bytes of records the writer may hold
 //! run_async = true                     # with queue_capacity, full_policy ("block" | "drop"), flush_timeout_ms
 //! [blacklist]                          # AUDIT_BLACKLIST (a TOML inline table)
 //! "" = ["^/static/"]
@@ -43,6 +47,9 @@ pub const DEFAULT_SQLITE_PATH: &str = "audit.db";
 pub const DEFAULT_CONFIG_FILE: &str = "audit.toml";
 /// Default bound of the async writer's queue, in records.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 8_192;
+
+/// Default bound on the bytes of encoded records the writer holds in memory (64 MiB).
+pub const DEFAULT_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// A configuration that cannot be used. The message names the setting and the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,6 +152,13 @@ pub struct AuditConfig {
     /// What `audit erase` replaces with a tombstone besides the user name: dotted paths in the
     /// user's accesses and in the model actions they caused.
     pub erase_fields: Vec<String>,
+    /// Where records the store refuses for good (even trimmed) and damaged journal regions are
+    /// kept, in the journal's format; `None` means the default next to the spill journal or the
+    /// SQLite file (see [`AuditConfig::quarantine_file`]).
+    pub quarantine_path: Option<PathBuf>,
+    /// Bound on the bytes of encoded records the writer holds in memory (queued or waiting for
+    /// room), alongside `queue_capacity`'s bound on their number.
+    pub queue_max_bytes: usize,
 }
 
 /// The `[capture]` table: what the HTTP layer stores of a request and its response.
@@ -226,6 +240,8 @@ impl Default for AuditConfig {
             ]
             .map(String::from)
             .to_vec(),
+            quarantine_path: None,
+            queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
         }
     }
 }
@@ -252,6 +268,8 @@ const KEYS: &[&str] = &[
     "seal_key_file",
     "seal_anchor_every",
     "erase_fields",
+    "quarantine_path",
+    "queue_max_bytes",
 ];
 
 /// Environment variables that are not settings but are allowed under the `AUDIT_` prefix.
@@ -379,6 +397,20 @@ impl AuditConfig {
                         }
                     }
                 }
+                "quarantine_path" => {
+                    let p = as_str(&key, &value)?;
+                    c.quarantine_path = (!p.is_empty()).then(|| PathBuf::from(p));
+                }
+                "queue_max_bytes" => {
+                    c.queue_max_bytes = match value.as_integer() {
+                        Some(n) if n > 0 => n as usize,
+                        _ => {
+                            return err(format!(
+                                "queue_max_bytes: expected a positive integer, got {value}"
+                            ))
+                        }
+                    }
+                }
                 other => {
                     return err(format!(
                         "unknown setting `{other}` (known: {})",
@@ -415,6 +447,26 @@ impl AuditConfig {
         all
     }
 
+    /// The quarantine file: `quarantine_path`, else the spill journal's path + `.quarantine`, else
+    /// the SQLite file's path + `.quarantine`, else `audit.quarantine` in the working directory.
+    pub fn quarantine_file(&self) -> PathBuf {
+        let beside = |p: &Path| {
+            let mut s = p.as_os_str().to_owned();
+            s.push(".quarantine");
+            PathBuf::from(s)
+        };
+        if let Some(p) = &self.quarantine_path {
+            return p.clone();
+        }
+        if let Some(p) = &self.spill_path {
+            return beside(p);
+        }
+        match &self.db_connection {
+            DbConnection::Sqlite(p) => beside(p),
+            _ => PathBuf::from("audit.quarantine"),
+        }
+    }
+
     /// The same configuration storing in `conn`.
     pub fn with_connection(mut self, conn: DbConnection) -> Self {
         self.db_connection = conn;
@@ -441,7 +493,8 @@ fn env_value(var: &str, key: &str, v: &str) -> Result<(String, Value), ConfigErr
             parse_bool(v)
                 .ok_or_else(|| ConfigError(format!("{var}: expected true or false, got `{v}`")))?,
         ),
-        "db_alias" | "queue_name" | "full_policy" | "spill_path" | "seal_key_file" => {
+        "db_alias" | "queue_name" | "full_policy" | "spill_path" | "seal_key_file"
+        | "quarantine_path" => {
             Value::String(v.to_owned())
         }
         "logged_models" if !v.trim_start().starts_with('[') => Value::Array(

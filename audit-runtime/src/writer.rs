@@ -1,24 +1,50 @@
-//! The writer: one ordered consumer task that batches audit records into the store (F7, F8,
-//! D14–D16, D65), modelled on `tracing-appender`'s non-blocking writer, with one decision made the
-//! other way round: when the queue is full the default is to **wait** (back-pressure), because
-//! these are audit records; dropping is an explicit [`FullPolicy::Drop`] and every drop is counted.
+//! The writer: one ordered consumer task that batches audit records into the store, modelled on
+//! `tracing-appender`'s non-blocking writer, with one decision made the other way round: when the
+//! queue is full the default is to **wait** (back-pressure), because these are audit records;
+//! dropping is an explicit [`FullPolicy::Drop`] and every drop is counted.
 //!
 //! Sync mode uses the same queue and waits for the record's acknowledgement before the response is
-//! returned; async mode only enqueues. Store errors are logged and counted and never reach the
-//! host's request: with a spill journal configured the failed batch and everything after it go to
-//! the journal (fsync'd, acknowledged) and are replayed in order, with back-off, once the store
-//! answers; without one the batch is retried with back-off and the bounded queue absorbs the rest. Every document carries its client-side `_id`, and the
-//! stores skip an `_id` they already hold, so a retry never duplicates a record.
+//! returned; async mode only enqueues. Every document carries its client-side `_id`, and the
+//! stores skip an `_id` they already hold, so a retry or a replay never duplicates a record.
+//!
+//! What is guaranteed:
+//! - **Nothing accepted goes uncounted.** Every record accepted into the queue ends up stored
+//!   (`written`, of which `degraded` were stored with markers), journaled (`spilled`, and later
+//!   `replayed`), kept in the quarantine file (`quarantined`), or counted as `failed` with an error
+//!   log; records refused at the door are counted as `dropped` with an error or warning log.
+//! - **A record that cannot be stored whole is stored degraded.** A part that cannot be encoded
+//!   is replaced by a marker naming it; a record the store refuses for good (over the 16 MiB
+//!   document limit both stores share, a key the server rejects) is isolated from its batch (the
+//!   batch is split until the refused records are found; the others are stored), then stored with
+//!   its bodies replaced by markers, and, if the store refuses even that, appended to the
+//!   quarantine file ([`AuditConfig::quarantine_file`]). The records after it keep flowing.
+//! - **Passing failures are retried, not dropped.** Store errors are classified
+//!   ([`StoreError::is_permanent`](crate::store::StoreError::is_permanent)): on a passing one
+//!   (connection, timeout, database locked) the batch is retried with back-off, or, with a spill
+//!   journal configured, the batch and everything after it go to the journal (fsync'd,
+//!   acknowledged) and are replayed in order, batch by batch, once the store answers; see
+//!   [`crate::journal`] for what the journal guarantees.
+//! - **Memory is bounded** by `queue_capacity` records and by `queue_max_bytes` bytes of encoded
+//!   records, whichever is reached first (`queue_bytes` reports the bytes held). Async
+//!   [`Writer::submit`] under [`FullPolicy::Block`] waits for room for both. Code that cannot wait
+//!   ([`Writer::submit_blocking`]: the end of a streamed body, inside a synchronous poll or drop,
+//!   and standalone calls) never spawns a task per record: when the queue is full but the byte
+//!   bound leaves room, the record waits in an overflow list inside the writer, counted in the
+//!   same byte bound; past the byte bound it is appended to the spill journal when one is
+//!   configured (fsync'd on the calling thread: a last resort under overload), and otherwise
+//!   counted as `dropped` with an error log. Memory never grows without bound, and no record
+//!   leaves silently.
 
 use crate::config::{AuditConfig, FullPolicy};
 use crate::document::{Access, Collection, ModelAction};
-use crate::journal::Journal;
-use crate::store::Store;
+use crate::journal::{Item, Journal};
+use crate::store::{degrade, Store, StoreError};
 use bson::RawDocumentBuf;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Most records written in one store call.
 pub const MAX_BATCH: usize = 512;
@@ -30,32 +56,63 @@ pub const MAX_BATCH: usize = 512;
 pub struct Record {
     collection: Collection,
     doc: RawDocumentBuf,
+    /// Parts that could not be encoded and were replaced by markers.
+    degraded: bool,
 }
 
 impl Record {
-    /// An access, encoded.
+    /// An access, encoded. When a part of it cannot be encoded, that part is replaced by a marker
+    /// naming it (see [`crate::store::degrade`]) rather than losing the record; `Err` only when
+    /// even that fails.
     pub fn access(a: &Access) -> Result<Record, crate::store::StoreError> {
+        Record::encode(Collection::Access, a)
+    }
+
+    /// A model action, encoded (degraded like an access when a part cannot be encoded).
+    pub fn model_action(m: &ModelAction) -> Result<Record, crate::store::StoreError> {
+        Record::encode(Collection::ModelAction, m)
+    }
+
+    fn encode<T: serde::Serialize>(
+        collection: Collection,
+        value: &T,
+    ) -> Result<Record, crate::store::StoreError> {
+        let (doc, parts) = crate::store::degrade::encode_or_degrade(value)?;
+        let degraded = !parts.is_empty();
+        if degraded {
+            tracing::error!(target: "audit", %collection, parts = %parts.join(", "),
+                "audit record has parts that cannot be encoded; stored with markers in their place");
+        }
         Ok(Record {
-            collection: Collection::Access,
-            doc: crate::store::encode(a)?,
+            collection,
+            doc,
+            degraded,
         })
     }
 
-    /// A model action, encoded.
-    pub fn model_action(m: &ModelAction) -> Result<Record, crate::store::StoreError> {
-        Ok(Record {
-            collection: Collection::ModelAction,
-            doc: crate::store::encode(m)?,
-        })
+    /// True when parts of the record were replaced by markers because they could not be encoded.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded
     }
 }
+
+/// Bytes a queued record is charged beyond its encoded document (the job around it).
+const RECORD_OVERHEAD: usize = 128;
+
+/// How long shutdown waits, past its deadline, for a store call in flight to return.
+const SETTLE_GRACE: Duration = Duration::from_secs(10);
+
+/// Journal batches replayed in one turn before the consumer looks at its queue again.
+const REPLAY_BATCHES_PER_TURN: usize = 8;
 
 enum Job {
-    Write(Record, Option<oneshot::Sender<()>>),
+    Write(Record, Option<oneshot::Sender<()>>, OwnedSemaphorePermit),
     Flush(oneshot::Sender<()>),
+    /// Wakes the consumer to look at the overflow list.
+    Wake,
 }
 
-/// Counters of the writer, readable at any time (D48).
+/// Counters of the writer, readable at any time.
 #[derive(Debug, Default)]
 pub struct Metrics {
     enqueued: AtomicU64,
@@ -65,36 +122,67 @@ pub struct Metrics {
     dropped: AtomicU64,
     spilled: AtomicU64,
     replayed: AtomicU64,
-    /// Accepted records not yet written, journaled or counted as failed.
+    degraded: AtomicU64,
+    quarantined: AtomicU64,
+    journal_corrupt: AtomicU64,
+    /// Accepted records not yet written, journaled, quarantined or counted as failed.
     outstanding: AtomicU64,
 }
 
 impl Metrics {
-    /// `n` accepted records are settled (written, journaled or failed).
+    /// `n` accepted records are settled (written, journaled, quarantined or failed).
     fn settle(&self, n: u64) {
         self.outstanding.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    fn count(&self, o: Outcome, replayed: bool) {
+        self.written.fetch_add(o.written, Ordering::Relaxed);
+        self.degraded.fetch_add(o.degraded, Ordering::Relaxed);
+        self.quarantined.fetch_add(o.quarantined, Ordering::Relaxed);
+        self.failed.fetch_add(o.failed, Ordering::Relaxed);
+        if replayed {
+            self.replayed.fetch_add(o.written, Ordering::Relaxed);
+        }
     }
 }
 
 /// A snapshot of the writer's counters.
+///
+/// Every record accepted (`enqueued`) is, once settled, in exactly one of: stored straight from
+/// the queue (`written - replayed`), `spilled` to the journal, `quarantined` from the queue, or
+/// `failed`. Journaled records leave the journal as `replayed` (also in `written`) or
+/// `quarantined`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MetricsSnapshot {
     /// Records accepted into the queue.
     pub enqueued: u64,
-    /// Records stored.
+    /// Records stored (degraded ones and replayed ones included).
     pub written: u64,
-    /// Store calls that failed and were retried.
+    /// Store calls that failed on a passing error and were retried (or left in the journal).
     pub retried: u64,
-    /// Records that could not be stored before shutdown gave up on them.
+    /// Records lost: not even a degraded version could be stored or quarantined, or shutdown
+    /// gave up on them with no journal; each one is logged at error level.
     pub failed: u64,
-    /// Records dropped because the queue was full under [`FullPolicy::Drop`].
+    /// Records refused at the door: the queue was full under [`FullPolicy::Drop`], or over
+    /// `queue_max_bytes` in code that cannot wait and with no spill journal.
     pub dropped: u64,
-    /// Records written to the spill journal (store down, or shutdown's deadline passed).
+    /// Records written to the spill journal (store down, shutdown's deadline passed, or over the
+    /// byte bound in code that cannot wait).
     pub spilled: u64,
     /// Records replayed from the journal into the store (also counted in `written`).
     pub replayed: u64,
-    /// Records waiting in the queue now.
+    /// Records stored with parts replaced by markers: parts that could not be encoded, or bodies
+    /// trimmed because the store refused the whole record (also counted in `written` once stored).
+    pub degraded: u64,
+    /// Records the store refused for good, even trimmed, kept in the quarantine file.
+    pub quarantined: u64,
+    /// Damaged regions of the spill journal (checksum mismatch, torn append, foreign bytes),
+    /// copied to the quarantine file and skipped.
+    pub journal_corrupt: u64,
+    /// Records waiting in the queue (or its overflow list) now.
     pub queue_depth: u64,
+    /// Bytes of records held by the writer now (never more than `queue_max_bytes`).
+    pub queue_bytes: u64,
 }
 
 /// Handle to submit records. Cheap to clone.
@@ -104,6 +192,14 @@ pub struct Writer {
     policy: FullPolicy,
     metrics: Arc<Metrics>,
     capacity: usize,
+    /// One permit per byte of records held (queued or in the overflow list).
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
+    /// Records from code that cannot wait, held while the queue is full (bounded by `bytes`).
+    overflow: Arc<Mutex<VecDeque<Job>>>,
+    journal: Option<Journal>,
+    /// Set when a record went to the journal without the consumer: it must replay it.
+    journal_dirty: Arc<AtomicBool>,
 }
 
 /// Flushes the writer on [`shutdown`](WriterGuard::shutdown) (or, as a fallback, on drop).
@@ -120,13 +216,29 @@ pub fn spawn(store: Store, config: &AuditConfig) -> (Writer, WriterGuard) {
     let (tx, rx) = mpsc::channel(config.queue_capacity);
     let metrics = Arc::new(Metrics::default());
     let stopping = Arc::new(AtomicBool::new(false));
+    let journal = config.spill_path.as_ref().map(Journal::new);
+    if let Some(j) = &journal {
+        if std::fs::symlink_metadata(j.path()).is_ok_and(|m| m.file_type().is_symlink()) {
+            tracing::error!(target: "audit", path = %j.path().display(),
+                "spill_path is a symlink; the journal will refuse to write through it");
+        }
+    }
+    let overflow = Arc::new(Mutex::new(VecDeque::new()));
+    let journal_dirty = Arc::new(AtomicBool::new(false));
+    let max_bytes = config.queue_max_bytes.clamp(1, Semaphore::MAX_PERMITS);
     let consumer = Consumer {
         store,
         metrics: metrics.clone(),
         stopping: stopping.clone(),
         queue: config.queue_name.clone(),
-        journal: config.spill_path.as_ref().map(Journal::new),
+        journal: journal.clone(),
+        quarantine: Journal::new(config.quarantine_file()),
+        overflow: overflow.clone(),
+        journal_dirty: journal_dirty.clone(),
         spilling: false,
+        gave_up: false,
+        replay_offset: 0,
+        replay_failures: 0,
         next_replay: tokio::time::Instant::now(),
         backoff: Duration::from_millis(50),
     };
@@ -136,6 +248,11 @@ pub fn spawn(store: Store, config: &AuditConfig) -> (Writer, WriterGuard) {
         policy: config.full_policy,
         metrics,
         capacity: config.queue_capacity,
+        bytes: Arc::new(Semaphore::new(max_bytes)),
+        max_bytes,
+        overflow,
+        journal,
+        journal_dirty,
     };
     let guard = WriterGuard {
         writer: writer.clone(),
@@ -147,7 +264,15 @@ pub fn spawn(store: Store, config: &AuditConfig) -> (Writer, WriterGuard) {
 }
 
 impl Writer {
-    /// Enqueues a record; with `ack`, the returned receiver fires once it is stored.
+    /// The bytes `record` is charged while the writer holds it.
+    fn charge(&self, record: &Record) -> u32 {
+        (record.doc.as_bytes().len() + RECORD_OVERHEAD)
+            .min(self.max_bytes)
+            .min(u32::MAX as usize) as u32
+    }
+
+    /// Enqueues a record; with `ack`, the returned receiver fires once it is stored. Under
+    /// [`FullPolicy::Block`] this waits for room in the queue, in records and in bytes.
     pub async fn submit(&self, record: Record, ack: bool) -> Option<oneshot::Receiver<()>> {
         let (tx, rx) = if ack {
             let (t, r) = oneshot::channel();
@@ -155,51 +280,92 @@ impl Writer {
         } else {
             (None, None)
         };
-        let job = Job::Write(record, tx);
+        self.count_degraded(&record);
+        let n = self.charge(&record);
         let sent = match self.policy {
-            FullPolicy::Block => self.tx.send(job).await.is_ok(),
-            FullPolicy::Drop => match self.tx.try_send(job) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.count_drop();
-                    return None;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            FullPolicy::Block => match self.bytes.clone().acquire_many_owned(n).await {
+                Ok(permit) => self.tx.send(Job::Write(record, tx, permit)).await.is_ok(),
+                Err(_) => false,
             },
+            FullPolicy::Drop => {
+                let Ok(permit) = self.bytes.clone().try_acquire_many_owned(n) else {
+                    self.count_drop("queue_max_bytes reached");
+                    return None;
+                };
+                match self.tx.try_send(Job::Write(record, tx, permit)) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.count_drop("queue full");
+                        return None;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                }
+            }
         };
         self.after_send(sent);
         rx
     }
 
-    /// Enqueues from synchronous code. When the queue is full under back-pressure, the record is
-    /// handed to a task that waits for room (outside a runtime: this thread waits).
+    /// Enqueues from code that cannot wait (a synchronous poll or drop, a standalone call). Never
+    /// waits and never spawns: see the module docs for where the record goes when the queue is
+    /// full.
     pub fn submit_blocking(&self, record: Record) {
-        match self.tx.try_send(Job::Write(record, None)) {
+        self.count_degraded(&record);
+        let n = self.charge(&record);
+        let permit = match self.bytes.clone().try_acquire_many_owned(n) {
+            Ok(p) => p,
+            Err(_) => return self.over_byte_bound(record),
+        };
+        match self.tx.try_send(Job::Write(record, None, permit)) {
             Ok(()) => self.after_send(true),
             Err(mpsc::error::TrySendError::Full(job)) if self.policy == FullPolicy::Block => {
                 self.metrics.enqueued.fetch_add(1, Ordering::Relaxed);
                 self.metrics.outstanding.fetch_add(1, Ordering::Relaxed);
-                match tokio::runtime::Handle::try_current() {
-                    Ok(h) => {
-                        let tx = self.tx.clone();
-                        h.spawn(async move {
-                            let _ = tx.send(job).await;
-                        });
-                    }
-                    Err(_) => {
-                        let _ = self.tx.blocking_send(job);
-                    }
-                }
+                self.overflow
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back(job);
+                // The consumer drains the overflow list after each batch; if the queue emptied
+                // in the meantime this wakes it (a full queue means it is busy and will look).
+                let _ = self.tx.try_send(Job::Wake);
             }
-            Err(mpsc::error::TrySendError::Full(_)) => self.count_drop(),
+            Err(mpsc::error::TrySendError::Full(_)) => self.count_drop("queue full"),
             Err(mpsc::error::TrySendError::Closed(_)) => self.after_send(false),
+        }
+    }
+
+    /// A record from code that cannot wait, when the writer already holds `queue_max_bytes`.
+    fn over_byte_bound(&self, record: Record) {
+        let journal = match (&self.journal, self.policy) {
+            (Some(j), FullPolicy::Block) => j,
+            _ => return self.count_drop("queue_max_bytes reached"),
+        };
+        match journal.append([(record.collection, &record.doc)]) {
+            Ok(_) => {
+                self.metrics.enqueued.fetch_add(1, Ordering::Relaxed);
+                self.metrics.spilled.fetch_add(1, Ordering::Relaxed);
+                self.journal_dirty.store(true, Ordering::SeqCst);
+                let _ = self.tx.try_send(Job::Wake);
+            }
+            Err(e) => {
+                self.metrics.enqueued.fetch_add(1, Ordering::Relaxed);
+                self.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(target: "audit", error = %e,
+                    "audit writer over queue_max_bytes and the spill journal write failed; record lost");
+            }
+        }
+    }
+
+    fn count_degraded(&self, record: &Record) {
+        if record.degraded {
+            self.metrics.degraded.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Counts and logs a record that could not even be encoded (it cannot be stored either).
     pub(crate) fn count_unencodable(&self, e: &crate::store::StoreError) {
         self.metrics.failed.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(target: "audit", error = %e, "audit record cannot be encoded; lost");
+        tracing::error!(target: "audit", error = %e, "audit record cannot be encoded, not even with markers in place of its parts; lost");
     }
 
     fn after_send(&self, sent: bool) {
@@ -212,10 +378,15 @@ impl Writer {
         }
     }
 
-    fn count_drop(&self) {
+    fn count_drop(&self, why: &'static str) {
         let n = self.metrics.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if n.is_power_of_two() {
-            tracing::warn!(target: "audit", dropped = n, "audit queue full; record dropped (full_policy = drop)");
+            if self.policy == FullPolicy::Drop {
+                tracing::warn!(target: "audit", dropped = n, why, "audit record dropped (full_policy = drop)");
+            } else {
+                tracing::error!(target: "audit", dropped = n, why,
+                    "audit record dropped: the writer holds queue_max_bytes, the caller cannot wait and no spill journal is configured");
+            }
         }
     }
 
@@ -230,6 +401,11 @@ impl Writer {
     /// The counters now.
     pub fn metrics(&self) -> MetricsSnapshot {
         let m = &self.metrics;
+        let overflow = self
+            .overflow
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
         MetricsSnapshot {
             enqueued: m.enqueued.load(Ordering::Relaxed),
             written: m.written.load(Ordering::Relaxed),
@@ -238,7 +414,11 @@ impl Writer {
             dropped: m.dropped.load(Ordering::Relaxed),
             spilled: m.spilled.load(Ordering::Relaxed),
             replayed: m.replayed.load(Ordering::Relaxed),
-            queue_depth: (self.capacity - self.tx.capacity()) as u64,
+            degraded: m.degraded.load(Ordering::Relaxed),
+            quarantined: m.quarantined.load(Ordering::Relaxed),
+            journal_corrupt: m.journal_corrupt.load(Ordering::Relaxed),
+            queue_depth: (self.capacity - self.tx.capacity() + overflow) as u64,
+            queue_bytes: (self.max_bytes - self.bytes.available_permits()) as u64,
         }
     }
 }
@@ -252,6 +432,11 @@ impl WriterGuard {
             policy: FullPolicy::Block,
             metrics: Arc::default(),
             capacity: 1,
+            bytes: Arc::new(Semaphore::new(1)),
+            max_bytes: 1,
+            overflow: Arc::default(),
+            journal: None,
+            journal_dirty: Arc::default(),
         };
         WriterGuard {
             writer,
@@ -296,7 +481,10 @@ impl WriterGuard {
         if !flushed {
             let pending = self.writer.metrics.outstanding.load(Ordering::Relaxed);
             tracing::error!(target: "audit", pending, "audit writer did not flush within the deadline");
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.writer.flush()).await;
+            // A store call in flight is let return (SQLite gives up on a lock after 5 s), so its
+            // records are counted by what happened to them, not guessed; the rest is settled
+            // without calling the store again.
+            let _ = tokio::time::timeout(SETTLE_GRACE, self.writer.flush()).await;
         }
         task.abort();
         let _ = task.await;
@@ -343,13 +531,89 @@ struct Consumer {
     stopping: Arc<AtomicBool>,
     queue: String,
     journal: Option<Journal>,
+    quarantine: Journal,
+    overflow: Arc<Mutex<VecDeque<Job>>>,
+    journal_dirty: Arc<AtomicBool>,
     /// While the journal holds records, new ones go there too, so the order is kept.
     spilling: bool,
+    /// Shutdown's deadline passed, there is no journal and the store failed since: records left
+    /// are counted as failed without calling the store again.
+    gave_up: bool,
+    /// Where the replay goes on in the journal: everything before it is stored or quarantined.
+    replay_offset: u64,
+    replay_failures: u32,
     next_replay: tokio::time::Instant,
     backoff: Duration,
 }
 
 type Entry = (Collection, RawDocumentBuf);
+type Pending = (Record, Option<oneshot::Sender<()>>, OwnedSemaphorePermit);
+
+/// What became of the records of one store call.
+#[derive(Debug, Default, Clone, Copy)]
+struct Outcome {
+    written: u64,
+    degraded: u64,
+    quarantined: u64,
+    failed: u64,
+}
+
+impl Outcome {
+    fn add(&mut self, o: Outcome) {
+        self.written += o.written;
+        self.degraded += o.degraded;
+        self.quarantined += o.quarantined;
+        self.failed += o.failed;
+    }
+
+    fn total(&self) -> u64 {
+        self.written + self.quarantined + self.failed
+    }
+}
+
+/// One step of a replay: what was read from the journal.
+enum ReplayStep {
+    /// Records, and the offset after them.
+    Entries(Vec<Entry>, u64),
+    /// A damaged region (or raw bytes that do not belong in a journal), and the offset after it.
+    Corrupt(u64, Vec<u8>, u64),
+    /// Nothing more: the file was this long.
+    End(u64),
+}
+
+fn read_replay_step(journal: &Journal, offset: u64) -> std::io::Result<ReplayStep> {
+    let Some(mut r) = journal.reader_at(offset)? else {
+        return Ok(ReplayStep::End(0));
+    };
+    let mut entries = Vec::new();
+    loop {
+        let before = r.offset();
+        match r.next_item()? {
+            None => {
+                return Ok(if entries.is_empty() {
+                    ReplayStep::End(r.file_len())
+                } else {
+                    ReplayStep::Entries(entries, before)
+                })
+            }
+            Some(Item::Entry(c, d)) => {
+                entries.push((c, d));
+                if entries.len() >= MAX_BATCH {
+                    return Ok(ReplayStep::Entries(entries, r.offset()));
+                }
+            }
+            Some(other) if entries.is_empty() => {
+                let bytes = match other {
+                    Item::Corrupt { bytes, .. } | Item::Raw(bytes) => bytes,
+                    Item::Entry(..) => unreachable!("handled above"),
+                };
+                return Ok(ReplayStep::Corrupt(before, bytes, r.offset()));
+            }
+            // A damaged region after some records: those records first, the region next time.
+            Some(_) => return Ok(ReplayStep::Entries(entries, before)),
+        }
+    }
+}
 
 impl Consumer {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
@@ -360,6 +624,7 @@ impl Consumer {
         }
         let mut jobs = Vec::with_capacity(MAX_BATCH);
         loop {
+            self.notice_journal();
             let received = if self.spilling {
                 let wait = self
                     .next_replay
@@ -380,10 +645,13 @@ impl Consumer {
             let mut batch = Vec::new();
             for job in jobs.drain(..) {
                 match job {
-                    Job::Write(r, ack) => batch.push((r, ack)),
+                    Job::Write(r, ack, permit) => batch.push((r, ack, permit)),
+                    Job::Wake => {}
                     Job::Flush(done) => {
                         // Everything before the flush marker is handled first: order is kept.
                         self.process(std::mem::take(&mut batch)).await;
+                        self.process_overflow().await;
+                        self.notice_journal();
                         if self.spilling {
                             self.try_replay().await;
                         }
@@ -392,39 +660,72 @@ impl Consumer {
                 }
             }
             self.process(batch).await;
+            self.process_overflow().await;
             if self.spilling && tokio::time::Instant::now() >= self.next_replay {
                 self.try_replay().await;
             }
         }
     }
 
+    /// A record journaled by code that could not wait: replay the journal from now on.
+    fn notice_journal(&mut self) {
+        if self.journal_dirty.swap(false, Ordering::SeqCst) && !self.spilling {
+            self.spilling = true;
+            self.next_replay = tokio::time::Instant::now();
+        }
+    }
+
+    /// Stores the records that waited in the overflow list.
+    async fn process_overflow(&mut self) {
+        loop {
+            let batch: Vec<Pending> = {
+                let mut o = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
+                let n = o.len().min(MAX_BATCH);
+                o.drain(..n)
+                    .filter_map(|job| match job {
+                        Job::Write(r, ack, permit) => Some((r, ack, permit)),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            self.process(batch).await;
+        }
+    }
+
     /// Stores a batch (or journals it); acknowledges it once it is stored or durably journaled.
-    async fn process(&mut self, batch: Vec<(Record, Option<oneshot::Sender<()>>)>) {
+    /// The bytes it held are released when it is settled.
+    async fn process(&mut self, batch: Vec<Pending>) {
         if batch.is_empty() {
             return;
         }
         let mut acks = Vec::new();
+        let mut permits = Vec::with_capacity(batch.len());
         let mut entries: Vec<Entry> = Vec::with_capacity(batch.len());
-        for (record, ack) in batch {
+        for (record, ack, permit) in batch {
             entries.push((record.collection, record.doc));
             acks.extend(ack);
+            permits.push(permit);
         }
         if self.spilling {
             self.spill(entries).await;
         } else {
             self.store_with_retries(entries).await;
         }
+        drop(permits);
         for ack in acks {
             let _ = ack.send(());
         }
     }
 
     async fn store_with_retries(&mut self, entries: Vec<Entry>) {
-        let mut groups = group(entries);
+        let mut groups: VecDeque<(Collection, Vec<RawDocumentBuf>)> = group(entries).into();
         let mut backoff = Duration::from_millis(10);
         let mut attempt = 0u32;
-        while let Some((collection, docs)) = groups.first().cloned() {
-            let n = docs.len() as u64;
+        while let Some((collection, docs)) = groups.front() {
+            let (collection, n) = (*collection, docs.len() as u64);
             if self.stopping.load(Ordering::SeqCst) && attempt == 0 && self.journal.is_some() {
                 // Shutdown's deadline passed: no more store calls; the rest goes to the journal.
                 let rest: Vec<Entry> = groups
@@ -434,14 +735,18 @@ impl Consumer {
                 self.spill(rest).await;
                 return;
             }
-            match self.store.insert_many_bytes(collection, docs).await {
-                Ok(_) => {
-                    self.metrics.written.fetch_add(n, Ordering::Relaxed);
+            if self.gave_up {
+                self.fail_at_shutdown(&groups, "the store failed after shutdown's deadline");
+                return;
+            }
+            match self.store_group(collection, docs).await {
+                Ok(out) => {
+                    self.metrics.count(out, false);
                     self.metrics.settle(n);
                     if attempt > 0 {
                         tracing::info!(target: "audit", queue = %self.queue, %collection, attempt, "audit store recovered");
                     }
-                    groups.remove(0);
+                    groups.pop_front();
                     attempt = 0;
                 }
                 Err(e) => {
@@ -460,11 +765,8 @@ impl Consumer {
                         return;
                     }
                     if self.stopping.load(Ordering::SeqCst) {
-                        let lost: u64 = groups.iter().map(|(_, d)| d.len() as u64).sum();
-                        self.metrics.failed.fetch_add(lost, Ordering::Relaxed);
-                        self.metrics.settle(lost);
-                        tracing::error!(target: "audit", queue = %self.queue, records = lost, error = %e,
-                            "audit store failed during shutdown and no spill journal is configured; records lost");
+                        self.gave_up = true;
+                        self.fail_at_shutdown(&groups, &e.to_string());
                         return;
                     }
                     self.metrics.retried.fetch_add(1, Ordering::Relaxed);
@@ -479,27 +781,151 @@ impl Consumer {
         }
     }
 
+    /// Counts the records of `groups` as failed: shutdown's deadline passed, the store is failing
+    /// and there is no journal to keep them.
+    fn fail_at_shutdown(&self, groups: &VecDeque<(Collection, Vec<RawDocumentBuf>)>, error: &str) {
+        let lost: u64 = groups.iter().map(|(_, d)| d.len() as u64).sum();
+        self.metrics.failed.fetch_add(lost, Ordering::Relaxed);
+        self.metrics.settle(lost);
+        tracing::error!(target: "audit", queue = %self.queue, records = lost, error,
+            "audit store failed during shutdown and no spill journal is configured; records lost");
+    }
+
+    /// Stores one collection's documents. A batch the store refuses for good is split until the
+    /// refused documents are isolated; the others are stored and each refused one is stored
+    /// trimmed or quarantined. `Err` only on a passing error: nothing is counted then, and the
+    /// caller retries the whole batch (what was stored already is skipped by `_id`).
+    async fn store_group(
+        &self,
+        c: Collection,
+        docs: &[RawDocumentBuf],
+    ) -> Result<Outcome, StoreError> {
+        let mut out = Outcome::default();
+        // Ranges of `docs` still to store, the next one last.
+        let mut parts = Vec::with_capacity(16);
+        parts.push(0..docs.len());
+        let mut split = false;
+        while let Some(part) = parts.pop() {
+            match self
+                .store
+                .insert_many_bytes(c, docs[part.clone()].to_vec())
+                .await
+            {
+                Ok(_) => out.written += part.len() as u64,
+                Err(e) if !e.is_permanent() => return Err(e),
+                Err(e) if part.len() > 1 => {
+                    if !split {
+                        split = true;
+                        tracing::warn!(target: "audit", queue = %self.queue, collection = %c, error = %e,
+                            "audit store refused a batch; isolating the refused records");
+                    }
+                    let mid = part.start + part.len() / 2;
+                    parts.push(mid..part.end);
+                    parts.push(part.start..mid);
+                }
+                Err(e) => out.add(self.refused(c, docs[part.start].clone(), e).await?),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A document the store refused for good: stored with its bodies trimmed, else quarantined.
+    async fn refused(
+        &self,
+        c: Collection,
+        doc: RawDocumentBuf,
+        e: StoreError,
+    ) -> Result<Outcome, StoreError> {
+        let id = doc
+            .get_object_id("_id")
+            .map(|i| i.to_hex())
+            .unwrap_or_default();
+        let mut why = e.to_string();
+        match degrade::trim_for_store(c, &doc, &e) {
+            Ok((trimmed, parts)) if !parts.is_empty() => {
+                match self.store.insert_many_bytes(c, vec![trimmed]).await {
+                    Ok(_) => {
+                        tracing::error!(target: "audit", queue = %self.queue, collection = %c, id, error = %e,
+                            parts = %parts.join(", "),
+                            "audit store refused a record; stored it with these parts replaced by markers");
+                        return Ok(Outcome {
+                            written: 1,
+                            degraded: 1,
+                            ..Outcome::default()
+                        });
+                    }
+                    Err(e2) if !e2.is_permanent() => return Err(e2),
+                    Err(e2) => why = format!("{e}; trimmed: {e2}"),
+                }
+            }
+            Ok(_) => {}
+            Err(e2) => why = format!("{e}; cannot trim: {e2}"),
+        }
+        let q = self.quarantine.clone();
+        let kept = tokio::task::spawn_blocking(move || q.append([(c, &doc)])).await;
+        let path = self.quarantine.path().display();
+        Ok(match kept {
+            Ok(Ok(_)) => {
+                tracing::error!(target: "audit", queue = %self.queue, collection = %c, id, error = %why,
+                    quarantine = %path, "audit store refused a record even trimmed; kept in the quarantine file");
+                Outcome {
+                    quarantined: 1,
+                    ..Outcome::default()
+                }
+            }
+            Ok(Err(qe)) => {
+                tracing::error!(target: "audit", queue = %self.queue, collection = %c, id, error = %why,
+                    quarantine = %path, quarantine_error = %qe, "audit store refused a record and the quarantine file cannot be written; record lost");
+                Outcome {
+                    failed: 1,
+                    ..Outcome::default()
+                }
+            }
+            Err(je) => {
+                tracing::error!(target: "audit", queue = %self.queue, collection = %c, id, error = %why,
+                    quarantine_error = %je, "audit store refused a record and the quarantine task failed; record lost");
+                Outcome {
+                    failed: 1,
+                    ..Outcome::default()
+                }
+            }
+        })
+    }
+
     async fn spill(&mut self, entries: Vec<Entry>) {
-        let Some(journal) = &self.journal else { return };
+        let Some(journal) = self.journal.clone() else {
+            return;
+        };
         let n = entries.len() as u64;
         if n == 0 {
             return;
         }
-        let path = journal.path().to_owned();
         let appended = tokio::task::spawn_blocking(move || {
-            Journal::new(path).append(entries.iter().map(|(c, d)| (*c, d)))
+            let res = journal.append(entries.iter().map(|(c, d)| (*c, d)));
+            (res, entries)
         })
         .await;
-        self.metrics.settle(n);
         match appended {
-            Ok(Ok(_)) => {
+            Ok((Ok(_), _)) => {
+                self.metrics.settle(n);
                 self.metrics.spilled.fetch_add(n, Ordering::Relaxed);
             }
-            Ok(Err(e)) => {
-                self.metrics.failed.fetch_add(n, Ordering::Relaxed);
-                tracing::error!(target: "audit", queue = %self.queue, records = n, error = %e, "spill journal write failed; records lost");
+            Ok((Err(e), entries)) => {
+                // A journal that cannot be written (disk full, a symlink refused) must not lose
+                // the records: they stay in memory and the store is retried as without a
+                // journal, the queue pushing back meanwhile. They may then be stored before
+                // records still in the journal.
+                tracing::error!(target: "audit", queue = %self.queue, records = n, error = %e,
+                    journal = %self.journal.as_ref().map(|j| j.path().display().to_string()).unwrap_or_default(),
+                    "spill journal write failed; retrying the store with the records kept in memory");
+                let journal = self.journal.take();
+                self.spilling = false;
+                Box::pin(self.store_with_retries(entries)).await;
+                self.spilling = journal.as_ref().is_some_and(Journal::has_entries);
+                self.journal = journal;
             }
             Err(e) => {
+                self.metrics.settle(n);
                 self.metrics.failed.fetch_add(n, Ordering::Relaxed);
                 tracing::error!(target: "audit", queue = %self.queue, records = n, error = %e, "spill journal task failed; records lost");
             }
@@ -515,40 +941,104 @@ impl Consumer {
         self.next_replay = tokio::time::Instant::now() + self.backoff;
     }
 
-    /// Replays the journal into the store, in order; removes it once everything is stored.
+    fn replay_failed(&mut self, what: &str, error: &dyn std::fmt::Display) {
+        self.replay_failures += 1;
+        self.metrics.retried.fetch_add(1, Ordering::Relaxed);
+        let attempt = self.replay_failures;
+        if attempt == 1 || attempt.is_power_of_two() {
+            tracing::warn!(target: "audit", queue = %self.queue, attempt, error = %error, "{what}; the journal is kept and replayed later");
+        }
+        self.schedule_replay(true);
+    }
+
+    /// Replays the journal into the store in order, a batch at a time from where the last replay
+    /// stopped; removes it once every entry is stored or quarantined.
     async fn try_replay(&mut self) {
-        let Some(journal) = &self.journal else { return };
-        let path = journal.path().to_owned();
-        let read = tokio::task::spawn_blocking(move || Journal::new(path).read()).await;
-        let entries = match read {
-            Ok(Ok(entries)) => entries,
-            Ok(Err(e)) => {
-                tracing::error!(target: "audit", queue = %self.queue, error = %e, "cannot read the spill journal");
-                self.schedule_replay(true);
-                return;
-            }
-            Err(_) => return,
+        let Some(journal) = self.journal.clone() else {
+            return;
         };
-        let n = entries.len() as u64;
-        for chunk in group(entries) {
-            if let Err(e) = self.store.insert_many_bytes(chunk.0, chunk.1).await {
-                tracing::debug!(target: "audit", queue = %self.queue, error = %e, "store still unavailable; journal kept");
-                self.metrics.retried.fetch_add(1, Ordering::Relaxed);
-                self.schedule_replay(true);
-                return;
+        for _ in 0..REPLAY_BATCHES_PER_TURN {
+            let (j, offset) = (journal.clone(), self.replay_offset);
+            let step = match tokio::task::spawn_blocking(move || read_replay_step(&j, offset)).await
+            {
+                Ok(Ok(step)) => step,
+                Ok(Err(e)) => {
+                    tracing::error!(target: "audit", queue = %self.queue, error = %e, "cannot read the spill journal");
+                    self.schedule_replay(true);
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(target: "audit", queue = %self.queue, error = %e, "spill journal read task failed");
+                    self.schedule_replay(true);
+                    return;
+                }
+            };
+            match step {
+                ReplayStep::End(len) => {
+                    match journal.remove_if_len(len) {
+                        Ok(true) => {
+                            if self.replay_offset > 0 {
+                                tracing::info!(target: "audit", queue = %self.queue, "spill journal replayed into the store");
+                            }
+                            self.spilling = false;
+                            self.replay_offset = 0;
+                            self.replay_failures = 0;
+                            self.backoff = Duration::from_millis(50);
+                        }
+                        // Appended to meanwhile: go on reading.
+                        Ok(false) => continue,
+                        Err(e) => {
+                            tracing::error!(target: "audit", queue = %self.queue, error = %e, "cannot remove the replayed journal");
+                            self.schedule_replay(true);
+                        }
+                    }
+                    return;
+                }
+                ReplayStep::Corrupt(at, bytes, next) => {
+                    let q = self.quarantine.clone();
+                    let len = bytes.len();
+                    let kept = tokio::task::spawn_blocking(move || q.append_raw(&bytes)).await;
+                    match kept {
+                        Ok(Ok(())) => {
+                            self.metrics.journal_corrupt.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(target: "audit", queue = %self.queue, offset = at, bytes = len,
+                                journal = %journal.path().display(), quarantine = %self.quarantine.path().display(),
+                                "damaged region in the spill journal; copied to the quarantine file and skipped");
+                            self.replay_offset = next;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::error!(target: "audit", queue = %self.queue, error = %e,
+                                "damaged region in the spill journal and the quarantine file cannot be written; the journal is kept");
+                            self.schedule_replay(true);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::error!(target: "audit", queue = %self.queue, error = %e, "quarantine task failed; the journal is kept");
+                            self.schedule_replay(true);
+                            return;
+                        }
+                    }
+                }
+                ReplayStep::Entries(entries, next) => {
+                    let mut out = Outcome::default();
+                    for (c, docs) in group(entries) {
+                        match self.store_group(c, &docs).await {
+                            Ok(o) => out.add(o),
+                            Err(e) => {
+                                self.replay_failed("audit store still unavailable", &e);
+                                return;
+                            }
+                        }
+                    }
+                    self.metrics.count(out, true);
+                    self.replay_offset = next;
+                    self.replay_failures = 0;
+                    debug_assert!(out.total() > 0);
+                }
             }
         }
-        if let Some(journal) = &self.journal {
-            if let Err(e) = journal.remove() {
-                tracing::error!(target: "audit", queue = %self.queue, error = %e, "cannot remove the replayed journal");
-            }
-        }
-        self.metrics.written.fetch_add(n, Ordering::Relaxed);
-        self.metrics.replayed.fetch_add(n, Ordering::Relaxed);
-        self.spilling = false;
-        if n > 0 {
-            tracing::info!(target: "audit", queue = %self.queue, records = n, "spill journal replayed into the store");
-        }
+        // More to replay: come back right after a look at the queue.
+        self.next_replay = tokio::time::Instant::now();
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`Store`] is an enum rather than a trait object: there are exactly two stores, and an enum keeps
 //! every call statically dispatched and the futures `Send` without boxing.
 
+pub mod degrade;
 pub mod filter;
 pub mod index;
 #[cfg(feature = "mongodb")]
@@ -59,6 +60,89 @@ pub enum StoreError {
     /// The blocking worker of the SQLite store died.
     #[error("store worker failed: {0}")]
     Worker(String),
+    /// A file of the store could not be created or opened.
+    #[error("store file: {0}")]
+    Io(#[from] std::io::Error),
+    /// A document is over the size limit both stores share ([`MAX_DOCUMENT_BYTES`]).
+    #[error(
+        "document of {size} bytes in {collection} is over the {MAX_DOCUMENT_BYTES}-byte limit"
+    )]
+    TooLarge {
+        /// The collection.
+        collection: Collection,
+        /// The document's size in bytes.
+        size: usize,
+    },
+}
+
+/// The largest document a store accepts: MongoDB's limit, which the SQLite store enforces too, so
+/// a record is refused (and then stored trimmed) the same way on both.
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// MongoDB server error codes that mean "this document will never be accepted": retrying cannot
+/// help, only changing the document can.
+#[cfg(feature = "mongodb")]
+const MONGO_PERMANENT_CODES: &[i32] = &[
+    2,     // BadValue
+    14,    // TypeMismatch
+    22,    // InvalidBSON
+    52,    // DollarPrefixedFieldName
+    55,    // InvalidDBRef
+    56,    // EmptyFieldName
+    57,    // DottedFieldName
+    10334, // BSONObjectTooLarge
+    11000, // DuplicateKey (on another unique index than `_id`; those are skipped before)
+    17280, // KeyTooLong
+];
+
+impl StoreError {
+    /// True when the store refuses this for good (the document is too large, a key or value is
+    /// invalid, a unique index other than `_id` rejects it): retrying the same document cannot
+    /// succeed. False for what passes (connection lost, timeouts, the database busy or locked, a
+    /// server down): retrying later can.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            #[cfg(feature = "embedded-store")]
+            StoreError::Sqlite(e) => match e {
+                rusqlite::Error::SqliteFailure(f, _) => matches!(
+                    f.code,
+                    rusqlite::ErrorCode::TooBig
+                        | rusqlite::ErrorCode::ConstraintViolation
+                        | rusqlite::ErrorCode::TypeMismatch
+                ),
+                rusqlite::Error::ToSqlConversionFailure(_) => true,
+                _ => false,
+            },
+            #[cfg(feature = "mongodb")]
+            StoreError::Mongo(e) => mongo_is_permanent(e),
+            StoreError::Encode(_)
+            | StoreError::RawEncode(_)
+            | StoreError::Decode(_)
+            | StoreError::Raw(_)
+            | StoreError::Filter(_)
+            | StoreError::Duplicate { .. }
+            | StoreError::TooLarge { .. } => true,
+            StoreError::Unsupported(_) | StoreError::Worker(_) | StoreError::Io(_) => false,
+        }
+    }
+}
+
+#[cfg(feature = "mongodb")]
+fn mongo_is_permanent(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match &*e.kind {
+        ErrorKind::InvalidArgument { .. }
+        | ErrorKind::BsonSerialization(_)
+        | ErrorKind::BsonDeserialization(_) => true,
+        // Write errors are about the documents; a write-concern error is about the servers.
+        ErrorKind::Write(WriteFailure::WriteError(_)) => true,
+        ErrorKind::InsertMany(f) => {
+            f.write_concern_error.is_none()
+                && f.write_errors.as_ref().is_some_and(|w| !w.is_empty())
+        }
+        ErrorKind::Command(c) => MONGO_PERMANENT_CODES.contains(&c.code),
+        _ => false,
+    }
 }
 
 #[cfg(feature = "mongodb")]
@@ -180,6 +264,15 @@ impl Store {
     ) -> StoreResult<u64> {
         if docs.is_empty() {
             return Ok(0);
+        }
+        if let Some(d) = docs
+            .iter()
+            .find(|d| d.as_bytes().len() > MAX_DOCUMENT_BYTES)
+        {
+            return Err(StoreError::TooLarge {
+                collection,
+                size: d.as_bytes().len(),
+            });
         }
         dispatch!(self, s => s.insert_many(collection, docs).await)
     }

@@ -338,8 +338,33 @@ fn decode(blob: &[u8]) -> StoreResult<Document> {
     Document::from_reader(blob).map_err(|e| StoreError::Raw(e.to_string()))
 }
 
-/// Opens a connection with the store's pragmas and SQL functions, and creates the tables.
+/// Creates the database file, readable and writable by its owner only (0600, whatever the umask),
+/// before SQLite opens it: SQLite creates the `-wal` and `-shm` files with the database file's
+/// permissions, so they come out private too. An existing file is left as it is.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path.as_os_str();
+    if name.is_empty() || name == ":memory:" || path.to_string_lossy().starts_with("file:") {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        // The umask can only take bits away; this sets exactly 0600 even under an odd one.
+        Ok(f) => f.set_permissions(std::fs::Permissions::from_mode(0o600)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens a connection with the store's pragmas and SQL functions, and creates the tables. A new
+/// database file is created with mode 0600.
 pub fn open_connection(path: &Path) -> StoreResult<Connection> {
+    create_private(path)?;
     let conn = Connection::open(path)?;
     prepare_connection(&conn)?;
     for c in Collection::ALL {
