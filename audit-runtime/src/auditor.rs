@@ -34,6 +34,9 @@ pub enum AuditError {
     /// `logged_models` names an unknown model.
     #[error("logged_models: {0}")]
     Registry(#[from] RegistryError),
+    /// `seal_key_file` cannot be read as a signing key.
+    #[error("seal_key_file: {0}")]
+    SealKey(#[from] crate::seal::KeyError),
     /// `custom_provider` names a provider that was not registered.
     #[error(
         "custom_provider.{app}: no provider named `{name}` is registered (registered: {known})"
@@ -114,7 +117,19 @@ impl AuditorBuilder {
                 .await
                 .map_err(store_err)?;
             tracing::debug!(target: "audit", process = %process, "audit process stored");
-            let (writer, guard) = writer::spawn(store.clone(), &config);
+            let sealing = if config.seal {
+                let key = crate::seal::configured_key(&config)?;
+                Some(writer::Sealing {
+                    // A stream per writer, so that writers never coordinate, even two in one
+                    // process; the seals also name the process they write for.
+                    sealer: crate::seal::Sealer::new(ObjectId::new(), key),
+                    process: process.id,
+                    anchor_every: config.seal_anchor_every,
+                })
+            } else {
+                None
+            };
+            let (writer, guard) = writer::spawn(store.clone(), &config, sealing);
             let active = Active {
                 store,
                 writer,

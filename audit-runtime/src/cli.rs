@@ -97,6 +97,10 @@ enum Command {
         /// Records younger than this many seconds may still be waiting for their seal.
         #[arg(long, default_value_t = 600)]
         in_flight_secs: u64,
+        /// Accept records with no seal dated before this (DATE[THH:MM]): a trail written before
+        /// sealing was turned on. Records forged with an older date then go unnoticed.
+        #[arg(long)]
+        accept_unsealed_before: Option<String>,
     },
     /// Replace a user's personal data in their accesses (and the model actions those caused)
     /// with a tombstone, stated in an erasure seal so that `verify` still passes.
@@ -401,19 +405,25 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             to,
             json,
             in_flight_secs,
+            accept_unsealed_before,
         } => {
             let key = key
                 .map(|k| crate::seal::load_verifying_key(&k))
                 .transpose()
                 .map_err(|e| CliError::Usage(e.to_string()))?;
-            let mut opts = crate::seal::VerifyOptions::default();
-            opts.key = key;
-            opts.from = from
-                .as_deref()
-                .map(|f| parse_moment(f, false))
-                .transpose()?;
-            opts.to = to.as_deref().map(|t| parse_moment(t, true)).transpose()?;
-            opts.in_flight = std::time::Duration::from_secs(in_flight_secs);
+            let opts = crate::seal::VerifyOptions {
+                key,
+                from: from
+                    .as_deref()
+                    .map(|f| parse_moment(f, false))
+                    .transpose()?,
+                to: to.as_deref().map(|t| parse_moment(t, true)).transpose()?,
+                in_flight: std::time::Duration::from_secs(in_flight_secs),
+                accept_unsealed_before: accept_unsealed_before
+                    .as_deref()
+                    .map(|t| parse_moment(t, false))
+                    .transpose()?,
+            };
             let store = open_existing(&config).await?;
             verify(&store, &opts, json, &mut out).await?;
         }
@@ -786,13 +796,13 @@ async fn verify(
         }
         writeln!(
             out,
-            "verified {} seals in {} streams and {} records: {} pruned, {} erased, {} written before sealing began",
+            "verified {} seals in {} streams and {} records: {} pruned, {} erased, {} unsealed accepted",
             summary.seals,
             summary.heads.len(),
             summary.records,
             summary.pruned,
             summary.erased,
-            summary.unsealed_before_first_seal
+            summary.unsealed_accepted
         )?;
     }
     if summary.findings > 0 {

@@ -494,9 +494,7 @@ fn env_value(var: &str, key: &str, v: &str) -> Result<(String, Value), ConfigErr
                 .ok_or_else(|| ConfigError(format!("{var}: expected true or false, got `{v}`")))?,
         ),
         "db_alias" | "queue_name" | "full_policy" | "spill_path" | "seal_key_file"
-        | "quarantine_path" => {
-            Value::String(v.to_owned())
-        }
+        | "quarantine_path" => Value::String(v.to_owned()),
         "logged_models" if !v.trim_start().starts_with('[') => Value::Array(
             v.split(',')
                 .map(str::trim)

@@ -38,8 +38,10 @@
 use crate::config::{AuditConfig, FullPolicy};
 use crate::document::{Access, Collection, ModelAction};
 use crate::journal::{Item, Journal};
+use crate::seal::{self, Sealer};
 use crate::store::{degrade, Store, StoreError};
-use bson::RawDocumentBuf;
+use bson::oid::ObjectId;
+use bson::{Bson, RawDocumentBuf};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -125,6 +127,8 @@ pub struct Metrics {
     degraded: AtomicU64,
     quarantined: AtomicU64,
     journal_corrupt: AtomicU64,
+    seals: AtomicU64,
+    seals_failed: AtomicU64,
     /// Accepted records not yet written, journaled, quarantined or counted as failed.
     outstanding: AtomicU64,
 }
@@ -183,6 +187,11 @@ pub struct MetricsSnapshot {
     pub queue_depth: u64,
     /// Bytes of records held by the writer now (never more than `queue_max_bytes`).
     pub queue_bytes: u64,
+    /// Seals stored (one per stored batch when sealing is on).
+    pub seals: u64,
+    /// Seals that could not be stored before shutdown gave up on them: the chain has a gap there,
+    /// which `audit verify` reports.
+    pub seals_failed: u64,
 }
 
 /// Handle to submit records. Cheap to clone.
@@ -211,8 +220,20 @@ pub struct WriterGuard {
     timeout: Duration,
 }
 
+/// What the writer needs to seal what it stores: the chain of its stream and the process it
+/// writes for (whose document is sealed with the first batch).
+pub(crate) struct Sealing {
+    pub(crate) sealer: Sealer,
+    pub(crate) process: ObjectId,
+    pub(crate) anchor_every: u64,
+}
+
 /// Starts the writer's consumer task on the current tokio runtime.
-pub fn spawn(store: Store, config: &AuditConfig) -> (Writer, WriterGuard) {
+pub(crate) fn spawn(
+    store: Store,
+    config: &AuditConfig,
+    sealing: Option<Sealing>,
+) -> (Writer, WriterGuard) {
     let (tx, rx) = mpsc::channel(config.queue_capacity);
     let metrics = Arc::new(Metrics::default());
     let stopping = Arc::new(AtomicBool::new(false));
@@ -241,6 +262,10 @@ pub fn spawn(store: Store, config: &AuditConfig) -> (Writer, WriterGuard) {
         replay_failures: 0,
         next_replay: tokio::time::Instant::now(),
         backoff: Duration::from_millis(50),
+        sealing,
+        sealed: Vec::new(),
+        unstored_seal: None,
+        seals_since_anchor: 0,
     };
     let task = tokio::spawn(consumer.run(rx));
     let writer = Writer {
@@ -419,6 +444,8 @@ impl Writer {
             journal_corrupt: m.journal_corrupt.load(Ordering::Relaxed),
             queue_depth: (self.capacity - self.tx.capacity() + overflow) as u64,
             queue_bytes: (self.max_bytes - self.bytes.available_permits()) as u64,
+            seals: m.seals.load(Ordering::Relaxed),
+            seals_failed: m.seals_failed.load(Ordering::Relaxed),
         }
     }
 }
@@ -544,6 +571,14 @@ struct Consumer {
     replay_failures: u32,
     next_replay: tokio::time::Instant,
     backoff: Duration,
+    /// The chain this writer extends, when sealing is on.
+    sealing: Option<Sealing>,
+    /// What was stored since the last seal: each record's seal entry (collection, id, hash).
+    sealed: Vec<bson::Document>,
+    /// A seal made but not stored yet (the store failed): stored before the next one is made,
+    /// so the chain stays in order.
+    unstored_seal: Option<RawDocumentBuf>,
+    seals_since_anchor: u64,
 }
 
 type Entry = (Collection, RawDocumentBuf);
@@ -617,6 +652,32 @@ fn read_replay_step(journal: &Journal, offset: u64) -> std::io::Result<ReplaySte
 
 impl Consumer {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        if let Some(sealing) = &self.sealing {
+            // The process this writer writes for is sealed with its first batch.
+            let process = sealing.process;
+            let mut found = Vec::new();
+            let read = self
+                .store
+                .for_each_raw_batch(
+                    Collection::Process,
+                    &crate::store::Filter::eq("_id", process),
+                    1,
+                    |docs| {
+                        found.extend(docs);
+                        Ok(())
+                    },
+                )
+                .await;
+            match read {
+                Ok(_) => self.sealed.extend(
+                    found
+                        .iter()
+                        .map(|d| seal::record_entry(Collection::Process, d)),
+                ),
+                Err(e) => tracing::warn!(target: "audit", error = %e,
+                    "cannot read the process document to seal it"),
+            }
+        }
         if self.journal.as_ref().is_some_and(Journal::has_entries) {
             // Records spilled by an earlier run (an outage, a deadline, a crash) go first.
             self.spilling = true;
@@ -714,6 +775,7 @@ impl Consumer {
         } else {
             self.store_with_retries(entries).await;
         }
+        self.seal_stored().await;
         drop(permits);
         for ack in acks {
             let _ = ack.send(());
@@ -796,10 +858,25 @@ impl Consumer {
     /// trimmed or quarantined. `Err` only on a passing error: nothing is counted then, and the
     /// caller retries the whole batch (what was stored already is skipped by `_id`).
     async fn store_group(
-        &self,
+        &mut self,
         c: Collection,
         docs: &[RawDocumentBuf],
     ) -> Result<Outcome, StoreError> {
+        let mut stored = Vec::new();
+        let out = self.store_group_sealing(c, docs, &mut stored).await?;
+        // Only once the whole group is settled: a retried group would list its records twice.
+        self.sealed.append(&mut stored);
+        Ok(out)
+    }
+
+    async fn store_group_sealing(
+        &self,
+        c: Collection,
+        docs: &[RawDocumentBuf],
+        stored: &mut Vec<bson::Document>,
+    ) -> Result<Outcome, StoreError> {
+        // Seals themselves (replayed from the journal) are part of the chain, not covered by it.
+        let sealing = self.sealing.is_some() && c != Collection::Seal;
         let mut out = Outcome::default();
         // Ranges of `docs` still to store, the next one last.
         let mut parts = Vec::with_capacity(16);
@@ -811,7 +888,12 @@ impl Consumer {
                 .insert_many_bytes(c, docs[part.clone()].to_vec())
                 .await
             {
-                Ok(_) => out.written += part.len() as u64,
+                Ok(_) => {
+                    out.written += part.len() as u64;
+                    if sealing {
+                        stored.extend(docs[part].iter().map(|d| seal::record_entry(c, d)));
+                    }
+                }
                 Err(e) if !e.is_permanent() => return Err(e),
                 Err(e) if part.len() > 1 => {
                     if !split {
@@ -823,7 +905,13 @@ impl Consumer {
                     parts.push(mid..part.end);
                     parts.push(part.start..mid);
                 }
-                Err(e) => out.add(self.refused(c, docs[part.start].clone(), e).await?),
+                Err(e) => {
+                    let (o, trimmed) = self.refused(c, docs[part.start].clone(), e).await?;
+                    if let (true, Some(t)) = (sealing, trimmed) {
+                        stored.push(seal::record_entry(c, &t));
+                    }
+                    out.add(o)
+                }
             }
         }
         Ok(out)
@@ -835,7 +923,7 @@ impl Consumer {
         c: Collection,
         doc: RawDocumentBuf,
         e: StoreError,
-    ) -> Result<Outcome, StoreError> {
+    ) -> Result<(Outcome, Option<RawDocumentBuf>), StoreError> {
         let id = doc
             .get_object_id("_id")
             .map(|i| i.to_hex())
@@ -843,16 +931,19 @@ impl Consumer {
         let mut why = e.to_string();
         match degrade::trim_for_store(c, &doc, &e) {
             Ok((trimmed, parts)) if !parts.is_empty() => {
-                match self.store.insert_many_bytes(c, vec![trimmed]).await {
+                match self.store.insert_many_bytes(c, vec![trimmed.clone()]).await {
                     Ok(_) => {
                         tracing::error!(target: "audit", queue = %self.queue, collection = %c, id, error = %e,
                             parts = %parts.join(", "),
                             "audit store refused a record; stored it with these parts replaced by markers");
-                        return Ok(Outcome {
-                            written: 1,
-                            degraded: 1,
-                            ..Outcome::default()
-                        });
+                        return Ok((
+                            Outcome {
+                                written: 1,
+                                degraded: 1,
+                                ..Outcome::default()
+                            },
+                            Some(trimmed),
+                        ));
                     }
                     Err(e2) if !e2.is_permanent() => return Err(e2),
                     Err(e2) => why = format!("{e}; trimmed: {e2}"),
@@ -864,32 +955,112 @@ impl Consumer {
         let q = self.quarantine.clone();
         let kept = tokio::task::spawn_blocking(move || q.append([(c, &doc)])).await;
         let path = self.quarantine.path().display();
-        Ok(match kept {
-            Ok(Ok(_)) => {
-                tracing::error!(target: "audit", queue = %self.queue, collection = %c, id, error = %why,
+        Ok((
+            match kept {
+                Ok(Ok(_)) => {
+                    tracing::error!(target: "audit", queue = %self.queue, collection = %c, id, error = %why,
                     quarantine = %path, "audit store refused a record even trimmed; kept in the quarantine file");
-                Outcome {
-                    quarantined: 1,
-                    ..Outcome::default()
+                    Outcome {
+                        quarantined: 1,
+                        ..Outcome::default()
+                    }
                 }
-            }
-            Ok(Err(qe)) => {
-                tracing::error!(target: "audit", queue = %self.queue, collection = %c, id, error = %why,
+                Ok(Err(qe)) => {
+                    tracing::error!(target: "audit", queue = %self.queue, collection = %c, id, error = %why,
                     quarantine = %path, quarantine_error = %qe, "audit store refused a record and the quarantine file cannot be written; record lost");
-                Outcome {
-                    failed: 1,
-                    ..Outcome::default()
+                    Outcome {
+                        failed: 1,
+                        ..Outcome::default()
+                    }
                 }
-            }
-            Err(je) => {
-                tracing::error!(target: "audit", queue = %self.queue, collection = %c, id, error = %why,
+                Err(je) => {
+                    tracing::error!(target: "audit", queue = %self.queue, collection = %c, id, error = %why,
                     quarantine_error = %je, "audit store refused a record and the quarantine task failed; record lost");
-                Outcome {
-                    failed: 1,
-                    ..Outcome::default()
+                    Outcome {
+                        failed: 1,
+                        ..Outcome::default()
+                    }
+                }
+            },
+            None,
+        ))
+    }
+
+    /// Seals what was stored since the last seal, and stores the seal. A seal the store does not
+    /// take goes to the spill journal when there is one (it is stored, in order, by the replay);
+    /// without one it is retried, and only shutdown's deadline gives up on it (counted, logged:
+    /// the chain then has a gap that `audit verify` reports).
+    async fn seal_stored(&mut self) {
+        let Some(sealing) = self.sealing.as_mut() else {
+            return;
+        };
+        if self.unstored_seal.is_none() {
+            if self.sealed.is_empty() {
+                return;
+            }
+            let records: Vec<Bson> = self.sealed.drain(..).map(Bson::Document).collect();
+            let seal = sealing.sealer.seal(
+                "batch",
+                bson::doc! { "process": sealing.process, "records": records },
+            );
+            self.unstored_seal = Some(seal);
+            self.seals_since_anchor += 1;
+            if self.seals_since_anchor >= sealing.anchor_every {
+                self.seals_since_anchor = 0;
+                let head = sealing.sealer.head();
+                tracing::info!(target: "audit", stream = %head.stream, seq = head.seq, hash = %head.hash,
+                    "audit seal chain head");
+            }
+        }
+        let Some(seal) = self.unstored_seal.clone() else {
+            return;
+        };
+        let mut backoff = Duration::from_millis(10);
+        let mut attempt = 0u32;
+        loop {
+            match self
+                .store
+                .insert_many_bytes(Collection::Seal, vec![seal.clone()])
+                .await
+            {
+                Ok(_) => {
+                    self.unstored_seal = None;
+                    self.metrics.seals.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    attempt += 1;
+                    if let Some(journal) = self.journal.clone() {
+                        let s = seal.clone();
+                        let appended = tokio::task::spawn_blocking(move || {
+                            journal.append([(Collection::Seal, &s)])
+                        })
+                        .await;
+                        if let Ok(Ok(_)) = appended {
+                            tracing::warn!(target: "audit", queue = %self.queue, error = %e,
+                                "audit store did not take a seal; spilled to the journal");
+                            self.unstored_seal = None;
+                            self.spilling = true;
+                            self.schedule_replay(false);
+                            return;
+                        }
+                    }
+                    if self.stopping.load(Ordering::SeqCst) || self.gave_up {
+                        self.unstored_seal = None;
+                        self.metrics.seals_failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(target: "audit", queue = %self.queue, error = %e,
+                            "audit seal lost at shutdown; `audit verify` will report the gap");
+                        return;
+                    }
+                    if attempt == 1 || attempt.is_power_of_two() {
+                        tracing::warn!(target: "audit", queue = %self.queue, attempt, error = %e,
+                            "audit store did not take a seal; retrying");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
-        })
+        }
     }
 
     async fn spill(&mut self, entries: Vec<Entry>) {
@@ -1021,7 +1192,23 @@ impl Consumer {
                 }
                 ReplayStep::Entries(entries, next) => {
                     let mut out = Outcome::default();
+                    let mut seals = 0;
                     for (c, docs) in group(entries) {
+                        if c == Collection::Seal {
+                            // A seal spilled because the store did not take it: part of the
+                            // chain, not a record.
+                            let n = docs.len() as u64;
+                            match self.store.insert_many_bytes(c, docs).await {
+                                Ok(_) => {
+                                    seals += n;
+                                    continue;
+                                }
+                                Err(e) => {
+                                    self.replay_failed("audit store still unavailable", &e);
+                                    return;
+                                }
+                            }
+                        }
                         match self.store_group(c, &docs).await {
                             Ok(o) => out.add(o),
                             Err(e) => {
@@ -1031,9 +1218,11 @@ impl Consumer {
                         }
                     }
                     self.metrics.count(out, true);
+                    self.metrics.seals.fetch_add(seals, Ordering::Relaxed);
+                    self.seal_stored().await;
                     self.replay_offset = next;
                     self.replay_failures = 0;
-                    debug_assert!(out.total() > 0);
+                    debug_assert!(out.total() + seals > 0);
                 }
             }
         }

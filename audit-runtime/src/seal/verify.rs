@@ -8,8 +8,8 @@
 //!    (and, with a key, its signature must be valid); batch seals fill the index, prune seals
 //!    record the ranges removed legitimately, erasure seals replace a record's expected hash;
 //! 2. the stored records: each is hashed and looked up — a different hash is `modified`, no seal
-//!    at all is `inserted` (unless it is younger than the in-flight window, or older than the first
-//!    seal: written before sealing began);
+//!    at all is `inserted` (unless it is younger than the in-flight window, or dated before the
+//!    date the operator gave as the start of sealing);
 //! 3. the sealed records never seen in pass 2: `deleted`, unless a prune seal covers their date.
 
 use super::{compute_seal_hash, record_date, sha256_hex, signature_is_valid, Head};
@@ -36,6 +36,10 @@ pub struct VerifyOptions {
     pub to: Option<DateTime<Utc>>,
     /// Records younger than this may not be sealed yet: not reported as inserted.
     pub in_flight: Duration,
+    /// Records dated before this with no seal are counted, not reported: a trail written before
+    /// sealing was turned on. Whoever sets it accepts that records forged with an older date go
+    /// unnoticed, so it is never assumed.
+    pub accept_unsealed_before: Option<DateTime<Utc>>,
 }
 
 impl Default for VerifyOptions {
@@ -45,6 +49,7 @@ impl Default for VerifyOptions {
             from: None,
             to: None,
             in_flight: Duration::from_secs(600),
+            accept_unsealed_before: None,
         }
     }
 }
@@ -132,8 +137,9 @@ pub struct Summary {
     pub pruned: u64,
     /// Records whose change an erasure seal accounts for.
     pub erased: u64,
-    /// Records written before the first seal (sealing was not on yet).
-    pub unsealed_before_first_seal: u64,
+    /// Records with no seal dated before `accept_unsealed_before`, accepted as written before
+    /// sealing was turned on.
+    pub unsealed_accepted: u64,
     /// Findings reported.
     pub findings: u64,
     /// The head of each stream verified.
@@ -221,7 +227,9 @@ impl Index {
              CREATE TABLE covered (c TEXT NOT NULL, id TEXT NOT NULL, h TEXT NOT NULL, t INTEGER,
                  seal TEXT NOT NULL, erased INTEGER NOT NULL DEFAULT 0, h_before_erasure TEXT,
                  seen INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (c, id)) WITHOUT ROWID;
-             CREATE TABLE pruned (c TEXT NOT NULL, t_from INTEGER, t_to INTEGER NOT NULL);",
+             CREATE TABLE pruned (c TEXT NOT NULL, t_from INTEGER, t_to INTEGER NOT NULL);
+             CREATE TABLE erasures (c TEXT NOT NULL, id TEXT NOT NULL, old TEXT NOT NULL,
+                 new TEXT NOT NULL, seal TEXT NOT NULL, stream TEXT, seq INTEGER, t INTEGER);",
         )?;
         Ok(Index { conn, _dir: dir })
     }
@@ -239,7 +247,6 @@ pub async fn verify(
     let mut summary = Summary::default();
     let mut heads: HashMap<ObjectId, Head> = HashMap::new();
     let mut order: Vec<ObjectId> = Vec::new();
-    let mut first_seal: Option<bson::DateTime> = None;
     let mut seen = 0u64;
     let mut emit = |f: Finding, summary: &mut Summary| {
         summary.findings += 1;
@@ -259,15 +266,9 @@ pub async fn verify(
             };
             for seal in &seals {
                 summary.seals += 1;
-                if let Err(e) = check_seal(
-                    seal,
-                    opts,
-                    &tx,
-                    &mut heads,
-                    &mut order,
-                    &mut first_seal,
-                    &mut |f| emit(f, &mut summary),
-                ) {
+                if let Err(e) = check_seal(seal, opts, &tx, &mut heads, &mut order, &mut |f| {
+                    emit(f, &mut summary)
+                }) {
                     failure = Some(e);
                 }
             }
@@ -283,10 +284,41 @@ pub async fn verify(
         return Err(e);
     }
 
+    // The erasures, in the order they were sealed.
+    {
+        let mut changes = index
+            .conn
+            .prepare("SELECT c, id, old, new, seal, stream, seq FROM erasures ORDER BY t, rowid")?;
+        let mut update = index.conn.prepare(
+            "UPDATE covered SET h = ?4, h_before_erasure = ?3, erased = 1
+             WHERE c = ?1 AND id = ?2 AND h = ?3",
+        )?;
+        let mut rows = changes.query([])?;
+        while let Some(r) = rows.next()? {
+            let (c, id, old, new): (String, String, String, String) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            if update.execute(params![c, id, old, new])? == 0 {
+                emit(
+                    Finding {
+                        kind: FindingKind::ChainBroken,
+                        collection: Some(c),
+                        id: Some(id),
+                        seal: Some(r.get(4)?),
+                        stream: r.get(5)?,
+                        seq: r.get(6)?,
+                        detail: "an erasure names a record state that no seal recorded".into(),
+                    },
+                    &mut summary,
+                );
+            }
+        }
+    }
+
     // 2. The records.
     let in_flight_start =
         Utc::now() - chrono::Duration::from_std(opts.in_flight).unwrap_or(chrono::Duration::MAX);
     let in_flight_start = bson::DateTime::from_chrono(in_flight_start);
+    let accept_before = opts.accept_unsealed_before.map(bson::DateTime::from_chrono);
     for c in Collection::ALL {
         let mut parts = Vec::new();
         if let Some(from) = opts.from {
@@ -345,10 +377,8 @@ pub async fn verify(
                                     if date.is_some_and(|t| t >= in_flight_start) {
                                         continue;
                                     }
-                                    if first_seal.is_none()
-                                        || date.zip(first_seal).is_some_and(|(t, f)| t < f)
-                                    {
-                                        summary.unsealed_before_first_seal += 1;
+                                    if date.zip(accept_before).is_some_and(|(t, a)| t < a) {
+                                        summary.unsealed_accepted += 1;
                                         continue;
                                     }
                                     emit(
@@ -426,7 +456,6 @@ fn check_seal(
     tx: &rusqlite::Transaction<'_>,
     heads: &mut HashMap<ObjectId, Head>,
     order: &mut Vec<ObjectId>,
-    first_seal: &mut Option<bson::DateTime>,
     emit: &mut dyn FnMut(Finding),
 ) -> Result<(), VerifyError> {
     let seal_id = id_key(seal.get("_id").ok().flatten());
@@ -457,11 +486,6 @@ fn check_seal(
                 "the seal is not signed"
             };
             emit(finding(FindingKind::BadSignature, detail.into()));
-        }
-    }
-    if let Ok(t) = seal.get_datetime("time") {
-        if first_seal.is_none_or(|f| t < f) {
-            *first_seal = Some(t);
         }
     }
     let (Some(stream), Some(seq)) = (stream, seq) else {
@@ -544,10 +568,13 @@ fn check_seal(
             }
         }
         "erasure" => {
-            let mut update = tx.prepare_cached(
-                "UPDATE covered SET h = ?4, h_before_erasure = ?3, erased = 1
-                 WHERE c = ?1 AND id = ?2 AND h = ?3",
+            // Applied once every seal is read: seals of different streams (the writer's, the
+            // command's) are not ordered among themselves.
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO erasures (c, id, old, new, seal, stream, seq, t)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
+            let t = seal.get_datetime("time").ok().map(|t| t.timestamp_millis());
             for change in seal.get_array("changes").into_iter().flatten().flatten() {
                 let Some(ch) = change.as_document() else {
                     continue;
@@ -558,17 +585,7 @@ fn check_seal(
                     continue;
                 };
                 let id = id_key(ch.get("id").ok().flatten());
-                if update.execute(params![c, id, old, new])? == 0 {
-                    emit(Finding {
-                        kind: FindingKind::ChainBroken,
-                        collection: Some(c.to_owned()),
-                        id: Some(id),
-                        ..finding(
-                            FindingKind::ChainBroken,
-                            "an erasure names a record state that no seal recorded".into(),
-                        )
-                    });
-                }
+                insert.execute(params![c, id, old, new, seal_id, stream.to_hex(), seq, t])?;
             }
         }
         other => emit(finding(
