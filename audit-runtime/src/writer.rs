@@ -23,7 +23,11 @@
 //!   (connection, timeout, database locked) the batch is retried with back-off, or, with a spill
 //!   journal configured, the batch and everything after it go to the journal (fsync'd,
 //!   acknowledged) and are replayed in order, batch by batch, once the store answers; see
-//!   [`crate::journal`] for what the journal guarantees.
+//!   [`crate::journal`] for what the journal guarantees. A journal that cannot be written (a full
+//!   disk, a symlink refused) does not lose the batch: it stays in memory and the store is retried.
+//! - **Shutdown counts what it could not store.** Past `flush_timeout`, records go to the journal
+//!   or, without one, are counted as `failed`; a store call in flight then is let return (for up
+//!   to 10 s) so that its records are counted by what happened to them, not guessed.
 //! - **Memory is bounded** by `queue_capacity` records and by `queue_max_bytes` bytes of encoded
 //!   records, whichever is reached first (`queue_bytes` reports the bytes held). Async
 //!   [`Writer::submit`] under [`FullPolicy::Block`] waits for room for both. Code that cannot wait

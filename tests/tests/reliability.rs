@@ -639,3 +639,33 @@ async fn a_torn_journal_entry_followed_by_later_appends_loses_none_of_them() {
     assert_eq!((m.replayed, m.journal_corrupt), (3, 1), "{m:?}");
     assert!(!journal.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_is_not_a_journal_is_quarantined_not_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let journal = dir.path().join("audit.spill");
+    let foreign = b"# notes someone kept at the journal's path\n".repeat(100);
+    std::fs::write(&journal, &foreign).unwrap();
+    let (auditor, guard) = start(config(DbConnection::Sqlite(db), &journal, ""))
+        .await
+        .unwrap();
+    auditor.flush().await;
+    record_jobs(&auditor, "after", 3).await;
+    auditor.flush().await;
+    let m = guard.shutdown().await;
+    assert_eq!(
+        (m.journal_corrupt, m.written, m.replayed),
+        (1, 3, 0),
+        "{m:?}"
+    );
+    assert!(!journal.exists());
+    let kept = audit_runtime::journal::Journal::new(dir.path().join("audit.spill.quarantine"))
+        .read_all()
+        .unwrap();
+    assert_eq!(
+        kept,
+        vec![audit_runtime::journal::Item::Raw(foreign)],
+        "its bytes are kept whole"
+    );
+}

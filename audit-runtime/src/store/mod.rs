@@ -127,18 +127,42 @@ impl StoreError {
     }
 }
 
+/// MongoDB server error codes that pass (a primary stepping down, a shutdown, a timeout), even
+/// when they come back as a document's write error in a bulk insert.
+#[cfg(feature = "mongodb")]
+const MONGO_PASSING_CODES: &[i32] = &[
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    50,    // MaxTimeMSExpired
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    189,   // PrimarySteppedDown
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+];
+
 #[cfg(feature = "mongodb")]
 fn mongo_is_permanent(e: &mongodb::error::Error) -> bool {
     use mongodb::error::{ErrorKind, WriteFailure};
+    if e.contains_label("RetryableWriteError") || e.contains_label("TransientTransactionError") {
+        return false;
+    }
     match &*e.kind {
         ErrorKind::InvalidArgument { .. }
         | ErrorKind::BsonSerialization(_)
         | ErrorKind::BsonDeserialization(_) => true,
         // Write errors are about the documents; a write-concern error is about the servers.
-        ErrorKind::Write(WriteFailure::WriteError(_)) => true,
+        ErrorKind::Write(WriteFailure::WriteError(w)) => !MONGO_PASSING_CODES.contains(&w.code),
         ErrorKind::InsertMany(f) => {
             f.write_concern_error.is_none()
-                && f.write_errors.as_ref().is_some_and(|w| !w.is_empty())
+                && f.write_errors.as_ref().is_some_and(|w| {
+                    !w.is_empty() && w.iter().all(|w| !MONGO_PASSING_CODES.contains(&w.code))
+                })
         }
         ErrorKind::Command(c) => MONGO_PERMANENT_CODES.contains(&c.code),
         _ => false,
@@ -443,5 +467,64 @@ impl Store {
     /// Drops one index by name; `false` when there was none.
     pub async fn drop_index(&self, collection: Collection, name: &str) -> StoreResult<bool> {
         dispatch!(self, s => s.drop_index(collection, name).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passing_and_permanent_store_errors() {
+        let too_large = StoreError::TooLarge {
+            collection: Collection::Access,
+            size: MAX_DOCUMENT_BYTES + 1,
+        };
+        assert!(too_large.is_permanent());
+        assert!(StoreError::Raw("no _id".into()).is_permanent());
+        assert!(!StoreError::Worker("panicked".into()).is_permanent());
+        assert!(!StoreError::Io(std::io::Error::other("disk")).is_permanent());
+    }
+
+    #[cfg(feature = "embedded-store")]
+    #[test]
+    fn sqlite_busy_and_locked_pass_too_big_does_not() {
+        let sqlite = |code| {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert!(!sqlite(rusqlite::ffi::SQLITE_BUSY).is_permanent());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_LOCKED).is_permanent());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_IOERR).is_permanent());
+        assert!(sqlite(rusqlite::ffi::SQLITE_TOOBIG).is_permanent());
+        assert!(sqlite(rusqlite::ffi::SQLITE_CONSTRAINT).is_permanent());
+    }
+
+    #[cfg(feature = "mongodb")]
+    #[test]
+    fn mongodb_refusals_are_permanent_and_failovers_pass() {
+        use mongodb::error::{CommandError, Error, ErrorKind, WriteError, WriteFailure};
+        let command = |code: i32| {
+            let c: CommandError =
+                bson::from_document(bson::doc! { "code": code, "codeName": "x", "errmsg": "m" })
+                    .unwrap();
+            StoreError::from(Error::from(ErrorKind::Command(c)))
+        };
+        let write = |code: i32| {
+            let w: WriteError =
+                bson::from_document(bson::doc! { "code": code, "errmsg": "m" }).unwrap();
+            StoreError::from(Error::from(ErrorKind::Write(WriteFailure::WriteError(w))))
+        };
+        assert!(command(10334).is_permanent(), "document too large");
+        assert!(!command(189).is_permanent(), "primary stepped down");
+        assert!(!command(424_242).is_permanent(), "unknown: retried");
+        assert!(write(52).is_permanent(), "a `$` field name");
+        assert!(!write(11602).is_permanent(), "interrupted by a failover");
+        let io = Error::from(ErrorKind::Io(std::sync::Arc::new(std::io::Error::other(
+            "reset",
+        ))));
+        assert!(!StoreError::from(io).is_permanent());
     }
 }
