@@ -866,11 +866,83 @@ impl Consumer {
         c: Collection,
         docs: &[RawDocumentBuf],
     ) -> Result<Outcome, StoreError> {
+        if let Some(out) = self.store_group_with_its_seal(c, docs).await? {
+            return Ok(out);
+        }
         let mut stored = Vec::new();
         let out = self.store_group_sealing(c, docs, &mut stored).await?;
         // Only once the whole group is settled: a retried group would list its records twice.
         self.sealed.append(&mut stored);
         Ok(out)
+    }
+
+    /// The common case when sealing: the group and the seal covering it (with whatever was
+    /// stored since the last seal) in one store call — one transaction, one commit on SQLite.
+    /// `Ok(None)` when that does not apply (sealing off, a seal still unstored, a seal replayed
+    /// from the journal) or when the store refuses the group for good: the caller then stores it
+    /// record by record and seals afterwards. The chain moves on only once the seal is stored.
+    async fn store_group_with_its_seal(
+        &mut self,
+        c: Collection,
+        docs: &[RawDocumentBuf],
+    ) -> Result<Option<Outcome>, StoreError> {
+        if c == Collection::Seal || self.unstored_seal.is_some() || docs.is_empty() {
+            return Ok(None);
+        }
+        let Some(sealing) = self.sealing.as_ref() else {
+            return Ok(None);
+        };
+        let owned = docs.to_vec();
+        let hashed = tokio::task::spawn_blocking(move || {
+            let entries: Vec<Bson> = owned
+                .iter()
+                .map(|d| Bson::Document(seal::record_entry(c, d)))
+                .collect();
+            (owned, entries)
+        })
+        .await;
+        let Ok((owned, entries)) = hashed else {
+            return Ok(None);
+        };
+        let records: Vec<Bson> = self
+            .sealed
+            .iter()
+            .cloned()
+            .map(Bson::Document)
+            .chain(entries)
+            .collect();
+        let (seal, head) = sealing.sealer.prepare(
+            "batch",
+            bson::doc! { "process": sealing.process, "records": records },
+        );
+        match self.store.insert_many_bytes_sealed(c, owned, seal).await {
+            Ok(_) => {
+                self.sealed.clear();
+                self.note_seal(head);
+                self.metrics.seals.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(Outcome {
+                    written: docs.len() as u64,
+                    ..Outcome::default()
+                }))
+            }
+            Err(e) if e.is_permanent() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The chain moves on to a seal, and now and then its head goes to the log.
+    fn note_seal(&mut self, head: seal::Head) {
+        let Some(sealing) = self.sealing.as_mut() else {
+            return;
+        };
+        sealing.sealer.commit(head);
+        self.seals_since_anchor += 1;
+        if self.seals_since_anchor >= sealing.anchor_every {
+            self.seals_since_anchor = 0;
+            let head = sealing.sealer.head();
+            tracing::info!(target: "audit", stream = %head.stream, seq = head.seq, hash = %head.hash,
+                "audit seal chain head");
+        }
     }
 
     async fn store_group_sealing(
@@ -1003,18 +1075,14 @@ impl Consumer {
                 return;
             }
             let records: Vec<Bson> = self.sealed.drain(..).map(Bson::Document).collect();
-            let seal = sealing.sealer.seal(
+            // Made now and stored below, or later, but always before the next one: the head
+            // moves on at once.
+            let (seal, head) = sealing.sealer.prepare(
                 "batch",
                 bson::doc! { "process": sealing.process, "records": records },
             );
+            self.note_seal(head);
             self.unstored_seal = Some(seal);
-            self.seals_since_anchor += 1;
-            if self.seals_since_anchor >= sealing.anchor_every {
-                self.seals_since_anchor = 0;
-                let head = sealing.sealer.head();
-                tracing::info!(target: "audit", stream = %head.stream, seq = head.seq, hash = %head.hash,
-                    "audit seal chain head");
-            }
         }
         let Some(seal) = self.unstored_seal.clone() else {
             return;

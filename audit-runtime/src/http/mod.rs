@@ -6,7 +6,7 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use audit_runtime::{http::AuditLayer, AuditConfig, Auditor};
 //! let (auditor, guard) = Auditor::start(AuditConfig::load(None)?).await?;
-//! let app = axum::Router::new()
+//! let app: axum::Router = axum::Router::new()
 //!     .route("/", axum::routing::get(|| async { "hello" }))
 //!     .layer(AuditLayer::new(auditor));
 //! // ... serve `app`; at shutdown:

@@ -290,6 +290,15 @@ impl Sealer {
     /// A seal of `kind` with `body`'s fields after the chain fields. The stream's head moves on:
     /// the caller stores the returned seal before making the next (retrying the same bytes).
     pub fn seal(&mut self, kind: &str, body: Document) -> RawDocumentBuf {
+        let (seal, head) = self.prepare(kind, body);
+        self.head = head;
+        seal
+    }
+
+    /// A seal that would follow the head, and the head it would make; nothing moves until
+    /// [`commit`](Self::commit). For a seal stored together with its records: if that write
+    /// fails, the next seal takes the same place in the chain.
+    pub fn prepare(&self, kind: &str, body: Document) -> (RawDocumentBuf, Head) {
         let seq = self.head.seq + 1;
         let mut d = doc! {
             "_id": ObjectId::new(),
@@ -308,12 +317,18 @@ impl Sealer {
             raw.append("sig", hex(&sig.to_bytes()));
             raw.append("key", hex(key.verifying_key().as_bytes()));
         }
-        self.head = Head {
+        let head = Head {
             stream: self.head.stream,
             seq,
             hash,
         };
-        raw
+        (raw, head)
+    }
+
+    /// Moves the head to a prepared seal's, once that seal is stored.
+    pub fn commit(&mut self, head: Head) {
+        debug_assert_eq!(head.seq, self.head.seq + 1);
+        self.head = head;
     }
 }
 

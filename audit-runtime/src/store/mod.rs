@@ -301,6 +301,41 @@ impl Store {
         dispatch!(self, s => s.insert_many(collection, docs).await)
     }
 
+    /// Inserts `docs` and then `seal`, the seal covering them: on SQLite in one transaction, so
+    /// the records are never stored without their seal (and one commit serves both); on MongoDB
+    /// the seal right after the records. Idempotent by `_id` like
+    /// [`insert_many_bytes`](Self::insert_many_bytes), so a failed call is simply repeated.
+    pub async fn insert_many_bytes_sealed(
+        &self,
+        collection: Collection,
+        docs: Vec<RawDocumentBuf>,
+        seal: RawDocumentBuf,
+    ) -> StoreResult<u64> {
+        if let Some(d) = docs
+            .iter()
+            .find(|d| d.as_bytes().len() > MAX_DOCUMENT_BYTES)
+        {
+            return Err(StoreError::TooLarge {
+                collection,
+                size: d.as_bytes().len(),
+            });
+        }
+        match self {
+            #[cfg(feature = "embedded-store")]
+            Store::Sqlite(s) => s.insert_many_sealed(collection, docs, seal).await,
+            #[cfg(feature = "mongodb")]
+            Store::Mongo(s) => {
+                let n = if docs.is_empty() {
+                    0
+                } else {
+                    s.insert_many(collection, docs).await?
+                };
+                s.insert_many(Collection::Seal, vec![seal]).await?;
+                Ok(n)
+            }
+        }
+    }
+
     /// Inserts one typed document (idempotent by `_id`).
     pub async fn insert<T: AuditDocument>(&self, doc: &T) -> StoreResult<u64> {
         self.insert_many_bytes(T::COLLECTION, vec![encode(doc)?])

@@ -64,6 +64,33 @@ impl SqliteStore {
         c: Collection,
         docs: Vec<RawDocumentBuf>,
     ) -> StoreResult<u64> {
+        self.insert_many_then(c, docs, None).await
+    }
+
+    /// Inserts `docs` and `seal` in one transaction.
+    pub(crate) async fn insert_many_sealed(
+        &self,
+        c: Collection,
+        docs: Vec<RawDocumentBuf>,
+        seal: RawDocumentBuf,
+    ) -> StoreResult<u64> {
+        self.insert_many_then(c, docs, Some(seal)).await
+    }
+
+    async fn insert_many_then(
+        &self,
+        c: Collection,
+        docs: Vec<RawDocumentBuf>,
+        seal: Option<RawDocumentBuf>,
+    ) -> StoreResult<u64> {
+        let seal = seal
+            .map(|s| {
+                let id = s
+                    .get_object_id("_id")
+                    .map_err(|_| StoreError::Raw("seal has no ObjectId `_id`".into()))?;
+                Ok::<_, StoreError>((id.to_hex(), s.into_bytes()))
+            })
+            .transpose()?;
         let rows = docs
             .into_iter()
             .map(|d| {
@@ -86,6 +113,14 @@ impl SqliteStore {
                         .execute(rusqlite::params![id, blob])
                         .map_err(|e| duplicate(c, e))? as u64;
                 }
+            }
+            if let Some((id, blob)) = &seal {
+                tx.prepare_cached(&format!(
+                    "INSERT INTO {} (id, doc) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+                    Collection::Seal.name()
+                ))?
+                .execute(rusqlite::params![id, blob])
+                .map_err(|e| duplicate(Collection::Seal, e))?;
             }
             tx.commit()?;
             Ok(n)
