@@ -40,6 +40,7 @@ pub mod keys;
 pub mod model;
 pub mod process;
 pub mod query;
+pub mod redact;
 pub mod registry;
 pub mod store;
 pub mod view;
