@@ -272,10 +272,7 @@ impl Redaction {
         if !self.enabled || !s.contains(['=', ':']) {
             return Cow::Borrowed(s);
         }
-        let s = match userinfo_re().is_match(s) {
-            true => Cow::Owned(userinfo_re().replace_all(s, "$1$2:****@").into_owned()),
-            false => Cow::Borrowed(s),
-        };
+        let s = mask_userinfo(s);
         if !pair_re().is_match(&s) {
             return s;
         }
@@ -325,7 +322,7 @@ impl Redaction {
 
     /// A URL with its password and every query and fragment value masked.
     fn url_all_values(&self, value: &str) -> String {
-        let value = userinfo_re().replace_all(value, "$1$2:****@");
+        let value = mask_userinfo(value);
         let Some(q) = value.find(['?', '#']) else {
             return value.into_owned();
         };
@@ -536,13 +533,58 @@ fn has_auth_scheme(value: &str) -> bool {
         || v.get(..7).is_some_and(|h| h.eq_ignore_ascii_case("bearer,"))
 }
 
-fn userinfo_re() -> &'static Regex {
+fn scheme_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    // scheme :// user : password @ — the password runs to the last `@` of the word, so one
-    // holding `/`, `?` or `@` is masked whole.
-    RE.get_or_init(|| {
-        Regex::new(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^\s:/?#@]*):\S*@").expect("valid regex")
-    })
+    RE.get_or_init(|| Regex::new(r"[A-Za-z][A-Za-z0-9+.\-]*://").expect("valid regex"))
+}
+
+/// `s` with the password of every `scheme://user:password@host` in it masked.
+///
+/// The user info is what precedes the last `@` of the authority (up to the first `/`, `?` or
+/// `#`). A password that holds an unencoded `/`, `?` or `#` ends the authority early; such a
+/// `user:...` (a `:` not followed by a port number) is still taken for user info, up to the `@`
+/// that [`split_userinfo`] finds in the rest of the word.
+fn mask_userinfo(s: &str) -> Cow<'_, str> {
+    if !s.contains("://") {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut last = 0;
+    for m in scheme_re().find_iter(s) {
+        if m.start() < last {
+            continue;
+        }
+        let rest = &s[m.end()..];
+        let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let word = &rest[..word_end];
+        let authority = &word[..word.find(['/', '?', '#']).unwrap_or(word.len())];
+        let userinfo = match authority.rfind('@') {
+            Some(i) => Some(&word[..i]),
+            None => match authority.split_once(':') {
+                Some((_, after))
+                    if !after.is_empty() && !after.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    split_userinfo(word).0
+                }
+                _ => None,
+            },
+        };
+        let Some(userinfo) = userinfo else {
+            continue;
+        };
+        let Some((user, _)) = userinfo.split_once(':') else {
+            continue;
+        };
+        out.push_str(&s[last..m.end()]);
+        out.push_str(user);
+        out.push_str(":****");
+        last = m.end() + userinfo.len();
+    }
+    if last == 0 {
+        return Cow::Borrowed(s);
+    }
+    out.push_str(&s[last..]);
+    Cow::Owned(out)
 }
 
 fn pair_re() -> &'static Regex {
@@ -853,6 +895,26 @@ mod tests {
             "mongodb://u:****@h1:27017,h2/db?replicaSet=rs&tlsCertificateKeyFilePassword=****"
         );
         assert_eq!(p.uri("mongodb://h/db"), "mongodb://h/db");
+    }
+
+    #[test]
+    fn passwords_in_text() {
+        let p = Redaction::default();
+        for (text, want) in [
+            ("at https://u:pw@h/x ok", "at https://u:****@h/x ok"),
+            ("mongodb://u:p/?@ss@h/db", "mongodb://u:****@h/db"),
+            (
+                "a https://host:8080/p?email=bob@x.example",
+                "a https://host:8080/p?email=bob@x.example",
+            ),
+            ("a https://bob@h/p", "a https://bob@h/p"),
+            (
+                "two redis://:pw1@r1 and amqp://u:pw2@r2/v",
+                "two redis://:****@r1 and amqp://u:****@r2/v",
+            ),
+        ] {
+            assert_eq!(p.text(text), want);
+        }
     }
 
     #[test]
