@@ -544,7 +544,7 @@ fn scheme_re() -> &'static Regex {
 /// `#`). A password that holds an unencoded `/`, `?` or `#` ends the authority early; such a
 /// `user:...` (a `:` not followed by a port number) is still taken for user info, up to the `@`
 /// that [`split_userinfo`] finds in the rest of the word.
-fn mask_userinfo(s: &str) -> Cow<'_, str> {
+pub fn mask_userinfo(s: &str) -> Cow<'_, str> {
     if !s.contains("://") {
         return Cow::Borrowed(s);
     }

@@ -152,6 +152,7 @@ fn app() -> Router {
                     "author": "keep-author",
                     "spinner": "keep-spinner",
                     "design": "keep-design",
+                    "dsn": format!("postgres://app:{}@db.example/app", secret("json-dsn")),
                 }))
             }),
         )
@@ -222,6 +223,13 @@ async fn request_secrets_are_masked_by_default() {
         query.append_pair(k, &v);
         secrets.push((format!("query {k}"), v));
     }
+    // Secrets inside harmless-named values: a redirect URL's token, a connection string.
+    let next = format!("https://app.example/cb?token={}", secret("next-token"));
+    let db = format!("mongodb://admin:{}@db.example/trail", secret("db-password"));
+    query.append_pair("next", &next);
+    query.append_pair("db", &db);
+    secrets.push(("next".into(), secret("next-token")));
+    secrets.push(("db".into(), secret("db-password")));
     for (k, v) in [
         ("spinner", "keep-spinner"),
         ("author", "keep-author"),
@@ -302,6 +310,14 @@ async fn request_secrets_are_masked_by_default() {
     assert_eq!(get.request.GET.get_str("author").unwrap(), "keep-author");
     assert_eq!(get.request.GET.get_str("design").unwrap(), "keep-design");
     assert_eq!(get.request.GET.get_str("zip_code").unwrap(), "keep-zip");
+    assert_eq!(
+        get.request.GET.get_str("next").unwrap(),
+        "https://app.example/cb?token=********"
+    );
+    assert_eq!(
+        get.request.GET.get_str("db").unwrap(),
+        "mongodb://admin:****@db.example/trail"
+    );
     let meta = &get.request.METADATA;
     assert_eq!(meta.get_str("HTTP_X_ACCESS_TOKEN").unwrap(), "********");
     assert_eq!(
@@ -329,6 +345,7 @@ async fn response_secrets_are_masked_by_default() {
         "json-authorization",
         "json-jwt",
         "json-credentials-pass",
+        "json-dsn",
         "xml-token-attribute",
         "xml-password",
         "xml-nested-pass",

@@ -58,11 +58,7 @@ impl Capture {
     pub(crate) fn form_map(&self, encoded: &[u8]) -> Document {
         let mut doc = Document::new();
         for (k, v) in form_urlencoded::parse(encoded) {
-            let value = if self.secret_key(&k) {
-                MASK.to_owned()
-            } else {
-                v.into_owned()
-            };
+            let value = self.pair_value(&k, v);
             let key = escape_key(&k);
             match doc.get_mut(&key) {
                 Some(Bson::Array(values)) => values.push(Bson::String(value)),
@@ -76,6 +72,18 @@ impl Capture {
             }
         }
         doc
+    }
+
+    /// A query or form value as stored: masked when its key is a secret, else with the secrets of
+    /// any URL or `name=value` inside it masked (`?next=https://h/cb?token=...`).
+    fn pair_value(&self, key: &str, value: std::borrow::Cow<'_, str>) -> String {
+        if self.secret_key(key) {
+            return MASK.to_owned();
+        }
+        match self.policy.text(&value) {
+            std::borrow::Cow::Borrowed(_) => value.into_owned(),
+            std::borrow::Cow::Owned(masked) => masked,
+        }
     }
 
     /// `request.COOKIES`: every cookie, values masked unless redaction is off.
@@ -148,14 +156,15 @@ impl Capture {
     /// The query string with secret values masked (it is stored in METADATA too).
     fn redacted_query(&self, query: &str) -> String {
         // Rebuilt only when a secret is in it; most query strings are stored as they came.
-        if !self.policy.enabled()
-            || !form_urlencoded::parse(query.as_bytes()).any(|(k, _)| self.secret_key(&k))
-        {
+        let has_secret = |(k, v): (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)| {
+            self.secret_key(&k) || matches!(self.policy.text(&v), std::borrow::Cow::Owned(_))
+        };
+        if !self.policy.enabled() || !form_urlencoded::parse(query.as_bytes()).any(has_secret) {
             return query.to_owned();
         }
         let mut out = form_urlencoded::Serializer::new(String::new());
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            out.append_pair(&k, if self.secret_key(&k) { MASK } else { &v });
+            out.append_pair(&k, &self.pair_value(&k, v));
         }
         out.finish()
     }
@@ -206,7 +215,11 @@ impl Capture {
                 (None, Some(f)) => Bson::Double(f),
                 _ => Bson::String(n.to_string()),
             },
-            Value::String(s) => Bson::String(s),
+            // A URL with a password inside a string value is masked too.
+            Value::String(s) => match crate::redact::mask_userinfo(&s) {
+                std::borrow::Cow::Borrowed(_) => Bson::String(s),
+                std::borrow::Cow::Owned(masked) => Bson::String(masked),
+            },
             Value::Array(a) => Bson::Array(a.into_iter().map(|x| self.json_to_bson(x)).collect()),
             Value::Object(o) => Bson::Document(
                 o.into_iter()
