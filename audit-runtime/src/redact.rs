@@ -187,11 +187,20 @@ impl Redaction {
     /// True when the value of a key (query, form, JSON, XML, URL parameter, flag, model field) of
     /// this name is masked.
     pub fn is_secret_key(&self, name: &str) -> bool {
-        self.enabled && self.matches(&normalize(name))
+        self.enabled && self.matches_any_spelling(name, Self::matches)
+    }
+
+    /// Tries the name split at its camelCase boundaries (`userPIN` → `user_pin`), then, when it
+    /// has capitals, without splitting (`PaSsWoRd` → `password`): a name that is a secret either
+    /// way is one.
+    fn matches_any_spelling(&self, name: &str, rule: fn(&Self, &str) -> bool) -> bool {
+        rule(self, &normalize(name))
+            || (name.chars().any(char::is_uppercase)
+                && rule(self, &normalize(&name.to_lowercase())))
     }
 
     fn is_secret_word(&self, name: &str) -> bool {
-        self.enabled && self.matches_inside(&normalize(name))
+        self.enabled && self.matches_any_spelling(name, Self::matches_inside)
     }
 
     fn matches(&self, n: &str) -> bool {
@@ -214,7 +223,7 @@ impl Redaction {
 
     /// True when a header of this name is masked whole.
     pub fn is_secret_header(&self, name: &str) -> bool {
-        self.enabled && self.secret_header_normalized(&normalize(name))
+        self.enabled && self.matches_any_spelling(name, Self::secret_header_normalized)
     }
 
     fn secret_header_normalized(&self, n: &str) -> bool {
@@ -776,6 +785,8 @@ mod tests {
             "sessionid",
             "otp",
             "tlsCertificateKeyFilePassword",
+            "PaSsWoRd",
+            "ApI-kEy",
         ] {
             assert!(p.is_secret_key(name), "{name} should be a secret");
         }

@@ -162,6 +162,100 @@ proptest! {
     }
 }
 
+/// A secret name as a client might spell it: any case, any separator, with or without an `x-` or
+/// `HTTP_` prefix.
+fn spelled_secret_name() -> impl Strategy<Value = String> {
+    let base = proptest::sample::select(vec![
+        vec!["password"],
+        vec!["new", "password"],
+        vec!["passwd"],
+        vec!["pwd"],
+        vec!["secret"],
+        vec!["client", "secret"],
+        vec!["access", "token"],
+        vec!["token"],
+        vec!["api", "key"],
+        vec!["private", "key"],
+        vec!["auth"],
+        vec!["user", "pin"],
+        vec!["pin"],
+        vec!["sig"],
+        vec!["jwt"],
+        vec!["credentials"],
+        vec!["session", "id"],
+        vec!["csrf"],
+        vec!["authorization"],
+        vec!["amz", "signature"],
+    ]);
+    (
+        base,
+        proptest::sample::select(vec!["", "x-", "X_", "HTTP_", "http-x-"]),
+        proptest::sample::select(vec!["_", "-", ".", " "]),
+        proptest::collection::vec(any::<bool>(), 32),
+    )
+        .prop_map(|(words, prefix, sep, upper)| {
+            let name = format!("{prefix}{}", words.join(sep));
+            name.chars()
+                .zip(upper.iter().cycle())
+                .map(|(c, u)| if *u { c.to_ascii_uppercase() } else { c })
+                .collect()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(2000), .. ProptestConfig::default() })]
+
+    #[test]
+    fn secret_names_are_secrets_in_any_spelling(name in spelled_secret_name()) {
+        let policy = audit_runtime::redact::Redaction::default();
+        prop_assert!(policy.is_secret_key(&name), "{:?}", name);
+        prop_assert!(policy.is_secret_header(&name), "{:?}", name);
+    }
+}
+
+#[test]
+fn secrets_under_any_spelling_never_reach_the_store() {
+    let rig = Rig::new("run_async = true");
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: cases(300),
+        ..ProptestConfig::default()
+    });
+    let strategy = (spelled_secret_name(), "[A-Za-z0-9]{24}");
+    runner
+        .run(&strategy, |(name, tail)| {
+            // Long and unique: nothing else in a record can contain it by chance.
+            let value = format!("s3cr3t-{tail}");
+            let pair = form_urlencoded::Serializer::new(String::new())
+                .append_pair(&name, &value)
+                .finish();
+            let json =
+                serde_json::to_vec(&serde_json::json!({ "data": { name.clone(): value.clone() } }))
+                    .unwrap();
+            let req = Request::builder()
+                .method("POST")
+                .uri(format!("/spelled?{pair}"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("content-length", pair.len())
+                .body(Body::from(pair.clone()))
+                .unwrap();
+            rig.send(req, "application/json", json);
+            Ok(())
+        })
+        .unwrap();
+    let accesses = rig.accesses();
+    assert!(!accesses.is_empty());
+    for a in accesses {
+        let raw = bson::to_vec(&bson::to_document(&a).unwrap()).unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(
+            !text.contains("s3cr3t-"),
+            "stored in clear: {:?} / {:?}",
+            a.request.GET,
+            a.response
+        );
+    }
+}
+
 /// A known setting (top level or in `[capture]`), or an unknown one.
 fn setting_name() -> impl Strategy<Value = String> {
     prop_oneof![
