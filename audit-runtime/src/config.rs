@@ -646,7 +646,19 @@ pub fn parse_connection_str(s: &str) -> Result<DbConnection, ConfigError> {
     if s.starts_with("mongodb://") || s.starts_with("mongodb+srv://") {
         let rest = s.split_once("://").map(|x| x.1).unwrap_or_default();
         // Hosts and database come after the user info, which may hold a `/` or a `?`.
-        let rest = crate::redact::split_userinfo(rest).1;
+        let (userinfo, rest) = crate::redact::split_userinfo(rest);
+        // The driver would reject such user info too, but its error quotes the text it took for a
+        // host (`admin:<password>`): refuse it here, with the password masked.
+        if let Some(userinfo) = userinfo {
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            if !is_encoded_userinfo(user) || !is_encoded_userinfo(password) {
+                return err(format!(
+                    "db_connection: the user name and password of a MongoDB URI must be \
+                     percent-encoded (`:`, `/`, `?`, `#`, `[`, `]`, `@` and `%` as %XX): `{}`",
+                    redact_uri(s)
+                ));
+            }
+        }
         let hosts = rest.split(['/', '?']).next().unwrap_or_default();
         if hosts.is_empty()
             || hosts.split(',').any(|h| h.is_empty() || h.starts_with(':'))
@@ -680,6 +692,16 @@ pub fn parse_connection_str(s: &str) -> Result<DbConnection, ConfigError> {
         .or_else(|| s.strip_prefix("sqlite:"))
         .unwrap_or(s);
     Ok(DbConnection::Sqlite(PathBuf::from(path)))
+}
+
+/// True when `part` of a URI's user info has every reserved character percent-encoded.
+fn is_encoded_userinfo(part: &str) -> bool {
+    let b = part.as_bytes();
+    b.iter().enumerate().all(|(i, c)| match c {
+        b':' | b'/' | b'?' | b'#' | b'[' | b']' | b'@' => false,
+        b'%' => b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit(),
+        _ => true,
+    })
 }
 
 /// The original's `AUDIT_DB_CONNECTION` dictionary.

@@ -376,29 +376,48 @@ fn exception_cap_is_a_setting() {
 fn passwords_with_reserved_characters_and_secret_options_are_never_shown() {
     const PW: &str = "s3cr3t-Pw/with?slash-Qz8Lm2Xv7Kp4";
     const TLS: &str = "s3cr3t-tls-key-password-Wn3Bc9Hj5Rt1";
+    // Shown (messages, logs, `Debug`) with the password and secret options masked, even when the
+    // password was not percent-encoded.
     let uri = format!(
         "mongodb://admin:{PW}@h1:1,h2:2/trail?tlsCertificateKeyFilePassword={TLS}&replicaSet=rs"
     );
-    let c = parse_connection_str(&uri).unwrap();
+    let shown = audit_runtime::config::redact_uri(&uri);
+    assert_eq!(
+        shown,
+        "mongodb://admin:****@h1:1,h2:2/trail?tlsCertificateKeyFilePassword=****&replicaSet=rs"
+    );
+    // Such a URI is refused (the driver would refuse it too, quoting the password as a host),
+    // and the refusal does not show the password either.
+    for bad in [
+        uri.clone(),
+        format!("mongodb://admin:{PW}@/trail"),
+        "mongodb://admin:s3cr3t-lone%-percent@h/trail".to_owned(),
+        "mongodb://admin:s3cr3t-at@sign@h/trail".to_owned(),
+    ] {
+        let e = parse_connection_str(&bad).unwrap_err().to_string();
+        assert!(!e.contains("s3cr3t"), "{e}");
+        assert!(
+            e.contains("db_connection:") && e.contains("admin:****@"),
+            "{e}"
+        );
+        let e = cfg(&format!("db_connection = '{bad}'")).unwrap_err();
+        assert!(!e.contains("s3cr3t"), "{e}");
+    }
+    // Encoded, it is accepted; `Display` and `Debug` (of the connection and of the whole
+    // configuration) never show it.
+    let encoded = format!(
+        "mongodb://admin:s3cr3t-Pw%2Fwith%3Fslash@h1:1,h2:2/trail?tlsCertificateKeyFilePassword={TLS}&replicaSet=rs"
+    );
+    let c = parse_connection_str(&encoded).unwrap();
     match &c {
         DbConnection::Mongo { database, .. } => assert_eq!(database, "trail"),
         other => panic!("{other:?}"),
     }
-    for shown in [
-        c.to_string(),
-        format!("{c:?}"),
-        audit_runtime::config::redact_uri(&uri),
-    ] {
+    for shown in [c.to_string(), format!("{c:?}")] {
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("admin:****@h1:1,h2:2/trail"), "{shown}");
         assert!(shown.contains("replicaSet=rs"), "{shown}");
     }
-    // An error about a malformed URI does not show the password either.
-    let e = parse_connection_str(&format!("mongodb://admin:{PW}@/trail")).unwrap_err();
-    assert!(!e.to_string().contains("s3cr3t"), "{e}");
-    let e = cfg(&format!("db_connection = 'mongodb://admin:{PW}@h 1/trail'")).unwrap_err();
-    assert!(!e.contains("s3cr3t"), "{e}");
-    // The same for a configuration's Debug output, where the whole config is printed.
-    let c = cfg(&format!("db_connection = '{uri}'")).unwrap();
+    let c = cfg(&format!("db_connection = '{encoded}'")).unwrap();
     assert!(!format!("{c:?}").contains("s3cr3t"));
 }
