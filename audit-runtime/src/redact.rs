@@ -86,8 +86,11 @@ pub const URL_HEADERS: &[&str] = &[
 pub const DEFAULT_MAX_EXCEPTION_BYTES: usize = 16 * 1024;
 
 /// The redaction policy: the built-in patterns plus the `[capture]` additions and exemptions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Redaction {
+    /// Every word a secret (or a header with rules of its own) must contain, ASCII
+    /// case-insensitively: text without any of them needs no further look.
+    needles: aho_corasick::AhoCorasick,
     enabled: bool,
     anywhere: Vec<String>,
     words: Vec<String>,
@@ -167,7 +170,29 @@ impl Redaction {
             .map(|h| (*h).to_owned())
             .collect();
         headers.extend(c.redact_headers.iter().map(|h| normalize(h)));
+        // The first word of each pattern: a normalised name containing the pattern comes from an
+        // ASCII name containing that word (normalising only lower-cases and maps separators).
+        let needles: Vec<String> = SECRET_ANYWHERE
+            .iter()
+            .chain(SECRET_WORDS)
+            .chain(SECRET_NAMES)
+            .chain(SECRET_HEADERS)
+            .chain(URL_HEADERS)
+            .map(|p| (*p).to_owned())
+            .chain(c.redact_keys.iter().map(|k| normalize(k)))
+            .chain(c.redact_headers.iter().map(|h| normalize(h)))
+            .chain(exempt_keys.iter().cloned())
+            .chain(exempt_headers.iter().cloned())
+            .filter_map(|p| p.split('_').find(|w| !w.is_empty()).map(str::to_owned))
+            .collect();
+        let needles = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            // A few dozen short words: a full DFA is small and the fastest to search.
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(&needles)
+            .expect("plain words build an automaton");
         Redaction {
+            needles,
             enabled: c.redact,
             words: keep(SECRET_WORDS),
             names: keep(SECRET_NAMES),
@@ -184,10 +209,19 @@ impl Redaction {
         self.enabled
     }
 
+    /// False when `text` cannot hold a secret name: it is ASCII and holds none of the words that
+    /// every secret name contains. (Non-ASCII text always gets the full rules: lower-casing may
+    /// turn a non-ASCII letter into an ASCII one.)
+    fn may_name_a_secret(&self, text: &str) -> bool {
+        !text.is_ascii() || self.needles.is_match(text)
+    }
+
     /// True when the value of a key (query, form, JSON, XML, URL parameter, flag, model field) of
     /// this name is masked.
     pub fn is_secret_key(&self, name: &str) -> bool {
-        self.enabled && self.matches_any_spelling(name, Self::matches)
+        self.enabled
+            && self.may_name_a_secret(name)
+            && self.matches_any_spelling(name, Self::matches)
     }
 
     /// Tries the name split at its camelCase boundaries (`userPIN` → `user_pin`), then, when it
@@ -200,7 +234,9 @@ impl Redaction {
     }
 
     fn is_secret_word(&self, name: &str) -> bool {
-        self.enabled && self.matches_any_spelling(name, Self::matches_inside)
+        self.enabled
+            && self.may_name_a_secret(name)
+            && self.matches_any_spelling(name, Self::matches_inside)
     }
 
     fn matches(&self, n: &str) -> bool {
@@ -223,7 +259,9 @@ impl Redaction {
 
     /// True when a header of this name is masked whole.
     pub fn is_secret_header(&self, name: &str) -> bool {
-        self.enabled && self.matches_any_spelling(name, Self::secret_header_normalized)
+        self.enabled
+            && self.may_name_a_secret(name)
+            && self.matches_any_spelling(name, Self::secret_header_normalized)
     }
 
     fn secret_header_normalized(&self, n: &str) -> bool {
@@ -239,10 +277,17 @@ impl Redaction {
         if !self.enabled {
             return Cow::Borrowed(value);
         }
-        let n = normalize(name);
-        if self.secret_header_normalized(&n) {
+        if !self.may_name_a_secret(name) {
+            // Neither a secret, nor exempt, nor a URL header: only the value's own content counts.
+            if has_auth_scheme(value) {
+                return Cow::Borrowed(MASK);
+            }
+            return self.text(value);
+        }
+        if self.is_secret_header(name) {
             return Cow::Borrowed(MASK);
         }
+        let n = normalize(name);
         if self.exempt_headers.contains(&n) {
             return Cow::Borrowed(value);
         }
@@ -282,7 +327,7 @@ impl Redaction {
             return Cow::Borrowed(s);
         }
         let s = mask_userinfo(s);
-        if !pair_re().is_match(&s) {
+        if !self.may_name_a_secret(&s) || !pair_re().is_match(&s) {
             return s;
         }
         let mut out = String::with_capacity(s.len());
@@ -827,6 +872,74 @@ mod tests {
                 !p.is_secret_header(name),
                 "{name} should not be a secret header"
             );
+        }
+    }
+
+    #[test]
+    fn the_quick_check_never_hides_a_secret() {
+        // Skipping names and texts without any needle must give the same answers as the full
+        // rules, for every spelling of every name the policy knows, and for harmless ones.
+        let c = CaptureConfig {
+            redact_keys: vec!["Favourite-Colour".into()],
+            redact_headers: vec!["X-Tenant".into()],
+            ..CaptureConfig::default()
+        };
+        let p = Redaction::from_config(&c);
+        let mut names: Vec<String> = SECRET_ANYWHERE
+            .iter()
+            .chain(SECRET_WORDS)
+            .chain(SECRET_NAMES)
+            .chain(SECRET_HEADERS)
+            .chain(URL_HEADERS)
+            .chain(
+                [
+                    "favourite_colour",
+                    "tenant",
+                    "spinner",
+                    "author",
+                    "zip_code",
+                    "accept",
+                ]
+                .iter(),
+            )
+            .map(|s| (*s).to_owned())
+            .collect();
+        for n in names.clone() {
+            for prefix in ["", "x-", "HTTP_", "my_", "user "] {
+                let spelled = format!("{prefix}{n}");
+                names.push(spelled.replace('_', "-").to_uppercase());
+                names.push(spelled.replace('_', "."));
+                let camel: String = spelled
+                    .split('_')
+                    .enumerate()
+                    .map(|(i, w)| match i {
+                        0 => w.to_owned(),
+                        _ => w[..1].to_uppercase() + &w[1..],
+                    })
+                    .collect();
+                names.push(camel);
+                names.push(spelled);
+            }
+        }
+        for n in &names {
+            assert_eq!(
+                p.is_secret_key(n),
+                p.matches_any_spelling(n, Redaction::matches),
+                "{n}"
+            );
+            assert_eq!(
+                p.is_secret_header(n),
+                p.matches_any_spelling(n, Redaction::secret_header_normalized),
+                "{n}"
+            );
+            if !n.contains(' ') {
+                // In text, `name=value` is masked exactly when the name is a secret.
+                assert_eq!(
+                    p.text(&format!("see {n}=v1")).contains(MASK),
+                    p.is_secret_key(n),
+                    "{n}"
+                );
+            }
         }
     }
 
