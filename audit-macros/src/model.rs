@@ -6,19 +6,6 @@ use proc_macro2::TokenStream as TokenStream2;
 use quote::{format_ident, quote};
 use syn::{Data, DeriveInput, Fields, Ident, LitStr};
 
-/// Field names masked unless `#[audit(capture)]` (D2), matched case-insensitively as substrings.
-/// Checked at compile time so a snapshot pays nothing for it.
-const SECRET_FIELD_PATTERNS: &[&str] = &[
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "private_key",
-    "credential",
-];
-
 #[derive(Default)]
 struct FieldAttrs {
     id: bool,
@@ -185,13 +172,23 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
         } else {
             quote!(#krate::AuditValue::to_audit_bson(&self.#fi))
         };
-        let secret = !f.attrs.capture && is_secret_name(&fi.to_string());
-        let value = if f.attrs.mask || secret {
-            quote!(#krate::model::mask_value(&#value))
-        } else {
-            value
-        };
-        quote!(__audit_doc.push(#key, #value);)
+        // Which names are secrets is the runtime's policy, not this crate's: the field's names go
+        // to the runtime, which decides once per field (the `static`) on first use.
+        let (mask, capture) = (f.attrs.mask, f.attrs.capture);
+        let ident_name = fi.to_string();
+        quote! {
+            __audit_doc.push(#key, {
+                static __AUDIT_SECRET: #krate::__private::OnceLock<bool> =
+                    #krate::__private::OnceLock::new();
+                #krate::model::field_value(
+                    &__AUDIT_SECRET,
+                    &[#ident_name, #key],
+                    #mask,
+                    #capture,
+                    #value,
+                )
+            });
+        }
     });
     let inserts: Vec<TokenStream2> = inserts.collect();
     let n_fields = inserts.len();
@@ -254,11 +251,6 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
     };
     crate::debug("derive(Audited)", &out);
     Ok(out)
-}
-
-fn is_secret_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    SECRET_FIELD_PATTERNS.iter().any(|p| lower.contains(p))
 }
 
 #[cfg(test)]

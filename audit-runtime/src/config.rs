@@ -27,6 +27,15 @@
 //! demo = ['^(?!(/access/|/modelaction/)).*$']
 //! [custom_provider]                    # AUDIT_CUSTOM_PROVIDER
 //! polls = "polls"
+//! [capture]                            # AUDIT_CAPTURE (a TOML inline table)
+//! redact = true                        # mask secrets (see the `redact` module for which)
+//! redact_keys = ["colour"]             # more secret names, added to the built-in ones
+//! redact_headers = ["x-tenant"]        # more secret headers, added to the built-in ones
+//! unredact_keys = []                   # built-in names taken away, explicitly ("session")
+//! unredact_headers = []                # headers never masked whole, explicitly ("cookie")
+//! max_body_bytes = 65536               # largest form / JSON / XML body stored
+//! max_exception_bytes = 16384          # largest exception message, and trace, stored
+//! interlink_header = "x-request-id"
 //! ```
 //!
 //! Database credentials may also come from `DB_AUDIT_USER` and `DB_AUDIT_PASSWORD`, as the original's
@@ -162,16 +171,28 @@ pub struct AuditConfig {
 }
 
 /// The `[capture]` table: what the HTTP layer stores of a request and its response.
+///
+/// Which names are secrets is decided by one policy, [`crate::redact`]: its built-in patterns are
+/// always on (unless `redact = false`); `redact_keys` and `redact_headers` *add* to them, and only
+/// `unredact_keys` / `unredact_headers` take a default away.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaptureConfig {
-    /// Mask secrets (on by default; turning it off is explicit, D1).
+    /// Mask secrets (on by default: storing them in clear has to be asked for).
     pub redact: bool,
-    /// Query, form and JSON keys whose values are masked: case-insensitive substrings.
+    /// Extra key patterns masked besides the built-in ones (query, form, JSON and XML keys, URL
+    /// parameters): normalised names containing one of these are secrets.
     pub redact_keys: Vec<String>,
-    /// Headers whose values are masked (lower-case names). Every cookie value is masked too.
+    /// Built-in key patterns taken away (`"session"` stops masking `sessionid`), and exact names
+    /// never masked (`"csrf_token"`).
+    pub unredact_keys: Vec<String>,
+    /// Extra headers masked whole, by name. Every cookie value is masked too.
     pub redact_headers: Vec<String>,
+    /// Headers never masked whole, by name, even when the policy would (`"cookie"`).
+    pub unredact_headers: Vec<String>,
     /// Largest form body (request) and JSON/XML body (response) stored, in bytes.
     pub max_body_bytes: usize,
+    /// Largest exception message, and largest exception trace, stored, in bytes.
+    pub max_exception_bytes: usize,
     /// The header carrying the correlation id (also echoed on the response).
     pub interlink_header: String,
     /// The app of routes without `#[audited_view]` (for the blacklist and `view.app`).
@@ -182,25 +203,12 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
             redact: true,
-            redact_keys: [
-                "password", "passwd", "secret", "token", "csrf", "session", "api_key", "apikey",
-            ]
-            .map(String::from)
-            .to_vec(),
-            redact_headers: [
-                "authorization",
-                "proxy-authorization",
-                "cookie",
-                "set-cookie",
-                "x-api-key",
-                "api-key",
-                "x-auth-token",
-                "x-csrftoken",
-                "x-csrf-token",
-            ]
-            .map(String::from)
-            .to_vec(),
+            redact_keys: Vec::new(),
+            unredact_keys: Vec::new(),
+            redact_headers: Vec::new(),
+            unredact_headers: Vec::new(),
             max_body_bytes: 64 * 1024,
+            max_exception_bytes: crate::redact::DEFAULT_MAX_EXCEPTION_BYTES,
             interlink_header: "x-request-id".into(),
             default_app: String::new(),
         }
@@ -609,12 +617,20 @@ fn parse_capture(v: &Value) -> Result<CaptureConfig, ConfigError> {
         let key = format!("capture.{k}");
         match k.as_str() {
             "redact" => c.redact = as_bool(&key, v)?,
-            "redact_keys" => c.redact_keys = as_str_list(&key, v)?.into_iter().map(|s| s.to_lowercase()).collect(),
-            "redact_headers" => c.redact_headers = as_str_list(&key, v)?.into_iter().map(|s| s.to_lowercase()).collect(),
+            "redact_keys" => c.redact_keys = as_name_list(&key, v)?,
+            "unredact_keys" => c.unredact_keys = as_name_list(&key, v)?,
+            "redact_headers" => c.redact_headers = as_name_list(&key, v)?,
+            "unredact_headers" => c.unredact_headers = as_name_list(&key, v)?,
             "max_body_bytes" => {
                 c.max_body_bytes = match v.as_integer() {
                     Some(n) if n >= 0 => n as usize,
                     _ => return err(format!("{key}: expected a non-negative integer, got {v}")),
+                }
+            }
+            "max_exception_bytes" => {
+                c.max_exception_bytes = match v.as_integer() {
+                    Some(n) if n > 0 => n as usize,
+                    _ => return err(format!("{key}: expected a positive integer, got {v}")),
                 }
             }
             "interlink_header" => {
@@ -627,12 +643,21 @@ fn parse_capture(v: &Value) -> Result<CaptureConfig, ConfigError> {
             "default_app" => c.default_app = as_str(&key, v)?,
             other => {
                 return err(format!(
-                    "unknown setting `capture.{other}` (known: redact, redact_keys, redact_headers, max_body_bytes, interlink_header, default_app)"
+                    "unknown setting `capture.{other}` (known: redact, redact_keys, unredact_keys, redact_headers, unredact_headers, max_body_bytes, max_exception_bytes, interlink_header, default_app)"
                 ))
             }
         }
     }
     Ok(c)
+}
+
+/// A list of names for the redaction policy: an empty name would match everything.
+fn as_name_list(key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
+    let names = as_str_list(key, v)?;
+    if names.iter().any(|n| crate::redact::normalize(n).is_empty()) {
+        return err(format!("{key}: names must not be empty, got {v}"));
+    }
+    Ok(names)
 }
 
 fn parse_providers(v: &Value) -> Result<BTreeMap<String, String>, ConfigError> {
@@ -718,8 +743,21 @@ pub fn parse_connection_str(s: &str) -> Result<DbConnection, ConfigError> {
     }
     if s.starts_with("mongodb://") || s.starts_with("mongodb+srv://") {
         let rest = s.split_once("://").map(|x| x.1).unwrap_or_default();
-        let hostpart = rest.split(['/', '?']).next().unwrap_or_default();
-        let hosts = hostpart.rsplit_once('@').map_or(hostpart, |x| x.1);
+        // Hosts and database come after the user info, which may hold a `/` or a `?`.
+        let (userinfo, rest) = crate::redact::split_userinfo(rest);
+        // The driver would reject such user info too, but its error quotes the text it took for a
+        // host (`admin:<password>`): refuse it here, with the password masked.
+        if let Some(userinfo) = userinfo {
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            if !is_encoded_userinfo(user) || !is_encoded_userinfo(password) {
+                return err(format!(
+                    "db_connection: the user name and password of a MongoDB URI must be \
+                     percent-encoded (`:`, `/`, `?`, `#`, `[`, `]`, `@` and `%` as %XX): `{}`",
+                    redact_uri(s)
+                ));
+            }
+        }
+        let hosts = rest.split(['/', '?']).next().unwrap_or_default();
         if hosts.is_empty()
             || hosts.split(',').any(|h| h.is_empty() || h.starts_with(':'))
             || s.contains(char::is_whitespace)
@@ -752,6 +790,16 @@ pub fn parse_connection_str(s: &str) -> Result<DbConnection, ConfigError> {
         .or_else(|| s.strip_prefix("sqlite:"))
         .unwrap_or(s);
     Ok(DbConnection::Sqlite(PathBuf::from(path)))
+}
+
+/// True when `part` of a URI's user info has every reserved character percent-encoded.
+fn is_encoded_userinfo(part: &str) -> bool {
+    let b = part.as_bytes();
+    b.iter().enumerate().all(|(i, c)| match c {
+        b':' | b'/' | b'?' | b'#' | b'[' | b']' | b'@' => false,
+        b'%' => b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit(),
+        _ => true,
+    })
 }
 
 /// The original's `AUDIT_DB_CONNECTION` dictionary.
@@ -855,10 +903,7 @@ impl MongoParts {
 
 fn uri_has_credentials(uri: &str) -> bool {
     let rest = uri.split_once("://").map_or(uri, |x| x.1);
-    rest.split(['/', '?'])
-        .next()
-        .unwrap_or_default()
-        .contains('@')
+    crate::redact::split_userinfo(rest).0.is_some()
 }
 
 fn insert_credentials(uri: &str, user: &str, password: &str) -> String {
@@ -872,17 +917,9 @@ fn insert_credentials(uri: &str, user: &str, password: &str) -> String {
     }
 }
 
-/// The URI with its password replaced by `****`, for messages and logs.
+/// The URI with its password, and the values of secret options such as
+/// `tlsCertificateKeyFilePassword`, replaced by `****`, for messages and logs. A password holding
+/// an unencoded `/`, `?` or `@` is masked whole.
 pub fn redact_uri(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return uri.to_owned();
-    };
-    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..host_end].rsplit_once('@') {
-        Some((userinfo, _)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:****@{}", &rest[userinfo.len() + 1..])
-        }
-        None => uri.to_owned(),
-    }
+    crate::redact::default_policy().uri(uri)
 }

@@ -1,9 +1,11 @@
-//! Key escaping for stored maps (D42). MongoDB keys may not contain `.` nor start with `$`, and the
+//! Key escaping for stored maps. MongoDB keys may not contain `.` nor start with `$`, and the
 //! original replaced both with `_`, so `a.b` and `a_b` collided and one value was silently lost.
 //!
-//! Here the escape is reversible and collision-free: `%` becomes `%25`, `.` becomes `%2E` and `$`
-//! becomes `%24` (percent-encoding of just those three), applied recursively to nested documents
-//! and arrays. Keys without those characters are stored as they are.
+//! Here the escape is reversible and collision-free: `%` becomes `%25`, `.` becomes `%2E`, `$`
+//! becomes `%24` and NUL becomes `%00` (percent-encoding of just those four: BSON keys are
+//! NUL-terminated, so a NUL in a key would make the whole record fail to encode), applied
+//! recursively to nested documents and arrays. Keys without those characters are stored as they
+//! are.
 
 use bson::{Bson, Document};
 use std::borrow::Cow;
@@ -13,8 +15,16 @@ pub fn escape_key(k: &str) -> String {
     escape_key_cow(k).into_owned()
 }
 
+/// The characters [`escape_key`] escapes.
+const ESCAPED: [char; 4] = ['.', '$', '%', '\0'];
+
+/// True when `k` is not stored as it is.
+pub fn needs_key_escape(k: &str) -> bool {
+    k.contains(ESCAPED)
+}
+
 fn escape_key_cow(k: &str) -> Cow<'_, str> {
-    if !k.contains(['.', '$', '%']) {
+    if !needs_key_escape(k) {
         return Cow::Borrowed(k);
     }
     let mut out = String::with_capacity(k.len() + 6);
@@ -23,20 +33,43 @@ fn escape_key_cow(k: &str) -> Cow<'_, str> {
             '%' => out.push_str("%25"),
             '.' => out.push_str("%2E"),
             '$' => out.push_str("%24"),
+            '\0' => out.push_str("%00"),
             c => out.push(c),
         }
     }
     Cow::Owned(out)
 }
 
-/// Reverses [`escape_key`].
+/// Reverses [`escape_key`] (one pass, so an escaped `%25` followed by `2E` stays `%2E`).
 pub fn unescape_key(k: &str) -> String {
     if !k.contains('%') {
         return k.to_owned();
     }
-    k.replace("%2E", ".")
-        .replace("%24", "$")
-        .replace("%25", "%")
+    let mut out = String::with_capacity(k.len());
+    let mut rest = k;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 3);
+        let c = match code {
+            Some("25") => Some('%'),
+            Some("2E") => Some('.'),
+            Some("24") => Some('$'),
+            Some("00") => Some('\0'),
+            _ => None,
+        };
+        match c {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[i + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Escapes every key of `doc`, recursively, without recursion on the call stack (so a document
@@ -118,7 +151,7 @@ fn needs_escape(v: &Bson) -> bool {
         match v {
             Bson::Document(d) => {
                 for (k, v) in d {
-                    if k.contains(['.', '$', '%']) {
+                    if needs_key_escape(k) {
                         return true;
                     }
                     stack.push(v);
@@ -129,4 +162,24 @@ fn needs_escape(v: &Bson) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_and_literal_escapes_round_trip() {
+        for k in [
+            "a\0b", "%2E", "%25", "%00", "%", "a.b$c", "%252E", "\0\0", "%2", "é.%",
+        ] {
+            let e = escape_key(k);
+            assert!(!e.contains(['.', '$', '\0']), "{e:?}");
+            assert_eq!(unescape_key(&e), k, "{k:?} → {e:?}");
+        }
+        assert_eq!(escape_key("a\0b"), "a%00b");
+        // A NUL key no longer makes the document fail to encode.
+        let d = escape_document(bson::doc! { "x": { "a\0b": 1 } });
+        assert!(bson::to_vec(&d).is_ok());
+    }
 }

@@ -41,6 +41,7 @@ pub mod keys;
 pub mod model;
 pub mod process;
 pub mod query;
+pub mod redact;
 pub mod registry;
 pub mod seal;
 pub mod store;

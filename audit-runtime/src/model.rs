@@ -10,25 +10,31 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 
 /// What a masked value is stored as.
-pub const MASK: &str = "********";
+pub use crate::redact::MASK;
 
-/// Field names masked unless `#[audit(capture)]` says otherwise (D2): matched case-insensitively as
-/// substrings of the field name.
-pub const SECRET_FIELD_PATTERNS: &[&str] = &[
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "private_key",
-    "credential",
-];
-
-/// True when a field of this name is masked by default.
+/// True when a field of this name is masked unless `#[audit(capture)]` says otherwise: the
+/// decision of the one redaction policy ([`crate::redact`]), with its default settings.
 pub fn is_secret_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    SECRET_FIELD_PATTERNS.iter().any(|p| lower.contains(p))
+    crate::redact::is_secret_name(name)
+}
+
+/// A field of a derived model, pushed by generated code: masked when `mask` is set or the policy
+/// says one of its names (the Rust name, the stored name) is a secret — decided once per field,
+/// `decided` being a `static` of the generated code — unless `capture` opts it back in.
+pub fn field_value(
+    decided: &'static std::sync::OnceLock<bool>,
+    names: &[&str],
+    mask: bool,
+    capture: bool,
+    value: Bson,
+) -> Bson {
+    let secret =
+        mask || (!capture && *decided.get_or_init(|| names.iter().any(|n| is_secret_name(n))));
+    if secret {
+        mask_value(&value)
+    } else {
+        value
+    }
 }
 
 /// A model's identity (F72).
@@ -97,11 +103,12 @@ impl Snapshot {
         self.fields.iter().map(|(k, v)| (*k, v))
     }
 
-    /// The snapshot as a BSON document.
+    /// The snapshot as a BSON document (field names escaped like every stored key: a
+    /// `rename` may hold a `.` or a `$`).
     pub fn into_document(self) -> Document {
         self.fields
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
+            .map(|(k, v)| (crate::keys::escape_key(k), v))
             .collect()
     }
 }
@@ -135,7 +142,7 @@ impl Changes {
             .into_iter()
             .map(|(k, old, new)| {
                 (
-                    k.to_owned(),
+                    crate::keys::escape_key(k),
                     Bson::Document(doc! { "old": old, "new": new }),
                 )
             })
@@ -204,8 +211,9 @@ audit_value_via! {
     char => |v| Bson::String(v.to_string());
     String => |v| Bson::String(v.clone());
     str => |v| Bson::String(v.to_owned());
-    Bson => |v| v.clone();
-    Document => |v| Bson::Document(v.clone());
+    // Keys inside free-form documents are escaped like every other stored key.
+    Bson => |v| crate::keys::escape_value(v.clone());
+    Document => |v| crate::keys::escape_value(Bson::Document(v.clone()));
     bson::oid::ObjectId => |v| Bson::ObjectId(*v);
     chrono::DateTime<chrono::Utc> => |v| Bson::DateTime(bson::DateTime::from_chrono(*v));
     // A zoned datetime keeps its instant and its offset (D23).
@@ -297,31 +305,73 @@ pub fn display_value<T: std::fmt::Display + ?Sized>(v: &T) -> Bson {
     Bson::String(v.to_string())
 }
 
-/// A value stored through its `Serialize` impl (`#[audit(serde)]`); a value that does not
-/// serialise to BSON is stored as its error text rather than failing the record (D27).
+/// A value stored through its `Serialize` impl (`#[audit(serde)]`), its keys escaped like every
+/// stored key; a value that does not serialise to BSON is stored as its error text rather than
+/// failing the record.
 pub fn serde_value<T: serde::Serialize + ?Sized>(v: &T) -> Bson {
-    bson::to_bson(v).unwrap_or_else(|e| Bson::String(format!("<unserialisable: {e}>")))
+    match bson::to_bson(v) {
+        Ok(b) => crate::keys::escape_value(b),
+        Err(e) => Bson::String(format!("<unserialisable: {e}>")),
+    }
 }
 
 /// The marker that a masked value carries inside a snapshot: a fingerprint, keyed by a secret chosen
 /// per process and never stored, so two snapshots taken in this process show whether the value
 /// changed. [`finalize_masks`] turns every marker into [`MASK`] before anything is stored.
+///
+/// A user's string may start with the same prefix; it must not hide itself as a mask. So a marker
+/// also carries a tag, a second keyed hash of the fingerprint, and only a string whose tag checks
+/// out is a mask: anything else is stored as it is.
 const MASK_MARKER: &str = "\u{0}audit-mask:";
+
+fn mask_keys() -> &'static (
+    std::collections::hash_map::RandomState,
+    std::collections::hash_map::RandomState,
+) {
+    static KEYS: std::sync::OnceLock<(
+        std::collections::hash_map::RandomState,
+        std::collections::hash_map::RandomState,
+    )> = std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default)
+}
+
+fn mask_tag(fingerprint: u64) -> u64 {
+    let mut h = mask_keys().1.build_hasher();
+    h.write_u64(fingerprint);
+    h.finish()
+}
 
 /// Masks a value: a per-process keyed fingerprint, replaced by [`MASK`] before storage.
 pub fn mask_value(v: &Bson) -> Bson {
-    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
-        std::sync::OnceLock::new();
-    let mut h = KEY.get_or_init(Default::default).build_hasher();
+    let mut h = mask_keys().0.build_hasher();
     let mut bytes = Vec::new();
     // A document wrapper makes every BSON value serialisable; failure cannot happen for owned values.
     let _ = doc! { "v": v.clone() }.to_writer(&mut bytes);
     h.write(&bytes);
-    Bson::String(format!("{MASK_MARKER}{:016x}", h.finish()))
+    let fingerprint = h.finish();
+    Bson::String(format!(
+        "{MASK_MARKER}{fingerprint:016x}{:016x}",
+        mask_tag(fingerprint)
+    ))
 }
 
 fn is_mask_marker(v: &Bson) -> bool {
-    matches!(v, Bson::String(s) if s.starts_with(MASK_MARKER))
+    let Bson::String(s) = v else {
+        return false;
+    };
+    let Some(hex) = s.strip_prefix(MASK_MARKER) else {
+        return false;
+    };
+    if hex.len() != 32 {
+        return false;
+    }
+    match (
+        u64::from_str_radix(&hex[..16], 16),
+        u64::from_str_radix(&hex[16..], 16),
+    ) {
+        (Ok(fingerprint), Ok(tag)) => mask_tag(fingerprint) == tag,
+        _ => false,
+    }
 }
 
 /// Replaces every mask fingerprint in `doc` (recursively) by [`MASK`].
@@ -361,4 +411,29 @@ pub fn diff(old: &Document, new: &Document) -> Document {
         }
     }
     changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_real_masks_are_finalised() {
+        let forged = format!("{MASK_MARKER}0000000000000000");
+        let forged_long = format!("{MASK_MARKER}{}", "0".repeat(32));
+        let mut d = doc! {
+            "real": mask_value(&Bson::String("s3cr3t".into())),
+            "forged": forged.clone(),
+            "forged_long": forged_long.clone(),
+            "nested": { "x": mask_value(&Bson::Int32(1)) },
+        };
+        finalize_masks(&mut d);
+        assert_eq!(d.get_str("real").unwrap(), MASK);
+        assert_eq!(d.get_str("forged").unwrap(), forged);
+        assert_eq!(d.get_str("forged_long").unwrap(), forged_long);
+        assert_eq!(
+            d.get_document("nested").unwrap().get_str("x").unwrap(),
+            MASK
+        );
+    }
 }

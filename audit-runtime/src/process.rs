@@ -71,8 +71,10 @@ impl ProcessInfo {
     }
 }
 
-/// `name` and `args` from an argv (F62): `manage.py`-style launchers (by basename, D33) report their
-/// sub-command; an empty argv (embedded interpreters) gives `unknown`.
+/// `name` and `args` from an argv: `manage.py`-style launchers (by basename) report their
+/// sub-command; an empty argv (embedded interpreters) gives `unknown`. Secrets in the arguments (a
+/// connection string with a password, the value of `--password`-like flags) are masked: the
+/// process document is stored in the trail like everything else.
 pub fn name_and_args(argv: &[String]) -> (String, Option<String>) {
     let base = |s: &str| {
         std::path::Path::new(s)
@@ -87,7 +89,7 @@ pub fn name_and_args(argv: &[String]) -> (String, Option<String>) {
     let args = if rest.is_empty() {
         None
     } else {
-        Some(rest.join(" "))
+        Some(crate::redact::default_policy().args(rest).join(" "))
     };
     (name, args)
 }
@@ -161,6 +163,26 @@ mod tests {
             ("server".into(), None)
         );
         assert_eq!(name_and_args(&[]), ("unknown".into(), None));
+    }
+
+    #[test]
+    fn secrets_in_arguments_are_masked() {
+        let (_, args) = name_and_args(&v(&[
+            "server",
+            "--db",
+            "mongodb://audit:s3cr3t-Pw0rd-x7Qz9LmN2bV4cX8kJ1hG5fD3sA6@db:27017/audit",
+            "--password",
+            "s3cr3t-flag-value-x7Qz9LmN2bV4cX8kJ1hG5f",
+            "--api-token=s3cr3t-inline-x7Qz9LmN2bV4cX8kJ1hG5",
+            "--port",
+            "8000",
+        ]));
+        let args = args.unwrap();
+        assert!(!args.contains("s3cr3t"), "{args}");
+        assert!(
+            args.contains("--port 8000") && args.contains("audit:****@db"),
+            "{args}"
+        );
     }
 
     #[test]

@@ -123,8 +123,11 @@ impl ViewGuard {
                 inner.disabled = true;
             } else if inner.view.is_none() {
                 inner.view = Some(ident);
+                let policy = crate::redact::policy_of(state.auditor.as_ref());
                 for (k, v) in args {
-                    inner.kwargs.insert(crate::keys::escape_key(k), v.clone());
+                    inner
+                        .kwargs
+                        .insert(crate::keys::escape_key(k), policy.value(k, v.clone()));
                 }
             }
         }
@@ -171,11 +174,12 @@ impl ViewGuard {
             let trace = LAST_BACKTRACE
                 .with(|b| b.borrow_mut().take())
                 .unwrap_or_default();
-            self.state.lock().exception = Some(AccessException {
+            let exception = AccessException {
                 kind: "panic".into(),
                 message,
                 trace,
-            });
+            };
+            self.state.lock().exception = Some(self.redacted(exception));
             self.finish_owned();
         }
         resume_unwind(payload)
@@ -187,9 +191,15 @@ impl ViewGuard {
             return;
         }
         if let Some(e) = outcome.exception {
+            let e = self.redacted(e);
             self.state.lock().exception.get_or_insert(e);
         }
         self.finish_owned();
+    }
+
+    /// An exception as stored: secrets in its message and trace masked, both capped.
+    fn redacted(&self, e: AccessException) -> AccessException {
+        crate::redact::policy_of(self.state.auditor.as_ref()).exception(e)
     }
 
     /// A standalone call writes its own access (a request's access is written by the layer).

@@ -295,3 +295,129 @@ fn blacklist_searches_like_the_original() {
     // Case-sensitive.
     assert!(!blacklist(&[("", &["^/Admin"])]).is_blacklisted("a", "/admin"));
 }
+
+#[test]
+fn redaction_settings_add_to_the_defaults_and_only_unredact_removes() {
+    use audit_runtime::redact::Redaction;
+    // Adding a key or a header keeps every default.
+    let c = cfg("[capture]\nredact_keys = ['Favourite-Colour']\nredact_headers = ['X-Tenant']")
+        .unwrap();
+    let p = Redaction::from_config(&c.capture);
+    assert!(p.is_secret_key("favourite_colour"));
+    assert!(
+        p.is_secret_key("password") && p.is_secret_key("api_key"),
+        "defaults kept"
+    );
+    assert!(p.is_secret_header("x-tenant"));
+    assert!(p.is_secret_header("authorization") && p.is_secret_header("x-api-key"));
+    // The environment adds the same way.
+    let c = env(&[("AUDIT_CAPTURE", "{ redact_keys = ['colour'] }")]).unwrap();
+    let p = Redaction::from_config(&c.capture);
+    assert!(p.is_secret_key("colour") && p.is_secret_key("token"));
+    // Removing a default is explicit.
+    let c =
+        cfg("[capture]\nunredact_keys = ['session', 'csrf_token']\nunredact_headers = ['Cookie']")
+            .unwrap();
+    let p = Redaction::from_config(&c.capture);
+    assert!(
+        !p.is_secret_key("session_count"),
+        "the default pattern was removed"
+    );
+    assert!(
+        !p.is_secret_key("csrf_token"),
+        "the exact name was exempted"
+    );
+    assert!(
+        p.is_secret_key("csrf") && p.is_secret_key("password"),
+        "the rest stays"
+    );
+    assert!(!p.is_secret_header("cookie"));
+    assert!(p.is_secret_header("authorization"));
+    // Empty names would match everything (or nothing): rejected, naming the setting.
+    for key in [
+        "redact_keys",
+        "unredact_keys",
+        "redact_headers",
+        "unredact_headers",
+    ] {
+        let e = cfg(&format!("[capture]\n{key} = ['-']")).unwrap_err();
+        assert!(
+            e.contains(&format!("capture.{key}: names must not be empty")),
+            "{e}"
+        );
+        let e = cfg(&format!("[capture]\n{key} = 'password'")).unwrap_err();
+        assert!(
+            e.contains(&format!("capture.{key}: expected a list of strings")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn exception_cap_is_a_setting() {
+    assert_eq!(cfg("").unwrap().capture.max_exception_bytes, 16 * 1024);
+    assert_eq!(
+        cfg("[capture]\nmax_exception_bytes = 100")
+            .unwrap()
+            .capture
+            .max_exception_bytes,
+        100
+    );
+    for bad in ["0", "-1", "'big'"] {
+        let e = cfg(&format!("[capture]\nmax_exception_bytes = {bad}")).unwrap_err();
+        assert!(
+            e.contains("capture.max_exception_bytes: expected a positive integer"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn passwords_with_reserved_characters_and_secret_options_are_never_shown() {
+    const PW: &str = "s3cr3t-Pw/with?slash-Qz8Lm2Xv7Kp4";
+    const TLS: &str = "s3cr3t-tls-key-password-Wn3Bc9Hj5Rt1";
+    // Shown (messages, logs, `Debug`) with the password and secret options masked, even when the
+    // password was not percent-encoded.
+    let uri = format!(
+        "mongodb://admin:{PW}@h1:1,h2:2/trail?tlsCertificateKeyFilePassword={TLS}&replicaSet=rs"
+    );
+    let shown = audit_runtime::config::redact_uri(&uri);
+    assert_eq!(
+        shown,
+        "mongodb://admin:****@h1:1,h2:2/trail?tlsCertificateKeyFilePassword=****&replicaSet=rs"
+    );
+    // Such a URI is refused (the driver would refuse it too, quoting the password as a host),
+    // and the refusal does not show the password either.
+    for bad in [
+        uri.clone(),
+        format!("mongodb://admin:{PW}@/trail"),
+        "mongodb://admin:s3cr3t-lone%-percent@h/trail".to_owned(),
+        "mongodb://admin:s3cr3t-at@sign@h/trail".to_owned(),
+    ] {
+        let e = parse_connection_str(&bad).unwrap_err().to_string();
+        assert!(!e.contains("s3cr3t"), "{e}");
+        assert!(
+            e.contains("db_connection:") && e.contains("admin:****@"),
+            "{e}"
+        );
+        let e = cfg(&format!("db_connection = '{bad}'")).unwrap_err();
+        assert!(!e.contains("s3cr3t"), "{e}");
+    }
+    // Encoded, it is accepted; `Display` and `Debug` (of the connection and of the whole
+    // configuration) never show it.
+    let encoded = format!(
+        "mongodb://admin:s3cr3t-Pw%2Fwith%3Fslash@h1:1,h2:2/trail?tlsCertificateKeyFilePassword={TLS}&replicaSet=rs"
+    );
+    let c = parse_connection_str(&encoded).unwrap();
+    match &c {
+        DbConnection::Mongo { database, .. } => assert_eq!(database, "trail"),
+        other => panic!("{other:?}"),
+    }
+    for shown in [c.to_string(), format!("{c:?}")] {
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("admin:****@h1:1,h2:2/trail"), "{shown}");
+        assert!(shown.contains("replicaSet=rs"), "{shown}");
+    }
+    let c = cfg(&format!("db_connection = '{encoded}'")).unwrap();
+    assert!(!format!("{c:?}").contains("s3cr3t"));
+}

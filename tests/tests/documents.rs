@@ -276,12 +276,20 @@ fn deep_documents_are_escaped_without_recursion() {
         d = doc! { "k.x": d };
     }
     let escaped = escape_document(d);
-    assert!(escaped.contains_key("k%2Ex"));
-    // Dropping a deep document recurses in bson itself; unwind it by hand.
+    // Every level is escaped, not only the top: walk down (by hand, since dropping a deep
+    // document recurses in bson itself) and check each one.
     let mut cur = escaped;
+    let mut levels = 0;
     while let Some(Bson::Document(inner)) = cur.remove("k%2Ex") {
+        assert!(
+            cur.is_empty(),
+            "level {levels}: unescaped keys left: {cur:?}"
+        );
         cur = inner;
+        levels += 1;
     }
+    assert_eq!(levels, 20_000, "every level was escaped");
+    assert_eq!(cur, doc! { "k%2E0": 1 }, "the innermost level too");
 }
 
 #[test]

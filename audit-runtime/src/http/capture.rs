@@ -1,11 +1,11 @@
-//! What the layer stores of a request and a response (F32–F47, with the fixes): the Unicode path,
-//! multi-valued query and form maps (D41), cookies, request metadata without the server's
-//! environment (D4), response content by type with a size cap (D43), recursive and collision-free
-//! key escaping (D42), and redaction of secrets by default (D1, D3).
+//! What the layer stores of a request and a response: the Unicode path, multi-valued query and
+//! form maps, cookies, request metadata without the server's environment, response content by
+//! type with a size cap, recursive and collision-free key escaping, and redaction of secrets by
+//! default (the rules are in [`crate::redact`]).
 
 use crate::config::CaptureConfig;
 use crate::keys::escape_key;
-use crate::model::MASK;
+use crate::redact::{Redaction, MASK};
 use bson::{Bson, Document};
 use http::{HeaderMap, Method, Uri, Version};
 
@@ -13,32 +13,23 @@ use http::{HeaderMap, Method, Uri, Version};
 #[derive(Debug, Clone)]
 pub struct Capture {
     pub(crate) config: CaptureConfig,
+    policy: std::sync::Arc<Redaction>,
 }
 
 impl Capture {
     /// Rules from the settings.
     pub fn new(config: CaptureConfig) -> Self {
-        Capture { config }
+        let policy = crate::redact::policy_for(&config);
+        Capture { config, policy }
+    }
+
+    /// The redaction policy these rules apply.
+    pub fn policy(&self) -> &Redaction {
+        &self.policy
     }
 
     fn secret_key(&self, key: &str) -> bool {
-        // The configured keys are lower-case ASCII: an ASCII case-insensitive search finds them
-        // without allocating a lower-cased copy of every key.
-        self.config.redact
-            && self
-                .config
-                .redact_keys
-                .iter()
-                .any(|k| contains_ignore_ascii_case(key, k))
-    }
-
-    fn secret_header(&self, name: &str) -> bool {
-        self.config.redact
-            && self
-                .config
-                .redact_headers
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(name))
+        self.policy.is_secret_key(key)
     }
 
     /// The request part of an access as the layer captures it: the decoded path, GET, COOKIES and
@@ -67,11 +58,7 @@ impl Capture {
     pub(crate) fn form_map(&self, encoded: &[u8]) -> Document {
         let mut doc = Document::new();
         for (k, v) in form_urlencoded::parse(encoded) {
-            let value = if self.secret_key(&k) {
-                MASK.to_owned()
-            } else {
-                v.into_owned()
-            };
+            let value = self.pair_value(&k, v);
             let key = escape_key(&k);
             match doc.get_mut(&key) {
                 Some(Bson::Array(values)) => values.push(Bson::String(value)),
@@ -85,6 +72,18 @@ impl Capture {
             }
         }
         doc
+    }
+
+    /// A query or form value as stored: masked when its key is a secret, else with the secrets of
+    /// any URL or `name=value` inside it masked (`?next=https://h/cb?token=...`).
+    fn pair_value(&self, key: &str, value: std::borrow::Cow<'_, str>) -> String {
+        if self.secret_key(key) {
+            return MASK.to_owned();
+        }
+        match self.policy.text(&value) {
+            std::borrow::Cow::Borrowed(_) => value.into_owned(),
+            std::borrow::Cow::Owned(masked) => masked,
+        }
     }
 
     /// `request.COOKIES`: every cookie, values masked unless redaction is off.
@@ -135,14 +134,11 @@ impl Capture {
         // Values of a repeated header come one after another: joined, as a CGI environment does.
         let mut previous: Option<&http::HeaderName> = None;
         for (name, value) in headers {
-            let v = if self.secret_header(name.as_str()) {
-                MASK
-            } else {
-                match value.to_str() {
-                    Ok(s) => s,
-                    Err(_) => &String::from_utf8_lossy(value.as_bytes()),
-                }
+            let raw = match value.to_str() {
+                Ok(s) => std::borrow::Cow::Borrowed(s),
+                Err(_) => String::from_utf8_lossy(value.as_bytes()),
             };
+            let v: &str = &self.policy.header_value(name.as_str(), &raw);
             if previous == Some(name) {
                 if let Some((_, Bson::String(existing))) = fields.last_mut() {
                     existing.push_str(", ");
@@ -160,20 +156,22 @@ impl Capture {
     /// The query string with secret values masked (it is stored in METADATA too).
     fn redacted_query(&self, query: &str) -> String {
         // Rebuilt only when a secret is in it; most query strings are stored as they came.
-        if !self.config.redact
-            || !form_urlencoded::parse(query.as_bytes()).any(|(k, _)| self.secret_key(&k))
-        {
+        let has_secret = |(k, v): (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)| {
+            self.secret_key(&k) || matches!(self.policy.text(&v), std::borrow::Cow::Owned(_))
+        };
+        if !self.policy.enabled() || !form_urlencoded::parse(query.as_bytes()).any(has_secret) {
             return query.to_owned();
         }
         let mut out = form_urlencoded::Serializer::new(String::new());
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            out.append_pair(&k, if self.secret_key(&k) { MASK } else { &v });
+            out.append_pair(&k, &self.pair_value(&k, v));
         }
         out.finish()
     }
 
-    /// `response.content` from the captured body (F46): JSON parsed (as plain JSON, never extended
-    /// JSON: D43), XML as text, anything else null; a body over the cap is replaced by a marker.
+    /// `response.content` from the captured body: JSON parsed (as plain JSON, never extended JSON,
+    /// so a `$`-key cannot become a BSON type), XML as text with the values of secret elements and
+    /// attributes masked, anything else null; a body over the cap is replaced by a marker.
     pub(crate) fn response_content(
         &self,
         content_type: &str,
@@ -200,7 +198,7 @@ impl Capture {
                 Err(_) => Bson::Null,
             }
         } else {
-            Bson::String(String::from_utf8_lossy(body).into_owned())
+            Bson::String(self.policy.xml(&String::from_utf8_lossy(body)))
         }
     }
 
@@ -217,7 +215,11 @@ impl Capture {
                 (None, Some(f)) => Bson::Double(f),
                 _ => Bson::String(n.to_string()),
             },
-            Value::String(s) => Bson::String(s),
+            // A URL with a password inside a string value is masked too.
+            Value::String(s) => match crate::redact::mask_userinfo(&s) {
+                std::borrow::Cow::Borrowed(_) => Bson::String(s),
+                std::borrow::Cow::Owned(masked) => Bson::String(masked),
+            },
             Value::Array(a) => Bson::Array(a.into_iter().map(|x| self.json_to_bson(x)).collect()),
             Value::Object(o) => Bson::Document(
                 o.into_iter()
@@ -235,11 +237,6 @@ impl Capture {
     }
 }
 
-fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
-    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
-    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
-}
-
 /// `HTTP/1.1` and friends, without formatting.
 fn protocol(version: Version) -> &'static str {
     match version {
@@ -253,28 +250,30 @@ fn protocol(version: Version) -> &'static str {
 }
 
 /// A header's CGI name (`HTTP_USER_AGENT`), escaped for storage when it has to be.
+///
+/// CGI writes `-` as `_`, so `X-Forwarded-For` and `x_forwarded_for` would both be
+/// `HTTP_X_FORWARDED_FOR` and one would overwrite the other (a client could hide or forge the
+/// real header that way). A `_` of the name is therefore written `%5F`, and `%`, `.` and `$` are
+/// escaped as in every stored key, so each header name has a key of its own.
 fn cgi_key(name: &str) -> String {
     match name {
         "content-type" => "CONTENT_TYPE".to_owned(),
         "content-length" => "CONTENT_LENGTH".to_owned(),
         n => {
             // Header names are ASCII (the http crate guarantees it): map bytes, not chars.
-            let mut bytes = Vec::with_capacity(5 + n.len());
-            bytes.extend_from_slice(b"HTTP_");
-            bytes.extend(n.bytes().map(|b| {
-                if b == b'-' {
-                    b'_'
-                } else {
-                    b.to_ascii_uppercase()
+            let mut key = String::with_capacity(5 + n.len());
+            key.push_str("HTTP_");
+            for b in n.bytes() {
+                match b {
+                    b'-' => key.push('_'),
+                    b'_' => key.push_str("%5F"),
+                    b'%' => key.push_str("%25"),
+                    b'.' => key.push_str("%2E"),
+                    b'$' => key.push_str("%24"),
+                    b => key.push(char::from(b.to_ascii_uppercase())),
                 }
-            }));
-            let key = String::from_utf8(bytes)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            if key.contains(['.', '$', '%']) {
-                escape_key(&key)
-            } else {
-                key
             }
+            key
         }
     }
 }

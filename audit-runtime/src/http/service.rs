@@ -492,9 +492,12 @@ async fn route_params(parts: &mut http::request::Parts, state: &RequestState) {
     {
         use axum::extract::FromRequestParts;
         if let Ok(params) = axum::extract::RawPathParams::from_request_parts(parts, &()).await {
+            // A parameter named like a secret (`/reset/{token}`) is masked, in both copies.
+            let policy = crate::redact::policy_of(state.auditor.as_ref());
             let mut inner = state.lock();
             for (k, v) in params.iter() {
-                inner.args.push(Bson::String(v.to_owned()));
+                let v = policy.param(k, v);
+                inner.args.push(v.clone());
                 inner.kwargs.insert(crate::keys::escape_key(k), v);
             }
         }
