@@ -161,6 +161,9 @@ pub struct AuditConfig {
     /// What `audit erase` replaces with a tombstone besides the user name: dotted paths in the
     /// user's accesses and in the model actions they caused.
     pub erase_fields: Vec<String>,
+    /// Accesses and model actions older than this many days are removed by the writer (at
+    /// start, then hourly), each removal stated in a prune seal first. Off by default.
+    pub retention_days: Option<u32>,
     /// Where records the store refuses for good (even trimmed) and damaged journal regions are
     /// kept, in the journal's format; `None` means the default next to the spill journal or the
     /// SQLite file (see [`AuditConfig::quarantine_file`]).
@@ -248,6 +251,7 @@ impl Default for AuditConfig {
             ]
             .map(String::from)
             .to_vec(),
+            retention_days: None,
             quarantine_path: None,
             queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
         }
@@ -276,6 +280,7 @@ const KEYS: &[&str] = &[
     "seal_key_file",
     "seal_anchor_every",
     "erase_fields",
+    "retention_days",
     "quarantine_path",
     "queue_max_bytes",
 ];
@@ -391,6 +396,16 @@ impl AuditConfig {
                 }
                 "seal" => c.seal = as_bool(&key, &value)?,
                 "erase_fields" => c.erase_fields = as_str_list(&key, &value)?,
+                "retention_days" => {
+                    c.retention_days = match value.as_integer() {
+                        Some(n) if n > 0 && n <= i64::from(u32::MAX) => Some(n as u32),
+                        _ => {
+                            return err(format!(
+                                "retention_days: expected a positive number of days, got {value}"
+                            ))
+                        }
+                    }
+                }
                 "seal_key_file" => {
                     let p = as_str(&key, &value)?;
                     c.seal_key_file = (!p.is_empty()).then(|| PathBuf::from(p));

@@ -220,6 +220,8 @@ pub struct Writer {
 pub struct WriterGuard {
     writer: Writer,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The retention job, when `retention_days` is set.
+    retention: Option<tokio::task::JoinHandle<()>>,
     stopping: Arc<AtomicBool>,
     timeout: Duration,
 }
@@ -251,6 +253,7 @@ pub(crate) fn spawn(
     let overflow = Arc::new(Mutex::new(VecDeque::new()));
     let journal_dirty = Arc::new(AtomicBool::new(false));
     let max_bytes = config.queue_max_bytes.clamp(1, Semaphore::MAX_PERMITS);
+    let store_for_retention = store.clone();
     let consumer = Consumer {
         store,
         metrics: metrics.clone(),
@@ -286,6 +289,13 @@ pub(crate) fn spawn(
     let guard = WriterGuard {
         writer: writer.clone(),
         task: Some(task),
+        retention: config.retention_days.map(|days| {
+            tokio::spawn(crate::seal::retention_job(
+                store_for_retention,
+                config.clone(),
+                days,
+            ))
+        }),
         stopping,
         timeout: config.flush_timeout,
     };
@@ -472,6 +482,7 @@ impl WriterGuard {
         WriterGuard {
             writer,
             task: None,
+            retention: None,
             stopping: Arc::default(),
             timeout: Duration::ZERO,
         }
@@ -490,6 +501,10 @@ impl WriterGuard {
     }
 
     async fn stop(&mut self) {
+        if let Some(retention) = self.retention.take() {
+            retention.abort();
+            let _ = retention.await;
+        }
         let Some(task) = self.task.take() else { return };
         // Flushed means nothing outstanding: records that were waiting for room in the queue when
         // the first flush marker went in are behind it, so flush until none is left.

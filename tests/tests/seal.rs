@@ -149,6 +149,7 @@ on_both_stores!(
     an_erasure_keeps_the_trail_verifiable_and_other_edits_caught,
     a_spill_journal_replay_is_sealed,
     the_command_line_exits_by_what_it_found,
+    retention_removes_old_records_and_the_trail_still_verifies,
 );
 
 async fn an_untouched_trail_verifies_clean(kind: &str) {
@@ -725,4 +726,74 @@ async fn records_from_before_sealing_are_reported_unless_accepted() {
         .await
         .unwrap();
     assert_eq!((n, summary.unsealed_accepted), (0, 1));
+}
+
+/// `retention_days`: the writer removes what is older, after a prune seal saying so; the trail
+/// still verifies, the removed records counted as pruned.
+async fn retention_removes_old_records_and_the_trail_still_verifies(kind: &str) {
+    let t = trail(kind, 1, 3, "").await;
+    // Five more, dated three days ago, written by an auditor without retention.
+    let toml = format!("seal_key_file = {:?}", t.key.display().to_string());
+    let config = AuditConfig::from_sources(Some(&toml), Vec::<(String, String)>::new())
+        .unwrap()
+        .with_connection(t.connection.clone());
+    let (auditor, guard) = Auditor::start(config).await.unwrap();
+    for i in 0..5 {
+        let mut a = access(100 + i);
+        a.time.request = Utc::now() - Duration::days(3);
+        auditor.record_access(a).await;
+    }
+    guard.shutdown().await;
+    assert_eq!(
+        t.store
+            .count(Collection::Access, &Filter::all())
+            .await
+            .unwrap(),
+        8
+    );
+
+    let toml = format!("{toml}\nretention_days = 1");
+    let config = AuditConfig::from_sources(Some(&toml), Vec::<(String, String)>::new())
+        .unwrap()
+        .with_connection(t.connection.clone());
+    let (_auditor, guard) = Auditor::start(config).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while t
+        .store
+        .count(Collection::Access, &Filter::all())
+        .await
+        .unwrap()
+        != 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    guard.shutdown().await;
+    let (findings, summary) = t.verify().await;
+    assert_eq!(findings, []);
+    assert_eq!(summary.pruned, 5);
+    let seals = t.seals().await;
+    assert!(
+        seals
+            .iter()
+            .any(|s| s.get_str("kind") == Ok("prune") && s.get_str("reason") == Ok("retention")),
+        "the removal is stated in a prune seal"
+    );
+}
+
+#[test]
+fn retention_days_must_be_a_positive_number() {
+    for bad in [
+        "retention_days = 0",
+        "retention_days = -3",
+        "retention_days = \"30\"",
+    ] {
+        let err = AuditConfig::from_sources(Some(bad), Vec::<(String, String)>::new()).unwrap_err();
+        assert!(err.to_string().contains("retention_days"), "{err}");
+    }
+    let c = AuditConfig::from_sources(None, [("AUDIT_RETENTION_DAYS", "30")]).unwrap();
+    assert_eq!(c.retention_days, Some(30));
 }

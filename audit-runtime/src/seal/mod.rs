@@ -401,6 +401,65 @@ pub async fn seal_prune(
     Ok(Some(sealer.head().clone()))
 }
 
+/// How often the retention job runs after its first run (at start).
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The writer's retention job: at start, then hourly, removes the accesses and model actions
+/// older than `days`, each removal first stated in a `prune` seal so that `verify` reports the
+/// records as pruned, not deleted. Processes stay (they are few, and records that stay may
+/// reference them). Failures are logged and tried again at the next run.
+pub async fn retention_job(store: crate::Store, config: crate::AuditConfig, days: u32) {
+    loop {
+        if let Err(e) = prune_older_than(&store, &config, days).await {
+            tracing::error!(target: "audit", error = %e, retention_days = days,
+                "audit retention run failed; tried again in an hour");
+        }
+        tokio::time::sleep(RETENTION_EVERY).await;
+    }
+}
+
+/// One retention run: what is older than `days` days goes, after its prune seal.
+pub async fn prune_older_than(
+    store: &crate::Store,
+    config: &crate::AuditConfig,
+    days: u32,
+) -> Result<u64, SealError> {
+    use crate::store::{CmpOp, Filter};
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+    let older = |c: Collection| {
+        Filter::Cmp(
+            c.date_field().into(),
+            CmpOp::Lt,
+            Bson::DateTime(bson::DateTime::from_chrono(cutoff)),
+        )
+    };
+    let mut ranges = Vec::new();
+    for c in [Collection::Access, Collection::ModelAction] {
+        let count = store.count(c, &older(c)).await?;
+        if count > 0 {
+            ranges.push(PrunedRange {
+                collection: c,
+                from: None,
+                to: cutoff,
+                count,
+            });
+        }
+    }
+    if ranges.is_empty() {
+        return Ok(0);
+    }
+    seal_prune(store, config, "retention", &ranges).await?;
+    let mut removed = 0;
+    for r in &ranges {
+        removed += store
+            .delete_many(r.collection, &older(r.collection))
+            .await?;
+    }
+    tracing::info!(target: "audit", removed, retention_days = days, cutoff = %cutoff,
+        "audit retention removed old records");
+    Ok(removed)
+}
+
 /// What replaces erased personal data.
 pub const TOMBSTONE: &str = "<erased>";
 
