@@ -153,6 +153,7 @@ async fn each_access_filter_selects_exactly_its_records(store: TestStore) {
     store.insert_all(&acc).await.unwrap();
     let app = router(&store);
     let [a1, a2, a3, a4] = [&acc[0].id, &acc[1].id, &acc[2].id, &acc[3].id];
+    let process_q = format!("process={}", process.to_hex());
     let cases: Vec<(&str, HashSet<String>)> = vec![
         ("", set(&[a1, a2, a3, a4])),
         ("user_id=23", set(&[a1, a2])),
@@ -166,10 +167,7 @@ async fn each_access_filter_selects_exactly_its_records(store: TestStore) {
         ("status=404", set(&[a4])),
         ("exception=Panic", set(&[a3])),
         ("interlink_id=req-a1", set(&[a1])),
-        (
-            &*Box::leak(format!("process={}", process.to_hex()).into_boxed_str()),
-            set(&[a1]),
-        ),
+        (&process_q, set(&[a1])),
         ("from=2024-03-10T13:00", set(&[a2, a3, a4])),
         ("to=2024-03-10T13:00", set(&[a1, a2])),
         ("from=2024-03-10T12:30&to=2024-03-10", set(&[a2, a3])),
