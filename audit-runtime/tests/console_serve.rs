@@ -1,5 +1,6 @@
 //! `audit serve` run for real: it refuses a non-loopback address without a token and says why,
-//! serves the API with a token from a file, and stops on SIGTERM.
+//! serves the API with a token from a file, and stops on SIGTERM; `list` honours the query time
+//! limit.
 
 #![cfg(all(feature = "console", unix))]
 
@@ -115,4 +116,52 @@ fn serves_with_a_token_file_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "a clean stop: {status:?}");
+}
+
+/// `audit ... list` carries the same time limit as the console (`--query-timeout-ms`): past it
+/// the command stops with a clear error instead of running on.
+#[test]
+fn list_stops_at_its_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = audit_runtime::AuditConfig::default()
+            .with_connection(audit_runtime::DbConnection::Sqlite(db.clone()));
+        let store = audit_runtime::Store::connect(&config).await.unwrap();
+        let t = chrono::Utc::now();
+        let docs: Vec<audit_runtime::Access> = (0..3000)
+            .map(|i| {
+                audit_runtime::Access::new(
+                    format!("/items/{i}"),
+                    t,
+                    audit_runtime::AccessView::new("demo::item", "demo", "item"),
+                )
+            })
+            .collect();
+        store.insert_all(&docs).await.unwrap();
+    });
+    let out = audit(&db)
+        .args([
+            "--query-timeout-ms",
+            "0",
+            "access",
+            "list",
+            "--url-regex",
+            "no-such-path",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("time limit"), "{err}");
+    let ok = audit(&db)
+        .args(["access", "list", "--url-regex", "^/items/299$"])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("/items/299"));
 }
