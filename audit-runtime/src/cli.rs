@@ -24,6 +24,9 @@ pub struct Cli {
     /// The TOML configuration file (default: AUDIT_CONFIG, then ./audit.toml if present).
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// How long one query may run before it is stopped, in milliseconds (listing and the console).
+    #[arg(long, global = true, default_value_t = 30_000)]
+    pub query_timeout_ms: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -129,6 +132,21 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Serve the read-only console (JSON API and web pages) until SIGTERM or Ctrl-C.
+    #[cfg(feature = "console")]
+    Serve(ServeArgs),
+}
+
+#[cfg(feature = "console")]
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Where to listen, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// A file holding the access token (default: AUDIT_CONSOLE_TOKEN). Without a token the console
+    /// only listens on loopback addresses.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -293,6 +311,11 @@ async fn open(config: &AuditConfig) -> Result<Store, CliError> {
 /// Runs one parsed command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let config = load_config(&cli)?;
+    let query_timeout = std::time::Duration::from_millis(cli.query_timeout_ms);
+    #[cfg(feature = "console")]
+    if let Command::Serve(args) = &cli.command {
+        return serve(&config, args, query_timeout).await;
+    }
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Prepare => {
@@ -377,13 +400,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Access {
             command: ListOnly::List(args),
-        } => list(&config, Kind::Access, args, &mut out).await?,
+        } => list(&config, Kind::Access, args, query_timeout, &mut out).await?,
         Command::ModelAction {
             command: ListOnly::List(args),
-        } => list(&config, Kind::ModelAction, args, &mut out).await?,
+        } => list(&config, Kind::ModelAction, args, query_timeout, &mut out).await?,
         Command::Process {
             command: ListOnly::List(args),
-        } => list(&config, Kind::Process, args, &mut out).await?,
+        } => list(&config, Kind::Process, args, query_timeout, &mut out).await?,
         Command::Keygen { out: path } => {
             let public = crate::seal::keygen(&path).map_err(|e| CliError::Usage(e.to_string()))?;
             let hex: String = public
@@ -474,8 +497,63 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let store = open(&config).await?;
             export(&store, c, &filter, file, &mut out).await?;
         }
+        #[cfg(feature = "console")]
+        Command::Serve(_) => unreachable!("served above"),
     }
     Ok(())
+}
+
+// === serve ===
+
+#[cfg(feature = "console")]
+async fn serve(
+    config: &AuditConfig,
+    args: &ServeArgs,
+    query_timeout: std::time::Duration,
+) -> Result<(), CliError> {
+    let token = match &args.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| {
+                    CliError::Usage(format!("cannot read token file {}: {e}", p.display()))
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var("AUDIT_CONSOLE_TOKEN").ok(),
+    };
+    if token.as_deref() == Some("") {
+        return Err(CliError::Usage(
+            "the console token is empty (--token-file or AUDIT_CONSOLE_TOKEN)".into(),
+        ));
+    }
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&args.addr)
+        .await
+        .map_err(|e| CliError::Usage(format!("--addr `{}`: {e}", args.addr)))?
+        .collect();
+    if token.is_none() {
+        if let Some(why) = crate::console::serve::refuse_without_token(&addrs) {
+            return Err(CliError::Usage(why));
+        }
+    }
+    let store = open(config).await?;
+    let listener = tokio::net::TcpListener::bind(&addrs[..])
+        .await
+        .map_err(|e| CliError::Runtime(format!("cannot listen on {}: {e}", args.addr)))?;
+    let local = listener.local_addr()?;
+    println!(
+        "audit console on http://{local}/ ({}, store {})",
+        if token.is_some() {
+            "token required"
+        } else {
+            "no token: loopback only"
+        },
+        config.db_connection
+    );
+    std::io::stdout().flush()?;
+    crate::console::serve::serve(store, listener, token, query_timeout)
+        .await
+        .map_err(CliError::from)
 }
 
 fn confirm(question: &str) -> Result<bool, CliError> {
@@ -938,6 +1016,7 @@ async fn list(
     config: &AuditConfig,
     kind: Kind,
     args: ListArgs,
+    query_timeout: std::time::Duration,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     let c = kind.collection();
@@ -945,7 +1024,8 @@ async fn list(
     let store = open(config).await?;
     let opts = FindOptions::new(filter)
         .sort(c.date_field(), Order::Desc)
-        .window(0, Some(args.limit));
+        .window(0, Some(args.limit))
+        .max_time(query_timeout);
     let docs = store.find_raw(c, &opts).await?;
     for d in docs {
         if args.json {

@@ -15,7 +15,8 @@
 //! - [`auditor`], [`context`], [`view`] and [`writer`]: recording (the request context, the
 //!   handler wrapper, the batching writer);
 //! - [`http`]: the tower layer that captures HTTP accesses;
-//! - [`seal`]: the hash chain (optionally signed) that makes edits to the trail evident.
+//! - [`seal`]: the hash chain (optionally signed) that makes edits to the trail evident;
+//! - `console`: the read-only JSON API and web pages over the trail (`audit serve`).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
@@ -31,6 +32,9 @@ pub mod blacklist;
 #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
 pub mod config;
+#[cfg(feature = "console")]
+#[cfg_attr(docsrs, doc(cfg(feature = "console")))]
+pub mod console;
 pub mod context;
 pub mod document;
 #[cfg(feature = "http")]

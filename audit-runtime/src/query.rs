@@ -261,6 +261,7 @@ impl<T: AuditDocument> Query<T> {
             sort: self.sort.clone(),
             skip: self.skip,
             limit: self.limit,
+            max_time: None,
         })
     }
 

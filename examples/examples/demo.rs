@@ -232,5 +232,30 @@ async fn print_trail(
         actions.len(),
         auditor.config().db_connection
     );
+    // The same trail in a browser: the console reads the store the tour just wrote.
+    println!(
+        "\nLook at this trail in the console (then open http://127.0.0.1:8080/):\n  \
+         cargo run -p audit-runtime --bin audit -- --db {} serve --addr 127.0.0.1:8080",
+        console_db_arg(&auditor.config().db_connection)
+    );
     Ok(())
+}
+
+/// The `--db` argument naming the store the demo wrote, quoted for a shell when needed. A
+/// MongoDB URI may hold a password, which is never printed: the reader passes the URI they gave.
+fn console_db_arg(conn: &audit_runtime::DbConnection) -> String {
+    let s = match conn {
+        audit_runtime::DbConnection::Sqlite(p) => std::fs::canonicalize(p)
+            .unwrap_or_else(|_| p.clone())
+            .display()
+            .to_string(),
+        audit_runtime::DbConnection::Mongo { .. } => return "\"$YOUR_MONGODB_URI\"".into(),
+    };
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-:@".contains(c))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }

@@ -96,7 +96,7 @@ pub fn keygen(path: &Path) -> Result<VerifyingKey, KeyError> {
         move |source| KeyError::Io { path, source }
     };
     let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| io(path)(std::io::Error::other(e.to_string())))?;
+    getrandom::fill(&mut seed).map_err(|e| io(path)(std::io::Error::other(e.to_string())))?;
     let key = SigningKey::from_bytes(&seed);
     let private = key
         .to_pkcs8_pem(Default::default())

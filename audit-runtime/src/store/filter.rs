@@ -158,6 +158,11 @@ pub struct FindOptions {
     pub skip: u64,
     /// At most this many (`None`: all).
     pub limit: Option<u64>,
+    /// How long the store may work on the query before giving up with
+    /// [`StoreError::TimeLimit`](super::StoreError::TimeLimit) (`None`: no limit). Queries built
+    /// from untrusted input (the console, the command line) set it, so a pathological filter
+    /// cannot hold a worker or the database.
+    pub max_time: Option<std::time::Duration>,
 }
 
 impl FindOptions {
@@ -168,7 +173,14 @@ impl FindOptions {
             sort: Vec::new(),
             skip: 0,
             limit: None,
+            max_time: None,
         }
+    }
+
+    /// Sets the time limit of the query.
+    pub fn max_time(mut self, limit: std::time::Duration) -> Self {
+        self.max_time = Some(limit);
+        self
     }
 
     /// Adds a sort key.

@@ -57,6 +57,9 @@ pub enum StoreError {
     /// The connection setting names a store that this build does not include.
     #[error("{0}")]
     Unsupported(String),
+    /// The query ran past its time limit ([`FindOptions::max_time`]) and was stopped.
+    #[error("the query ran past its time limit of {0:?} and was stopped")]
+    TimeLimit(std::time::Duration),
     /// The blocking worker of the SQLite store died.
     #[error("store worker failed: {0}")]
     Worker(String),
@@ -122,7 +125,11 @@ impl StoreError {
             | StoreError::Filter(_)
             | StoreError::Duplicate { .. }
             | StoreError::TooLarge { .. } => true,
-            StoreError::Unsupported(_) | StoreError::Worker(_) | StoreError::Io(_) => false,
+            // A query that ran out of time may pass on a quieter store.
+            StoreError::Unsupported(_)
+            | StoreError::Worker(_)
+            | StoreError::Io(_)
+            | StoreError::TimeLimit(_) => false,
         }
     }
 }
@@ -461,6 +468,28 @@ impl Store {
     /// How many documents match.
     pub async fn count(&self, collection: Collection, filter: &Filter) -> StoreResult<u64> {
         dispatch!(self, s => s.count(collection, filter).await)
+    }
+
+    /// How many documents match, giving up after `max_time` with [`StoreError::TimeLimit`].
+    pub async fn count_limited(
+        &self,
+        collection: Collection,
+        filter: &Filter,
+        max_time: Option<std::time::Duration>,
+    ) -> StoreResult<u64> {
+        dispatch!(self, s => s.count_limited(collection, filter, max_time).await)
+    }
+
+    /// The values at `paths` (dotted) of every document matching `opts`, one row per document:
+    /// integers as `Int64`, dates as `Int64` milliseconds, a sub-document or array as `true`,
+    /// a missing field as null. Summaries read these instead of whole documents.
+    pub async fn find_values(
+        &self,
+        collection: Collection,
+        opts: &FindOptions,
+        paths: &[&str],
+    ) -> StoreResult<Vec<Vec<bson::Bson>>> {
+        dispatch!(self, s => s.find_values(collection, opts, paths).await)
     }
 
     /// Deletes the matching documents; returns how many.

@@ -115,9 +115,13 @@ impl MongoStore {
         if let Some(limit) = opts.limit {
             find = find.limit(limit.min(i64::MAX as u64) as i64);
         }
-        let mut cursor = find.await?;
+        if let Some(t) = opts.max_time {
+            find = find.max_time(t);
+        }
+        let limited = |e: mongodb::error::Error| time_limit(e, opts.max_time);
+        let mut cursor = find.await.map_err(limited)?;
         let mut out = Vec::new();
-        while cursor.advance().await? {
+        while cursor.advance().await.map_err(limited)? {
             out.push(cursor.deserialize_current()?);
         }
         Ok(out)
@@ -265,6 +269,92 @@ impl MongoStore {
             out.push(cursor.current().to_raw_document_buf());
         }
         Ok(out)
+    }
+}
+
+// === time limits ===
+
+/// The server's code for an operation stopped by its `maxTimeMS`.
+const MAX_TIME_MS_EXPIRED: i32 = 50;
+
+/// The server's "operation exceeded time limit" as [`StoreError::TimeLimit`].
+fn time_limit(e: mongodb::error::Error, limit: Option<std::time::Duration>) -> StoreError {
+    match (&*e.kind, limit) {
+        (ErrorKind::Command(c), Some(limit)) if c.code == MAX_TIME_MS_EXPIRED => {
+            StoreError::TimeLimit(limit)
+        }
+        _ => e.into(),
+    }
+}
+
+impl MongoStore {
+    /// [`count`](Self::count) under a time limit (`maxTimeMS`).
+    pub(crate) async fn count_limited(
+        &self,
+        c: Collection,
+        filter: &Filter,
+        max_time: Option<std::time::Duration>,
+    ) -> StoreResult<u64> {
+        let coll = self.coll(c);
+        let mut count = coll.count_documents(filter.to_mongo());
+        if let Some(t) = max_time {
+            count = count.max_time(t);
+        }
+        count.await.map_err(|e| time_limit(e, max_time))
+    }
+
+    /// The values at `paths` of every document matching `opts`: a projection, so the server
+    /// sends only those fields.
+    pub(crate) async fn find_values(
+        &self,
+        c: Collection,
+        opts: &FindOptions,
+        paths: &[&str],
+    ) -> StoreResult<Vec<Vec<bson::Bson>>> {
+        let mut projection = Document::new();
+        for p in paths {
+            projection.insert(*p, 1);
+        }
+        let coll = self.coll(c);
+        let mut find = coll
+            .find(opts.filter.to_mongo())
+            .skip(opts.skip)
+            .projection(projection);
+        if let Some(sort) = opts.mongo_sort() {
+            find = find.sort(sort);
+        }
+        if let Some(limit) = opts.limit {
+            find = find.limit(limit.min(i64::MAX as u64) as i64);
+        }
+        if let Some(t) = opts.max_time {
+            find = find.max_time(t);
+        }
+        let limited = |e: mongodb::error::Error| time_limit(e, opts.max_time);
+        let mut cursor = find.await.map_err(limited)?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(limited)? {
+            let d: Document = cursor.deserialize_current()?;
+            out.push(paths.iter().map(|p| value_at(&d, p)).collect());
+        }
+        Ok(out)
+    }
+}
+
+/// The value at a dotted path, as `bson_get` gives it on SQLite: dates as milliseconds, a
+/// sub-document or array as `true` (present), missing as null.
+fn value_at(d: &Document, path: &str) -> bson::Bson {
+    let mut cur = bson::Bson::Document(d.clone());
+    for seg in path.split('.') {
+        cur = match cur {
+            bson::Bson::Document(mut doc) => doc.remove(seg).unwrap_or(bson::Bson::Null),
+            _ => return bson::Bson::Null,
+        };
+    }
+    match cur {
+        bson::Bson::DateTime(t) => bson::Bson::Int64(t.timestamp_millis()),
+        bson::Bson::Int32(i) => bson::Bson::Int64(i.into()),
+        bson::Bson::Document(_) | bson::Bson::Array(_) => bson::Bson::Boolean(true),
+        other => other,
     }
 }
 

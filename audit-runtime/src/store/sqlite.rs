@@ -168,11 +168,15 @@ impl SqliteStore {
             " LIMIT {limit} OFFSET {}",
             opts.skip.min(i64::MAX as u64)
         ));
+        let max_time = opts.max_time;
         self.run(move |conn| {
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let blobs = stmt
-                .query_map(params_from_iter(params.iter()), |r| r.get::<_, Vec<u8>>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
+            let blobs = with_time_limit(conn, max_time, |conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt
+                    .query_map(params_from_iter(params.iter()), |r| r.get::<_, Vec<u8>>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })?;
             blobs.iter().map(|b| decode(b)).collect()
         })
         .await
@@ -344,6 +348,112 @@ impl SqliteStore {
                 .into_iter()
                 .map(|b| RawDocumentBuf::from_bytes(b).map_err(|e| StoreError::Raw(e.to_string())))
                 .collect()
+        })
+        .await
+    }
+}
+
+// === time limits ===
+
+/// How many virtual-machine steps SQLite runs between two looks at the clock: small enough that a
+/// query stops within a millisecond or so of its limit, large enough to cost nothing measurable.
+const PROGRESS_STEPS: std::ffi::c_int = 1000;
+
+/// Runs `f` on `conn` with SQLite's progress handler watching the clock: past `max_time` the
+/// handler asks SQLite to stop, the statement fails with `SQLITE_INTERRUPT`, and that becomes
+/// [`StoreError::TimeLimit`]. The handler is removed afterwards, so other users of the shared
+/// connection (the writer) never inherit it.
+fn with_time_limit<R>(
+    conn: &Connection,
+    max_time: Option<std::time::Duration>,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+) -> StoreResult<R> {
+    let Some(limit) = max_time else {
+        return Ok(f(conn)?);
+    };
+    let deadline = std::time::Instant::now() + limit;
+    conn.progress_handler(
+        PROGRESS_STEPS,
+        Some(move || std::time::Instant::now() >= deadline),
+    );
+    let res = f(conn);
+    conn.progress_handler(PROGRESS_STEPS, None::<fn() -> bool>);
+    res.map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::OperationInterrupted =>
+        {
+            StoreError::TimeLimit(limit)
+        }
+        e => StoreError::Sqlite(e),
+    })
+}
+
+impl SqliteStore {
+    /// [`count`](Self::count) under a time limit.
+    pub(crate) async fn count_limited(
+        &self,
+        c: Collection,
+        filter: &Filter,
+        max_time: Option<std::time::Duration>,
+    ) -> StoreResult<u64> {
+        let mut params = Vec::new();
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE {}",
+            c.name(),
+            where_sql(filter, &mut params)?
+        );
+        self.run(move |conn| {
+            with_time_limit(conn, max_time, |conn| {
+                let n: i64 = conn
+                    .prepare_cached(&sql)?
+                    .query_row(params_from_iter(params.iter()), |r| r.get(0))?;
+                Ok(n as u64)
+            })
+        })
+        .await
+    }
+
+    /// The values at `paths` of every document matching `opts` (sort, window and time limit
+    /// honoured), read with `bson_get` inside SQLite: summaries over many documents never decode
+    /// whole documents.
+    pub(crate) async fn find_values(
+        &self,
+        c: Collection,
+        opts: &FindOptions,
+        paths: &[&str],
+    ) -> StoreResult<Vec<Vec<Bson>>> {
+        let (select, params) = select_sql(c, opts)?;
+        let cols: Vec<String> = paths.iter().map(|p| expr(p)).collect();
+        let limit = opts.limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
+        let sql = format!(
+            "SELECT {} FROM {} LIMIT {limit} OFFSET {}",
+            cols.join(", "),
+            select.replacen("SELECT doc FROM", "", 1),
+            opts.skip.min(i64::MAX as u64)
+        );
+        let n = paths.len();
+        let max_time = opts.max_time;
+        self.run(move |conn| {
+            with_time_limit(conn, max_time, |conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params_from_iter(params.iter()), |r| {
+                    (0..n)
+                        .map(|i| {
+                            Ok(match r.get_ref(i)? {
+                                rusqlite::types::ValueRef::Null => Bson::Null,
+                                rusqlite::types::ValueRef::Integer(i) => Bson::Int64(i),
+                                rusqlite::types::ValueRef::Real(f) => Bson::Double(f),
+                                rusqlite::types::ValueRef::Text(t) => {
+                                    Bson::String(String::from_utf8_lossy(t).into_owned())
+                                }
+                                // A sub-document or array: present, contents not needed.
+                                rusqlite::types::ValueRef::Blob(_) => Bson::Boolean(true),
+                            })
+                        })
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })?;
+                rows.collect()
+            })
         })
         .await
     }
