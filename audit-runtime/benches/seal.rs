@@ -46,10 +46,13 @@ async fn write_trail(dir: &std::path::Path, n: usize, sealed: bool) -> Duration 
 }
 
 fn main() {
+    // `cargo test --all-targets` runs benches too, without `--bench` and in debug: then a small
+    // trail only checks that everything runs.
+    let measuring = std::env::args().any(|a| a == "--bench");
     let n: usize = std::env::var("SEAL_BENCH_RECORDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+        .unwrap_or(if measuring { 100_000 } else { 2_000 });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -57,7 +60,7 @@ fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let per_round = (n / 5).max(1000);
+        let per_round = (n / 5).max(400);
         let (mut with, mut without) = (Vec::new(), Vec::new());
         write_trail(dir.path(), per_round / 10, true).await; // warm-up
         for _ in 0..5 {

@@ -108,8 +108,9 @@ const RECORD_OVERHEAD: usize = 128;
 /// How long shutdown waits, past its deadline, for a store call in flight to return.
 const SETTLE_GRACE: Duration = Duration::from_secs(10);
 
-/// Journal batches replayed in one turn before the consumer looks at its queue again.
-const REPLAY_BATCHES_PER_TURN: usize = 8;
+/// Journal entries replayed in one turn (in steps bounded in bytes) before the consumer looks at
+/// its queue again.
+const REPLAY_ENTRIES_PER_TURN: usize = 8 * MAX_BATCH;
 
 enum Job {
     Write(Record, Option<oneshot::Sender<()>>, OwnedSemaphorePermit),
@@ -269,6 +270,9 @@ pub(crate) fn spawn(
         replay_failures: 0,
         next_replay: tokio::time::Instant::now(),
         backoff: Duration::from_millis(50),
+        // The queue's byte bound, but at least 1 MiB so that a tiny bound does not make the
+        // replay crawl one record at a time.
+        replay_max_bytes: config.queue_max_bytes.max(1 << 20),
         sealing,
         sealed: Vec::new(),
         unstored_seal: None,
@@ -590,6 +594,8 @@ struct Consumer {
     replay_failures: u32,
     next_replay: tokio::time::Instant,
     backoff: Duration,
+    /// Most bytes of journal entries read into memory at once by a replay.
+    replay_max_bytes: usize,
     /// The chain this writer extends, when sealing is on.
     sealing: Option<Sealing>,
     /// What was stored since the last seal: each record's seal entry (collection, id, hash).
@@ -635,11 +641,18 @@ enum ReplayStep {
     End(u64),
 }
 
-fn read_replay_step(journal: &Journal, offset: u64) -> std::io::Result<ReplayStep> {
+/// Reads the next replay step: up to [`MAX_BATCH`] entries and `max_bytes` bytes of them (always
+/// at least one), so a replay holds no more of the journal in memory than the queue may.
+fn read_replay_step(
+    journal: &Journal,
+    offset: u64,
+    max_bytes: usize,
+) -> std::io::Result<ReplayStep> {
     let Some(mut r) = journal.reader_at(offset)? else {
         return Ok(ReplayStep::End(0));
     };
     let mut entries = Vec::new();
+    let mut bytes = 0;
     loop {
         let before = r.offset();
         match r.next_item()? {
@@ -651,8 +664,9 @@ fn read_replay_step(journal: &Journal, offset: u64) -> std::io::Result<ReplaySte
                 })
             }
             Some(Item::Entry(c, d)) => {
+                bytes += d.as_bytes().len();
                 entries.push((c, d));
-                if entries.len() >= MAX_BATCH {
+                if entries.len() >= MAX_BATCH || bytes >= max_bytes {
                     return Ok(ReplayStep::Entries(entries, r.offset()));
                 }
             }
@@ -907,18 +921,11 @@ impl Consumer {
         let Some(sealing) = self.sealing.as_ref() else {
             return Ok(None);
         };
-        let owned = docs.to_vec();
-        let hashed = tokio::task::spawn_blocking(move || {
-            let entries: Vec<Bson> = owned
-                .iter()
-                .map(|d| Bson::Document(seal::record_entry(c, d)))
-                .collect();
-            (owned, entries)
-        })
-        .await;
-        let Ok((owned, entries)) = hashed else {
-            return Ok(None);
-        };
+        // Hashed here rather than on the blocking pool: a copy of the batch for another thread
+        // would double the memory a batch holds while the store is down and it is retried.
+        let entries = docs
+            .iter()
+            .map(|d| Bson::Document(seal::record_entry(c, d)));
         let records: Vec<Bson> = self
             .sealed
             .iter()
@@ -930,7 +937,11 @@ impl Consumer {
             "batch",
             bson::doc! { "process": sealing.process, "records": records },
         );
-        match self.store.insert_many_bytes_sealed(c, owned, seal).await {
+        match self
+            .store
+            .insert_many_bytes_sealed(c, docs.to_vec(), seal)
+            .await
+        {
             Ok(_) => {
                 self.sealed.clear();
                 self.note_seal(head);
@@ -1215,9 +1226,14 @@ impl Consumer {
         let Some(journal) = self.journal.clone() else {
             return;
         };
-        for _ in 0..REPLAY_BATCHES_PER_TURN {
+        let mut budget = REPLAY_ENTRIES_PER_TURN;
+        while budget > 0 {
             let (j, offset) = (journal.clone(), self.replay_offset);
-            let step = match tokio::task::spawn_blocking(move || read_replay_step(&j, offset)).await
+            let max_bytes = self.replay_max_bytes;
+            let step = match tokio::task::spawn_blocking(move || {
+                read_replay_step(&j, offset, max_bytes)
+            })
+            .await
             {
                 Ok(Ok(step)) => step,
                 Ok(Err(e)) => {
@@ -1253,6 +1269,7 @@ impl Consumer {
                     return;
                 }
                 ReplayStep::Corrupt(at, bytes, next) => {
+                    budget = budget.saturating_sub(1);
                     let q = self.quarantine.clone();
                     let len = bytes.len();
                     let kept = tokio::task::spawn_blocking(move || q.append_raw(&bytes)).await;
@@ -1278,6 +1295,7 @@ impl Consumer {
                     }
                 }
                 ReplayStep::Entries(entries, next) => {
+                    budget = budget.saturating_sub(entries.len());
                     let mut out = Outcome::default();
                     let mut seals = 0;
                     for (c, docs) in group(entries) {

@@ -154,6 +154,7 @@ async fn a_full_queue_holds_bounded_memory(with_journal: bool) {
         t.await.unwrap();
     }
     let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    eprintln!("memory grew {grown_mib} MiB while the store was locked");
     assert_eq!(
         auditor.metrics().written,
         written_before,
