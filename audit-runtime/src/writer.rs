@@ -45,7 +45,7 @@ use crate::journal::{Item, Journal};
 use crate::seal::{self, Sealer};
 use crate::store::{degrade, Store, StoreError};
 use bson::oid::ObjectId;
-use bson::{Bson, RawDocumentBuf};
+use bson::RawDocumentBuf;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -599,7 +599,7 @@ struct Consumer {
     /// The chain this writer extends, when sealing is on.
     sealing: Option<Sealing>,
     /// What was stored since the last seal: each record's seal entry (collection, id, hash).
-    sealed: Vec<bson::Document>,
+    sealed: Vec<RawDocumentBuf>,
     /// A seal made but not stored yet (the store failed): stored before the next one is made,
     /// so the chain stays in order.
     unstored_seal: Option<RawDocumentBuf>,
@@ -923,20 +923,11 @@ impl Consumer {
         };
         // Hashed here rather than on the blocking pool: a copy of the batch for another thread
         // would double the memory a batch holds while the store is down and it is retried.
-        let entries = docs
-            .iter()
-            .map(|d| Bson::Document(seal::record_entry(c, d)));
-        let records: Vec<Bson> = self
-            .sealed
-            .iter()
-            .cloned()
-            .map(Bson::Document)
-            .chain(entries)
-            .collect();
-        let (seal, head) = sealing.sealer.prepare(
-            "batch",
-            bson::doc! { "process": sealing.process, "records": records },
-        );
+        let mut entries = self.sealed.clone();
+        entries.extend(docs.iter().map(|d| seal::record_entry(c, d)));
+        let (seal, head) = sealing
+            .sealer
+            .prepare_batch(Some(sealing.process), &entries);
         match self
             .store
             .insert_many_bytes_sealed(c, docs.to_vec(), seal)
@@ -975,7 +966,7 @@ impl Consumer {
         &self,
         c: Collection,
         docs: &[RawDocumentBuf],
-        stored: &mut Vec<bson::Document>,
+        stored: &mut Vec<RawDocumentBuf>,
     ) -> Result<Outcome, StoreError> {
         // Seals themselves (replayed from the journal) are part of the chain, not covered by it.
         let sealing = self.sealing.is_some() && c != Collection::Seal;
@@ -1100,13 +1091,12 @@ impl Consumer {
             if self.sealed.is_empty() {
                 return;
             }
-            let records: Vec<Bson> = self.sealed.drain(..).map(Bson::Document).collect();
+            let entries = std::mem::take(&mut self.sealed);
             // Made now and stored below, or later, but always before the next one: the head
             // moves on at once.
-            let (seal, head) = sealing.sealer.prepare(
-                "batch",
-                bson::doc! { "process": sealing.process, "records": records },
-            );
+            let (seal, head) = sealing
+                .sealer
+                .prepare_batch(Some(sealing.process), &entries);
             self.note_seal(head);
             self.unstored_seal = Some(seal);
         }

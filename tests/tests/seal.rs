@@ -316,7 +316,13 @@ async fn a_seal_re_signed_with_another_key_is_caught(kind: &str) {
                     .map(|e| {
                         let mut e = e.as_document().unwrap().clone();
                         if e.get_object_id("id") == Ok(victim) {
-                            e.insert("h", seal::sha256_hex(record.as_bytes()));
+                            e.insert(
+                                "h",
+                                bson::Binary {
+                                    subtype: bson::spec::BinarySubtype::Generic,
+                                    bytes: seal::sha256(record.as_bytes()).to_vec(),
+                                },
+                            );
                         }
                         Bson::Document(e)
                     })

@@ -201,19 +201,42 @@ pub fn record_date(c: Collection, doc: &RawDocument) -> Option<bson::DateTime> {
     None
 }
 
-/// One record as a seal lists it: collection, `_id`, date, hash of the exact bytes.
-pub fn record_entry(c: Collection, doc: &RawDocument) -> Document {
-    let id = doc
-        .get("_id")
-        .ok()
-        .flatten()
-        .and_then(|v| v.to_raw_bson().try_into().ok())
-        .unwrap_or(Bson::Null);
-    let mut entry = doc! { "c": c.name(), "id": id, "h": sha256_hex(doc.as_bytes()) };
+/// The SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// One record as a seal lists it: collection (`c`), `_id` (`id`), date (`t`) and the SHA-256 of
+/// its exact bytes (`h`, 32 bytes of binary). Written as raw BSON straight away: the writer makes
+/// one per stored record, so it stays off the `Document` and hex-string path.
+pub fn record_entry(c: Collection, doc: &RawDocument) -> RawDocumentBuf {
+    let mut entry = RawDocumentBuf::new();
+    entry.append("c", c.name());
+    match doc.get("_id") {
+        Ok(Some(id)) => entry.append_ref("id", id),
+        _ => entry.append("id", bson::RawBson::Null),
+    }
+    let hash = sha256(doc.as_bytes());
+    entry.append_ref(
+        "h",
+        bson::RawBinaryRef {
+            subtype: bson::spec::BinarySubtype::Generic,
+            bytes: &hash,
+        },
+    );
     if let Some(t) = record_date(c, doc) {
-        entry.insert("t", t);
+        entry.append("t", t);
     }
     entry
+}
+
+/// The hex form of a record entry's hash, whether stored as binary or as hex text.
+pub fn entry_hash_hex(entry: &RawDocument) -> Option<String> {
+    match entry.get("h").ok().flatten()? {
+        RawBsonRef::Binary(b) => Some(hex(b.bytes)),
+        RawBsonRef::String(s) => Some(s.to_owned()),
+        _ => None,
+    }
 }
 
 /// The head of a stream: what the last seal was.
@@ -280,11 +303,32 @@ impl Sealer {
         &mut self,
         records: impl IntoIterator<Item = (Collection, &'a RawDocument)>,
     ) -> RawDocumentBuf {
-        let records: Vec<Bson> = records
+        let entries: Vec<RawDocumentBuf> = records
             .into_iter()
-            .map(|(c, d)| Bson::Document(record_entry(c, d)))
+            .map(|(c, d)| record_entry(c, d))
             .collect();
-        self.seal("batch", doc! { "records": records })
+        let (seal, head) = self.prepare_batch(None, &entries);
+        self.head = head;
+        seal
+    }
+
+    /// A batch seal over `entries` (from [`record_entry`]), naming the `process` it writes for;
+    /// the head moves on at [`commit`](Self::commit).
+    pub fn prepare_batch(
+        &self,
+        process: Option<ObjectId>,
+        entries: &[RawDocumentBuf],
+    ) -> (RawDocumentBuf, Head) {
+        let mut records = bson::RawArrayBuf::new();
+        for e in entries {
+            records.push(e.clone());
+        }
+        self.prepare_raw("batch", |raw| {
+            if let Some(p) = process {
+                raw.append("process", p);
+            }
+            raw.append("records", records);
+        })
     }
 
     /// A seal of `kind` with `body`'s fields after the chain fields. The stream's head moves on:
@@ -299,17 +343,29 @@ impl Sealer {
     /// [`commit`](Self::commit). For a seal stored together with its records: if that write
     /// fails, the next seal takes the same place in the chain.
     pub fn prepare(&self, kind: &str, body: Document) -> (RawDocumentBuf, Head) {
+        self.prepare_raw(kind, |raw| {
+            for (k, v) in body {
+                if let Ok(v) = bson::RawBson::try_from(v) {
+                    raw.append(k, v);
+                }
+            }
+        })
+    }
+
+    fn prepare_raw(
+        &self,
+        kind: &str,
+        body: impl FnOnce(&mut RawDocumentBuf),
+    ) -> (RawDocumentBuf, Head) {
         let seq = self.head.seq + 1;
-        let mut d = doc! {
-            "_id": ObjectId::new(),
-            "stream": self.head.stream,
-            "seq": seq,
-            "kind": kind,
-            "time": bson::DateTime::now(),
-            "prev": self.head.hash.clone(),
-        };
-        d.extend(body);
-        let mut raw = RawDocumentBuf::from_document(&d).expect("a seal is always encodable");
+        let mut raw = RawDocumentBuf::new();
+        raw.append("_id", ObjectId::new());
+        raw.append("stream", self.head.stream);
+        raw.append("seq", seq);
+        raw.append("kind", kind);
+        raw.append("time", bson::DateTime::now());
+        raw.append("prev", self.head.hash.clone());
+        body(&mut raw);
         let hash = sha256_hex(raw.as_bytes());
         raw.append("hash", hash.clone());
         if let Some(key) = &self.key {
@@ -664,7 +720,7 @@ mod tests {
         let records = first.get_array("records").unwrap();
         let entry = records.into_iter().next().unwrap().unwrap();
         let entry = entry.as_document().unwrap();
-        assert_eq!(entry.get_str("h").unwrap(), sha256_hex(a.as_bytes()));
+        assert_eq!(entry_hash_hex(entry).unwrap(), sha256_hex(a.as_bytes()));
         assert_eq!(entry.get_str("c").unwrap(), "audit_access");
         assert_eq!(
             entry.get_datetime("t").unwrap(),

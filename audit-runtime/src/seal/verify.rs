@@ -540,7 +540,7 @@ fn check_seal(
                 let Some(e) = entry.as_document() else {
                     continue;
                 };
-                let (Ok(c), Ok(h)) = (e.get_str("c"), e.get_str("h")) else {
+                let (Ok(c), Some(h)) = (e.get_str("c"), super::entry_hash_hex(e)) else {
                     continue;
                 };
                 let t = e.get_datetime("t").ok().map(|t| t.timestamp_millis());
