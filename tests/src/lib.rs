@@ -22,6 +22,26 @@ impl std::ops::Deref for TestStore {
     }
 }
 
+/// Runs each named `async fn(kind: &str)` twice, as `sqlite::NAME` and `mongodb::NAME`, on a
+/// two-thread runtime: one scenario, both stores.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name("sqlite").await;
+            })*
+        }
+        mod mongodb {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name("mongodb").await;
+            })*
+        }
+    };
+}
+
 /// The address of the plain MongoDB test server; panics with instructions when it is not set.
 pub fn mongodb_uri() -> String {
     std::env::var("MONGODB_URI").unwrap_or_else(|_| {

@@ -127,22 +127,7 @@ async fn demo_server(kind: &str, env: &[(&str, &str)]) -> Server {
     serve(demo::app(auditor.clone(), polls), auditor, guard, dir).await
 }
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name("sqlite").await;
-            })*
-        }
-        mod mongodb {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name("mongodb").await;
-            })*
-        }
-    };
-}
+use audit_tests::on_both_stores;
 
 on_both_stores!(
     demo_access_routes_each_record_one_correct_access,

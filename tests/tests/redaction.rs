@@ -518,22 +518,7 @@ async fn headers_spelled_with_underscores_do_not_overwrite_the_real_ones() {
     );
 }
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name("sqlite").await;
-            })*
-        }
-        mod mongodb {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name("mongodb").await;
-            })*
-        }
-    };
-}
+use audit_tests::on_both_stores;
 
 on_both_stores!(keys_with_nul_bytes_are_stored_escaped);
 

@@ -122,22 +122,7 @@ fn kinds(findings: &[seal::Finding]) -> Vec<(FindingKind, Option<String>)> {
     k
 }
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name("sqlite").await;
-            })*
-        }
-        mod mongodb {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name("mongodb").await;
-            })*
-        }
-    };
-}
+use audit_tests::on_both_stores;
 
 on_both_stores!(
     an_untouched_trail_verifies_clean,

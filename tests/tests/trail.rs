@@ -104,22 +104,7 @@ async fn start(kind: &str, toml: &str, app: impl FnOnce(Auditor) -> Router) -> S
     }
 }
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name("sqlite").await;
-            })*
-        }
-        mod mongodb {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name("mongodb").await;
-            })*
-        }
-    };
-}
+use audit_tests::on_both_stores;
 
 on_both_stores!(
     a_client_that_hangs_up_still_leaves_its_access,

@@ -107,24 +107,11 @@ impl MongoStore {
         c: Collection,
         opts: &FindOptions,
     ) -> StoreResult<Vec<Document>> {
-        let coll = self.coll(c);
-        let mut find = coll.find(opts.filter.to_mongo()).skip(opts.skip);
-        if let Some(sort) = opts.mongo_sort() {
-            find = find.sort(sort);
-        }
-        if let Some(limit) = opts.limit {
-            find = find.limit(limit.min(i64::MAX as u64) as i64);
-        }
-        if let Some(t) = opts.max_time {
-            find = find.max_time(t);
-        }
-        let limited = |e: mongodb::error::Error| time_limit(e, opts.max_time);
-        let mut cursor = find.await.map_err(limited)?;
-        let mut out = Vec::new();
-        while cursor.advance().await.map_err(limited)? {
-            out.push(cursor.deserialize_current()?);
-        }
-        Ok(out)
+        self.find_bytes(c, opts)
+            .await?
+            .iter()
+            .map(|d| d.to_document().map_err(|e| StoreError::Raw(e.to_string())))
+            .collect()
     }
 
     pub(crate) async fn count(&self, c: Collection, filter: &Filter) -> StoreResult<u64> {
@@ -263,9 +250,13 @@ impl MongoStore {
         if let Some(limit) = opts.limit {
             find = find.limit(limit.min(i64::MAX as u64) as i64);
         }
-        let mut cursor = find.await?;
+        if let Some(t) = opts.max_time {
+            find = find.max_time(t);
+        }
+        let limited = |e: mongodb::error::Error| time_limit(e, opts.max_time);
+        let mut cursor = find.await.map_err(limited)?;
         let mut out = Vec::new();
-        while cursor.advance().await? {
+        while cursor.advance().await.map_err(limited)? {
             out.push(cursor.current().to_raw_document_buf());
         }
         Ok(out)

@@ -162,6 +162,15 @@ impl SqliteStore {
         c: Collection,
         opts: &FindOptions,
     ) -> StoreResult<Vec<Document>> {
+        self.find_blobs(c, opts)
+            .await?
+            .iter()
+            .map(|b| decode(b))
+            .collect()
+    }
+
+    /// The stored bytes of the documents matching `opts`, within its time limit.
+    async fn find_blobs(&self, c: Collection, opts: &FindOptions) -> StoreResult<Vec<Vec<u8>>> {
         let (mut sql, params) = select_sql(c, opts)?;
         let limit = opts.limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
         sql.push_str(&format!(
@@ -170,14 +179,13 @@ impl SqliteStore {
         ));
         let max_time = opts.max_time;
         self.run(move |conn| {
-            let blobs = with_time_limit(conn, max_time, |conn| {
+            with_time_limit(conn, max_time, |conn| {
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let rows = stmt
                     .query_map(params_from_iter(params.iter()), |r| r.get::<_, Vec<u8>>(0))?
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(rows)
-            })?;
-            blobs.iter().map(|b| decode(b)).collect()
+            })
         })
         .await
     }
@@ -333,23 +341,11 @@ impl SqliteStore {
         c: Collection,
         opts: &FindOptions,
     ) -> StoreResult<Vec<RawDocumentBuf>> {
-        let (mut sql, params) = select_sql(c, opts)?;
-        let limit = opts.limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
-        sql.push_str(&format!(
-            " LIMIT {limit} OFFSET {}",
-            opts.skip.min(i64::MAX as u64)
-        ));
-        self.run(move |conn| {
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let blobs = stmt
-                .query_map(params_from_iter(params.iter()), |r| r.get::<_, Vec<u8>>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            blobs
-                .into_iter()
-                .map(|b| RawDocumentBuf::from_bytes(b).map_err(|e| StoreError::Raw(e.to_string())))
-                .collect()
-        })
-        .await
+        self.find_blobs(c, opts)
+            .await?
+            .into_iter()
+            .map(|b| RawDocumentBuf::from_bytes(b).map_err(|e| StoreError::Raw(e.to_string())))
+            .collect()
     }
 }
 
