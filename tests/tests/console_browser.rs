@@ -151,12 +151,7 @@ async fn login(c: &Client, base: &str) {
         .send_keys(TOKEN)
         .await
         .unwrap();
-    c.find(Locator::Css("form.login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_and_load(c, "form.login button").await;
     wait_for(c, "h1").await;
     assert_eq!(
         c.find(Locator::Css("h1"))
@@ -167,6 +162,27 @@ async fn login(c: &Client, base: &str) {
             .unwrap(),
         "Dashboard"
     );
+}
+
+/// Clicks what `css` selects and waits until the browser has left the page: waiting only for an
+/// element would find it on the page being left, and reading it would then race the navigation.
+async fn click_and_load(c: &Client, css: &str) {
+    let old = c.find(Locator::Css("html")).await.unwrap();
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("`{css}` to click: {e}"))
+        .click()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // The old page's root goes stale once the new page replaces it.
+    while old.tag_name().await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "clicking `{css}` did not load a page"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits (with a deadline) for an element to be there.
@@ -296,12 +312,7 @@ async fn log_in_search_and_follow_an_access_to_its_diff_and_history() {
             .send_keys("23")
             .await
             .unwrap();
-        c.find(Locator::Css("form.search button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_and_load(&c, "form.search button").await;
         wait_for(&c, "table.list").await;
         assert!(
             c.current_url()
@@ -324,24 +335,14 @@ async fn log_in_search_and_follow_an_access_to_its_diff_and_history() {
             .send_keys(r"^/polls/\d+/$")
             .await
             .unwrap();
-        c.find(Locator::Css("form.search button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_and_load(&c, "form.search button").await;
         wait_for(&c, "table.list").await;
         assert_eq!(texts(&c, "table.list td.path").await, vec!["/polls/9/"]);
         shot(&c, "access-search-by-url-regex").await;
 
         // Open bob's access from a search.
         c.goto(&format!("{base}/access?user_id=23")).await.unwrap();
-        c.find(Locator::Css("table.list td.path a"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_and_load(&c, "table.list td.path a").await;
         wait_for(&c, "h1").await;
         assert!(c
             .current_url()
@@ -358,12 +359,7 @@ async fn log_in_search_and_follow_an_access_to_its_diff_and_history() {
         shot(&c, "access-detail").await;
 
         // Follow it to its model action and see the diff.
-        c.find(Locator::Css("table.list td a"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_and_load(&c, "table.list td a").await;
         wait_for(&c, "table.diff").await;
         assert!(c
             .current_url()
@@ -384,12 +380,7 @@ async fn log_in_search_and_follow_an_access_to_its_diff_and_history() {
         shot(&c, "model-action-detail").await;
 
         // The instance history: both actions, oldest first.
-        c.find(Locator::Id("history"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click_and_load(&c, "#history").await;
         wait_for(&c, "section.history-item").await;
         let items = texts(&c, "section.history-item h3").await;
         assert_eq!(items.len(), 2, "{items:?}");
