@@ -51,9 +51,9 @@ pub enum AuditError {
     },
 }
 
-/// A custom provider (F49): called once per audited request at response or exception time; its
+/// A custom provider: called once per audited request at response or exception time; its
 /// result is stored under `custom.<key>`. Null and empty results are dropped; a provider that
-/// fails or panics is logged and counted and never stops the record (D46).
+/// fails or panics is logged and counted and never stops the record.
 #[cfg(feature = "http")]
 pub type ProviderFn = Arc<dyn Fn(&crate::http::ProviderContext<'_>) -> bson::Bson + Send + Sync>;
 
@@ -63,7 +63,7 @@ pub struct Auditor(Arc<Inner>);
 
 struct Inner {
     config: AuditConfig,
-    /// `None` when auditing is off: nothing is opened (F14).
+    /// `None` when auditing is off: nothing is opened.
     active: Option<Active>,
     #[cfg(feature = "http")]
     providers: Vec<(String, ProviderFn)>,
@@ -72,7 +72,7 @@ struct Inner {
 struct Active {
     store: Store,
     writer: Writer,
-    /// The stored process of this pid (recomputed after a fork, D31).
+    /// The stored process of this pid (recomputed after a fork: a child is a process of its own).
     process: Mutex<Option<(u32, ObjectId)>>,
 }
 
@@ -374,7 +374,7 @@ impl Auditor {
     }
 
     /// Records an update of `new`, loading its previous value with `load_old` first (the stored
-    /// state before the update, F68). Without a previous value it is recorded as a create.
+    /// state before the update). Without a previous value it is recorded as a create.
     pub async fn record_update_loading<T, F>(&self, new: &T, load_old: F) -> Option<ObjectId>
     where
         T: Audited,
@@ -386,7 +386,7 @@ impl Auditor {
         }
     }
 
-    /// Records the deletion of `obj` (call it after the delete committed, D19).
+    /// Records the deletion of `obj` (call it after the delete committed, so a rolled-back delete is never recorded).
     pub async fn record_delete<T: Audited>(&self, obj: &T) -> Option<ObjectId> {
         self.record_action(
             Action::Delete,

@@ -1,8 +1,8 @@
-//! The blacklist (F54–F58): per-app lists of regexes, plus the `""` key that applies to every app. A
+//! The blacklist: per-app lists of regexes, plus the `""` key that applies to every app. A
 //! request whose path matches any pattern is not audited.
 //!
 //! Patterns are compiled once, at startup, with `fancy-regex`, because the original's own demo uses
-//! a negative look-ahead (`^(?!(/access/|/modelaction/)).*$`, F57) that the `regex` crate rejects.
+//! a negative look-ahead (`^(?!(/access/|/modelaction/)).*$`) that the `regex` crate rejects.
 //! fancy-regex hands look-around-free patterns to `regex` (linear time); the others run under a
 //! backtracking limit, and a pattern that hits it counts as "no match", so a hostile path can at
 //! worst get audited, never stall a request.
@@ -63,7 +63,7 @@ impl Blacklist {
     }
 
     /// True when `path` (no query string) is blacklisted for a view of `app`: the app's patterns,
-    /// then the global ones, with search (unanchored) semantics, case-sensitive (F55).
+    /// then the global ones, with search (unanchored) semantics, case-sensitive, as the original matched.
     pub fn is_blacklisted(&self, app: &str, path: &str) -> bool {
         let app_patterns = self.per_app.get(app).map(Vec::as_slice).unwrap_or_default();
         app_patterns.iter().chain(&self.global).any(|re| match re.is_match(path) {

@@ -1,5 +1,6 @@
 //! The `audit` command line: the original's `prepare_audit`, `remove_audit` and `drop_audit`
-//! (F112–F116, with the fixes of D54–D55), plus listing and exporting the trail.
+//! (with its unsafe argument handling fixed: extra arguments are an error, and processes still
+//! referenced are kept), plus listing and exporting the trail.
 //!
 //! Exit codes: 0 success, 1 runtime failure (store unreachable, ...), 2 usage error.
 
@@ -50,7 +51,7 @@ enum Command {
         init_date: Option<String>,
         /// Last day, included to its end.
         end_date: Option<String>,
-        /// Anything more is a usage error (the original deleted everything, D55).
+        /// Anything more is a usage error (the original deleted everything when given more).
         #[arg(hide = true)]
         extra: Vec<String>,
         /// Do not ask.
@@ -603,7 +604,7 @@ pub fn parse_moment(s: &str, end_of_day: bool) -> Result<DateTime<Utc>, CliError
 /// An inclusive time range.
 pub type Range = (DateTime<Utc>, DateTime<Utc>);
 
-/// The range of `drop` (F112, D55): none → everything; one date → from its 00:00 to now; two →
+/// The range of `drop`: none → everything; one date → from its 00:00 to now; two →
 /// from the first's 00:00 to the end of the second. END before INIT is a usage error.
 pub fn drop_range(
     init: Option<&str>,
@@ -696,7 +697,7 @@ async fn drop_data(
     let action_filter = in_range(Collection::ModelAction, &range);
     let accesses = store.count(Collection::Access, &access_filter).await?;
     let actions = store.count(Collection::ModelAction, &action_filter).await?;
-    // A process goes only when no record that stays references it (D55).
+    // A process goes only when no record that stays references it: deleting it would leave dangling references.
     let candidates = store
         .find_raw(
             Collection::Process,

@@ -1,7 +1,7 @@
-//! Configuration: every setting of the original (F2–F14) in one immutable [`AuditConfig`], built
+//! Configuration: every setting of the original in one immutable [`AuditConfig`], built
 //! once at startup from code defaults, a TOML file and `AUDIT_*` environment variables (in that
 //! order of precedence, lowest first), and validated once. Nothing is read again at request time;
-//! a new configuration means building a new value (D50).
+//! a new configuration means building a new value (settings never change under a running auditor).
 //!
 //! ```toml
 //! activate = true                      # AUDIT_ACTIVATE
@@ -39,7 +39,7 @@
 //! ```
 //!
 //! Database credentials may also come from `DB_AUDIT_USER` and `DB_AUDIT_PASSWORD`, as the original's
-//! installation steps set them; they are percent-encoded into the URI (D8) and never printed.
+//! installation steps set them; they are percent-encoded into the URI (a reserved character in a password cannot break it) and never printed.
 
 use crate::blacklist::Blacklist;
 use crate::document::Collection;
@@ -113,7 +113,7 @@ pub enum FullPolicy {
 /// The whole configuration, validated.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
-    /// Master switch (default `true`, as documented; D51).
+    /// Master switch (default `true`, as the original documented, though its code defaulted to off).
     pub activate: bool,
     /// The original's connection alias; kept as a label for logs.
     pub db_alias: String,
@@ -570,7 +570,7 @@ fn parse_blacklist(v: &Value) -> Result<Blacklist, ConfigError> {
     let mut entries = BTreeMap::new();
     for (app, patterns) in t {
         let Some(list) = patterns.as_array() else {
-            // The original iterated a plain string per character, so `^` blacklisted everything (D38).
+            // The original iterated a plain string per character, so `^` blacklisted everything.
             return err(format!(
                 "blacklist.{app:?}: expected a list of regex strings, got {patterns}"
             ));
@@ -880,7 +880,8 @@ impl MongoParts {
         Ok(p)
     }
 
-    /// The connection string (F6), with credentials percent-encoded (D8).
+    /// The connection string, with credentials percent-encoded (so reserved characters in them
+    /// cannot change its meaning).
     pub fn uri(&self) -> Result<String, ConfigError> {
         if self.hosts.len() != self.ports.len() || self.hosts.is_empty() {
             return err(format!(

@@ -1,7 +1,8 @@
 //! The per-request audit context: a task-local shared by the HTTP layer, the handler's
 //! `#[audited_view]` wrapper and the model-action API, so that concurrent requests never share
-//! state (D11), a request that never reaches a handler cannot touch another's record (D12), and the
-//! "current access" ends with the request (D13).
+//! state, a request that never reaches a handler cannot touch another's record, and the
+//! "current access" ends with the request (the original kept it in shared middleware state,
+//! where all three went wrong).
 //!
 //! Outside any request, an audited function opens a *standalone* context of its own (a job, a CLI
 //! command): it then records its own access when it returns.
@@ -70,7 +71,7 @@ impl RequestState {
         })
     }
 
-    /// True when the request's path is blacklisted for its view's app (F54–F56): decided with the
+    /// True when the request's path is blacklisted for its view's app: decided with the
     /// audited handler's app once it runs, with the default app before.
     pub(crate) fn is_blacklisted(&self, inner: &StateInner) -> bool {
         let (Some(path), Some(auditor)) = (&self.path, &self.auditor) else {

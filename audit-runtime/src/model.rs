@@ -1,9 +1,9 @@
 //! What `#[derive(Audited)]` implements: a model's identity, its instance id and description, and a
-//! typed BSON snapshot of its fields; plus the O(n) diff between two snapshots (F71, D28).
+//! typed BSON snapshot of its fields; plus the O(n) diff between two snapshots.
 //!
 //! Snapshots are built field by field through [`AuditValue`], never through `serde_json::Value`, so
-//! they keep full precision and types: datetimes keep their time of day and zone (D23), strings keep
-//! their Unicode (D24), decimals keep every digit (D26: stored as their exact decimal string).
+//! they keep full precision and types: datetimes keep their time of day and zone, strings keep
+//! their Unicode, decimals keep every digit (stored as their exact decimal string).
 
 use bson::{doc, Bson, Document};
 use std::collections::{BTreeMap, HashMap};
@@ -37,7 +37,7 @@ pub fn field_value(
     }
 }
 
-/// A model's identity (F72).
+/// A model's identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ModelIdentity {
     /// The Rust path of the type.
@@ -216,7 +216,7 @@ audit_value_via! {
     Document => |v| crate::keys::escape_value(Bson::Document(v.clone()));
     bson::oid::ObjectId => |v| Bson::ObjectId(*v);
     chrono::DateTime<chrono::Utc> => |v| Bson::DateTime(bson::DateTime::from_chrono(*v));
-    // A zoned datetime keeps its instant and its offset (D23).
+    // A zoned datetime keeps its instant and its offset.
     chrono::DateTime<chrono::FixedOffset> => |v| Bson::String(v.to_rfc3339());
     chrono::NaiveDateTime => |v| Bson::String(v.format("%Y-%m-%dT%H:%M:%S%.f").to_string());
     chrono::NaiveDate => |v| Bson::String(v.format("%Y-%m-%d").to_string());
@@ -228,7 +228,7 @@ audit_value_via! {
 
 #[cfg(feature = "decimal")]
 impl AuditValue for rust_decimal::Decimal {
-    /// The exact decimal string: no float loss (D26).
+    /// The exact decimal string: no float loss.
     fn to_audit_bson(&self) -> Bson {
         Bson::String(self.to_string())
     }

@@ -1,5 +1,5 @@
-//! The current OS process as a [`Process`] document (F62, D29–D33): computed once per process id
-//! (so a forked child computes its own, D31), never on the request path after the first time.
+//! The current OS process as a [`Process`] document: computed once per process id
+//! (so a forked child computes its own), never on the request path after the first time.
 
 use crate::document::Process;
 use bson::oid::ObjectId;

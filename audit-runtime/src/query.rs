@@ -1,4 +1,4 @@
-//! The query helpers of the original's managers (F90–F96), typed (D36).
+//! The query helpers of the original's managers, typed (a mistyped filter is a compile error, not an empty result).
 //!
 //! ```no_run
 //! # async fn demo(store: audit_runtime::Store) -> Result<(), audit_runtime::QueryError> {
@@ -205,7 +205,7 @@ impl<T: AuditDocument> Query<T> {
         self
     }
 
-    /// Newest first, by the collection's date field (the API's default ordering, F124).
+    /// Newest first, by the collection's date field (the API's default ordering).
     pub fn newest_first(self) -> Self {
         self.order_by(T::COLLECTION.date_field(), Order::Desc)
     }
@@ -313,7 +313,7 @@ impl Process {
 }
 
 impl Query<Access> {
-    /// Accesses whose `request.path` matches (F91).
+    /// Accesses whose `request.path` matches.
     pub fn filter_by_url(self, m: UrlMatch) -> Self {
         let f = m.to_filter("request.path");
         self.helper("filter_by_url", &["request.path"], f)
@@ -324,7 +324,7 @@ impl Query<Access> {
         self.filter_by_url(m).get(store).await
     }
 
-    /// Accesses served by the handler registered as `full_name` (F92).
+    /// Accesses served by the handler registered as `full_name`.
     pub fn filter_by_view(self, full_name: &str) -> Self {
         self.helper(
             "filter_by_view",
@@ -338,7 +338,7 @@ impl Query<Access> {
         self.filter_by_view(full_name).get(store).await
     }
 
-    /// Accesses whose exception type is `kind` (F93): a type path such as `std::io::Error`, or `panic`.
+    /// Accesses whose exception type is `kind`: a type path such as `std::io::Error`, or `panic`.
     pub fn filter_by_exception(self, kind: &str) -> Self {
         self.helper(
             "filter_by_exception",
@@ -379,7 +379,7 @@ impl Query<Access> {
 }
 
 impl Query<ModelAction> {
-    /// Actions on model `M` (F94): by app and name, as the original.
+    /// Actions on model `M`: by app and name, as the original.
     pub fn filter_by_model<M: Audited>(self) -> Self {
         self.filter_by_model_name(M::MODEL.full_name)
     }
@@ -398,7 +398,7 @@ impl Query<ModelAction> {
         self.filter_by_model::<M>().get(store).await
     }
 
-    /// Actions on any of the models named, by exact full name (D34: `User` does not match
+    /// Actions on any of the models named, by exact full name (an exact set: `User` does not match
     /// `UserProfile`; an empty list matches nothing).
     pub fn filter_by_model_list<S: AsRef<str>>(self, full_names: &[S]) -> Self {
         let f = Filter::In(
@@ -424,7 +424,7 @@ impl Query<ModelAction> {
         self.filter_by_model_list(full_names).get(store).await
     }
 
-    /// Actions on one instance (F96): its model and its id.
+    /// Actions on one instance: its model and its id.
     pub fn filter_by_instance<M: Audited>(self, instance: &M) -> Self {
         self.filter_by_instance_id(M::MODEL.full_name, &instance.audit_id().unwrap_or_default())
     }

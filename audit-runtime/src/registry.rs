@@ -1,4 +1,4 @@
-//! The registry of audited views and models (F65–F67, F98, F105), filled at link time through
+//! The registry of audited views and models, filled at link time through
 //! `inventory` by `#[audited_view]`, `#[disable_audit]` and `#[derive(Audited)]`, plus the runtime
 //! set of models whose actions are recorded (`register` / `unregister`, `register_models`).
 //!
@@ -94,7 +94,7 @@ pub enum RegistryError {
     /// No handler with that full name.
     #[error("View {0} does not exist.")]
     UnknownView(String),
-    /// No model with that full name (the original's message, F105).
+    /// No model with that full name (the original's message).
     #[error("Model {0} does not exist.")]
     UnknownModel(String),
 }
@@ -206,7 +206,7 @@ pub fn is_recorded(full_name: &'static str, config: &AuditConfig) -> bool {
     recorded
 }
 
-/// Registers every model named in `logged_models` (F1, F67). An unknown name is an error naming it,
+/// Registers every model named in `logged_models`. An unknown name is an error naming it,
 /// and then nothing is registered.
 pub fn register_models(config: &AuditConfig) -> Result<Vec<&'static str>, RegistryError> {
     let found = config

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Once};
 use std::task::{Context, Poll};
 
-/// Who served a request: `full_name` (Rust path), `app`, `name` (F39).
+/// Who served a request: `full_name` (Rust path), `app`, `name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewIdentity {
     /// `crate::module::function` or `crate::module::Type::method`.
@@ -243,7 +243,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 /// Autoref-specialisation wrapper. Used by generated code.
 pub struct Wrap<'a, T: ?Sized>(pub &'a T);
 
-/// `Result<_, E: Error>`: type path, message, and the chain of sources as the trace (D44).
+/// `Result<_, E: Error>`: type path, message, and the chain of sources as the trace (the original kept only the bare class name).
 pub trait ViaError {
     /// The outcome.
     fn __audit_outcome(&self) -> Outcome;
@@ -312,7 +312,7 @@ fn exception(kind: &str, message: String, trace: String) -> Outcome {
     }
 }
 
-/// Instance id of a derived model: `Option<T: Display>` (`None` stays `None`, D25).
+/// Instance id of a derived model: `Option<T: Display>` (`None` stays `None`).
 pub trait IdViaOption {
     /// The id.
     fn __audit_id(&self) -> Option<String>;

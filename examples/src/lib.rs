@@ -1,4 +1,4 @@
-//! The demo application: a port of the original demo (F146–F147) on axum, used by the `demo`
+//! The demo application: a port of the original demo on axum, used by the `demo`
 //! example (a scripted tour and a server) and by the end-to-end tests.
 //!
 //! Routes: `GET /`, `/access/class/`, `/access/function/`, `/access/decorator/`,

@@ -1,4 +1,4 @@
-//! Configuration (F2–F14) and the blacklist (F54–F58): defaults, sources, URI construction, and
+//! Configuration and the blacklist: defaults, sources, URI construction, and
 //! every invalid value rejected with a message naming the setting.
 
 use audit_runtime::config::{parse_connection_str, MongoParts};
@@ -25,7 +25,7 @@ fn env(pairs: &[(&str, &str)]) -> Result<AuditConfig, String> {
 #[test]
 fn defaults_are_the_documented_ones() {
     let c = AuditConfig::from_sources(None, no_env()).unwrap();
-    assert!(c.activate, "activate defaults to true, as documented (D51)");
+    assert!(c.activate, "activate defaults to true, as documented");
     assert_eq!(c.db_alias, "audit");
     assert_eq!(c.db_connection, DbConnection::Sqlite("audit.db".into()));
     assert!(!c.run_async);
@@ -216,7 +216,7 @@ fn mongo_uris_are_built_like_the_original() {
         parts("[db_connection]\nHOST = 'host'\nPORT = 0\nNAME = 'foo'\nUSER = 'user'\nPASSWORD = 'pass'").0,
         "mongodb://user:pass@host:0/foo"
     );
-    // Credentials are percent-encoded (D8).
+    // Credentials are percent-encoded.
     let p = MongoParts {
         user: "us@r".into(),
         password: "p:a/s%s".into(),
@@ -281,7 +281,7 @@ fn blacklist_searches_like_the_original() {
     let b = blacklist(&[("api", &["^/x"]), ("", &["^/y"])]);
     assert!(b.is_blacklisted("api", "/x1") && b.is_blacklisted("api", "/y1"));
     assert!(b.is_blacklisted("web", "/y1") && !b.is_blacklisted("web", "/x1"));
-    // The original demo's negative look-ahead (F57).
+    // The original demo's negative look-ahead.
     let b = blacklist(&[("demo", &[r"^(?!(/access/|/modelaction/)).*$"])]);
     assert!(b.is_blacklisted("demo", "/") && b.is_blacklisted("demo", "/admin/"));
     assert!(

@@ -1,5 +1,5 @@
-//! The documents as the original defined them (F15–F24, F97–F107): field names and order, `items()`,
-//! the exact strings, the accessors; plus key escaping (D42) and the snapshot diff (F71, D28).
+//! The documents as the original defined them: field names and order, `items()`,
+//! the exact strings, the accessors; plus key escaping and the snapshot diff.
 
 use audit_runtime::keys::{escape_document, escape_key, unescape_key};
 use audit_runtime::model::diff;
@@ -245,7 +245,7 @@ fn anonymous_user_is_the_originals() {
     assert!(u.is_anonymous());
     assert!(
         !AccessUser::new(0, "root").is_anonymous(),
-        "id 0 is a real user (D39)"
+        "id 0 is a real user"
     );
 }
 

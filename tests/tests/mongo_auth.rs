@@ -1,5 +1,5 @@
 //! MongoDB with authentication, as the seed installs it: an audit user with `readWrite` on the audit
-//! database only, SCRAM-SHA-256, a password full of URI-reserved characters (percent-encoded, D8).
+//! database only, SCRAM-SHA-256, a password full of URI-reserved characters (percent-encoded).
 
 use audit_runtime::{Access, AccessView, AuditConfig, Collection, DbConnection, Filter, Store};
 

@@ -94,7 +94,7 @@ impl Access {
             .map_or(AccessUser::ANONYMOUS_NAME, |u| u.username.as_str())
     }
 
-    /// `Access to view {name} from app {app} mapped to url {path} by user {username} ({time})` (F102).
+    /// `Access to view {name} from app {app} mapped to url {path} by user {username} ({time})`, the original's text.
     pub fn verbose_str(&self) -> String {
         format!(
             "Access to view {} from app {} mapped to url {} by user {} ({})",
@@ -119,7 +119,7 @@ impl Access {
     }
 }
 
-/// `Access{full_name, user:username, url:path, time:time}` (F102).
+/// `Access{full_name, user:username, url:path, time:time}`, the original's text.
 impl fmt::Display for Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -159,7 +159,7 @@ pub struct AccessRequest {
     /// Method, scheme, HTTP version, headers and client address.
     #[serde(default, deserialize_with = "null_default")]
     pub METADATA: Document,
-    /// Only ever set by the original (a fallback that leaked the server's environment, D4); kept so
+    /// Only ever set by the original (a fallback that leaked the server's environment); kept so
     /// its documents still read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub RAW_METADATA: Option<String>,
@@ -251,7 +251,7 @@ impl AccessView {
 /// The user part of an [`Access`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccessUser {
-    /// The user's id: an integer as in the original, or any string id (UUIDs, D39).
+    /// The user's id: an integer as in the original, or any string id (UUIDs): an integer-only id lost users of other schemes.
     pub id: UserId,
     /// The user's name, `Anonymous` for anonymous requests.
     pub username: String,
@@ -263,7 +263,7 @@ impl AccessUser {
     /// The name the original gave anonymous requests.
     pub const ANONYMOUS_NAME: &'static str = "Anonymous";
 
-    /// `{id: -1, username: "Anonymous"}` (F41).
+    /// `{id: -1, username: "Anonymous"}`, the original's anonymous user.
     pub fn anonymous() -> Self {
         AccessUser {
             id: UserId::Int(Self::ANONYMOUS_ID),

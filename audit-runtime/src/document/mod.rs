@@ -2,11 +2,11 @@
 //!
 //! Field names, nesting and collection names are those of django-audit-tools, so documents written by
 //! the original deserialise here and ours stay readable by its schema. Two deliberate departures, both
-//! from the spec's defect list: a user id may be a string (D39) and process creation times keep their
-//! full (millisecond, the BSON limit) precision in UTC (D29).
+//! where the original lost data: a user id may be a string and process creation times keep their
+//! full (millisecond, the BSON limit) precision in UTC.
 //!
 //! Every document and embedded document has [`items`](Items::items): its fields in declaration order,
-//! nulls omitted, as the original's `to_mongo().items()` did (F101).
+//! nulls omitted, as the original's `to_mongo().items()` did.
 
 mod access;
 mod model_action;
@@ -32,7 +32,7 @@ pub const PROCESS_COLLECTION: &str = "audit_process";
 /// Name of the collection (MongoDB) or table (SQLite) holding [`ModelAction`] documents.
 pub const MODEL_ACTION_COLLECTION: &str = "audit_model_action";
 
-/// Ordered field listing of a document, nulls omitted (the original's `items()`, F101).
+/// Ordered field listing of a document, nulls omitted (the original's `items()`).
 pub trait Items {
     /// The fields in declaration order; `None` fields are left out, empty maps and lists are kept.
     fn items(&self) -> Vec<(String, Bson)>;

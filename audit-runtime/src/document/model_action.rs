@@ -22,7 +22,7 @@ pub struct ModelAction {
     pub content: ModelActionContent,
     /// Which instance.
     pub instance: ModelActionInstance,
-    /// When the action was recorded (UTC, taken per action: D21).
+    /// When the action was recorded (UTC, taken per action, not once per request).
     #[serde(with = "utc")]
     pub timestamp: DateTime<Utc>,
     /// The access during which it happened; none outside a request.
@@ -56,7 +56,7 @@ impl ModelAction {
         self.content.changes = Document::new();
     }
 
-    /// `{action} instance {id} of model {name} from app {app} ({timestamp})` (F107).
+    /// `{action} instance {id} of model {name} from app {app} ({timestamp})`, the original's text.
     pub fn verbose_str(&self) -> String {
         format!(
             "{} instance {} of model {} from app {} ({})",
@@ -68,7 +68,7 @@ impl ModelAction {
         )
     }
 
-    /// The registered model named by `model.full_name` (F105: `Model X does not exist.` otherwise).
+    /// The registered model named by `model.full_name` (`Model X does not exist.` otherwise, the original's message).
     pub fn get_model(
         &self,
     ) -> Result<&'static crate::registry::ModelRegistration, crate::registry::RegistryError> {
@@ -81,7 +81,7 @@ impl ModelAction {
     }
 }
 
-/// `ModelAction{full_name(id), action:action, time:timestamp}` (F107).
+/// `ModelAction{full_name(id), action:action, time:timestamp}`, the original's text.
 impl fmt::Display for ModelAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -176,6 +176,6 @@ pub struct ModelActionContent {
 pub struct ModelActionInstance {
     /// The instance id, always a string (as the original stored it).
     pub id: String,
-    /// The instance's `Display`, full Unicode (D25).
+    /// The instance's `Display`, full Unicode (the original truncated it to ASCII).
     pub description: String,
 }

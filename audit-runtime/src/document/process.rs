@@ -28,7 +28,7 @@ pub struct Process {
     pub user: String,
     /// The OS process id.
     pub pid: i32,
-    /// When the process started, UTC, at full BSON (millisecond) precision (D29).
+    /// When the process started, UTC, at full BSON (millisecond) precision.
     #[serde(with = "utc")]
     pub creation_time: DateTime<Utc>,
 }
@@ -41,7 +41,7 @@ impl AuditDocument for Process {
 }
 
 impl Process {
-    /// `Process {name} with pid {pid} run by {user} on {machine} ({creation_time})` (F103).
+    /// `Process {name} with pid {pid} run by {user} on {machine} ({creation_time})`, the original's text.
     pub fn verbose_str(&self) -> String {
         format!(
             "Process {} with pid {} run by {} on {} ({})",
@@ -54,7 +54,7 @@ impl Process {
     }
 }
 
-/// `Process{name, pid:pid, user:user, machine:machine, creation_time:time}` (F103).
+/// `Process{name, pid:pid, user:user, machine:machine, creation_time:time}`, the original's text.
 impl fmt::Display for Process {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

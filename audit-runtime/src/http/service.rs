@@ -486,7 +486,7 @@ fn remote_addr<B>(req: &Request<B>) -> Option<String> {
         .map(ToString::to_string)
 }
 
-/// The route's URL parameters (F40): by name in `view.kwargs`, and in order in `view.args`.
+/// The route's URL parameters: by name in `view.kwargs`, and in order in `view.args`.
 async fn route_params(parts: &mut http::request::Parts, state: &RequestState) {
     #[cfg(feature = "axum")]
     {
@@ -628,7 +628,7 @@ impl Finish for Finisher {
     }
 }
 
-/// Runs one provider in isolation (D46): a failure or panic is logged and counted; null and empty
+/// Runs one provider in isolation (one failing provider must not lose the record): a failure or panic is logged and counted; null and empty
 /// results are dropped; a result over the body cap is replaced by a marker.
 fn run_provider(
     shared: &Shared,

@@ -1,5 +1,5 @@
-//! Index definitions: the defaults of the original (F26–F28), exactly, and the custom ones from the
-//! `*_indexes` settings (D52). One [`IndexSpec`] describes an index for both stores; its name is
+//! Index definitions: the defaults of the original, exactly (existing data and tools rely on them), and the custom ones from the
+//! `*_indexes` settings. One [`IndexSpec`] describes an index for both stores; its name is
 //! MongoDB's generated name (`request.path_1_time.request_1`), so existing deployments keep theirs.
 
 use crate::document::Collection;
@@ -70,7 +70,7 @@ pub fn validate_index_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The original's indexes on `collection`, in its order (F26–F28), without `_id`.
+/// The original's indexes on `collection`, in its order, without `_id`.
 pub fn default_indexes(collection: Collection) -> Vec<IndexSpec> {
     let f = |fields: &[&str]| IndexSpec::from_fields(fields);
     match collection {

@@ -356,7 +356,7 @@ impl Store {
     }
 
     /// Stores the process unless one with the same `(pid, machine, creation_time)` exists, atomically,
-    /// and returns the stored one (so concurrent first calls all get the same id, F64).
+    /// and returns the stored one (so concurrent first calls all get the same id).
     pub async fn upsert_process(&self, process: &Process) -> StoreResult<Process> {
         dispatch!(self, s => s.upsert_process(process).await)
     }
