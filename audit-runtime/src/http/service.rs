@@ -428,7 +428,7 @@ pub const JSON_VALUE_KEY: &str = "_json";
 /// The key of `request.POST` explaining why a form or JSON body is not stored.
 pub const BODY_NOTE_KEY: &str = "_audit_error";
 
-fn read_error(e: &BoxError) -> Document {
+fn read_error(e: &dyn std::fmt::Display) -> Document {
     doc! { BODY_NOTE_KEY: format!("request body could not be read: {e}") }
 }
 
@@ -549,7 +549,7 @@ impl Finisher {
             let tee = tee.lock().unwrap_or_else(|p| p.into_inner());
             let cap = &self.shared.capture;
             self.request.POST = if let Some(e) = &tee.error {
-                doc! { BODY_NOTE_KEY: format!("request body could not be read: {e}") }
+                read_error(e)
             } else if tee.over_cap {
                 over_cap(tee.total, cap.config.max_body_bytes)
             } else if tee.complete {

@@ -391,28 +391,14 @@ impl Store {
     where
         F: FnMut(Vec<Document>) -> StoreResult<()>,
     {
-        let mut last: Option<bson::oid::ObjectId> = None;
-        let mut total = 0;
-        loop {
-            let mut parts = vec![filter.clone()];
-            if let Some(id) = last {
-                parts.push(Filter::Cmp("_id".into(), CmpOp::Gt, id.into()));
-            }
-            let opts = FindOptions::new(Filter::And(parts))
-                .sort("_id", Order::Asc)
-                .window(0, Some(batch));
-            let docs = self.find_raw(collection, &opts).await?;
-            let n = docs.len() as u64;
-            if n == 0 {
-                return Ok(total);
-            }
-            last = docs.last().and_then(|d| d.get_object_id("_id").ok());
-            total += n;
-            f(docs)?;
-            if n < batch || last.is_none() {
-                return Ok(total);
-            }
-        }
+        self.for_each_raw_batch(collection, filter, batch, |raw| {
+            let docs = raw
+                .iter()
+                .map(|d| d.to_document().map_err(|e| StoreError::Raw(e.to_string())))
+                .collect::<StoreResult<Vec<_>>>()?;
+            f(docs)
+        })
+        .await
     }
 
     /// Replaces the stored document that has `doc`'s `_id` by `doc`, atomically; `false` when
