@@ -55,6 +55,36 @@ pub fn sqlite_connection() -> (DbConnection, tempfile::TempDir) {
     (DbConnection::Sqlite(dir.path().join("audit.db")), dir)
 }
 
+/// A fresh connection of the store named `kind` (`"sqlite"` or `"mongodb"`), with what keeps it
+/// alive (the SQLite file's directory).
+pub fn connection(kind: &str) -> (DbConnection, Option<tempfile::TempDir>) {
+    match kind {
+        "sqlite" => {
+            let (c, d) = sqlite_connection();
+            (c, Some(d))
+        }
+        _ => (mongo_connection(), None),
+    }
+}
+
+/// Serves `app` on a loopback port with the client's address available to handlers (as
+/// applications serve it); returns the address and the server task.
+pub async fn serve(app: axum::Router) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let addr = listener.local_addr().expect("its address");
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .expect("the server runs");
+    });
+    (addr, task)
+}
+
 /// A connection to a fresh, uniquely named MongoDB database.
 pub fn mongo_connection() -> DbConnection {
     let db = format!("audit_test_{}", bson::oid::ObjectId::new().to_hex());

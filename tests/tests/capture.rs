@@ -4,13 +4,12 @@
 
 use audit_runtime::http::AuditLayer;
 use audit_runtime::{
-    Access, AuditConfig, Auditor, Collection, DbConnection, Filter, ModelAction, Order, Store,
-    UrlMatch, WriterGuard,
+    Access, AuditConfig, Auditor, Collection, Filter, ModelAction, Order, Store, UrlMatch,
+    WriterGuard,
 };
 use axum::routing::get;
 use axum::Router;
 use bson::{doc, Bson};
-use std::net::SocketAddr;
 
 const DEMO_TOML: &str = include_str!("../../examples/demo.toml");
 
@@ -69,22 +68,12 @@ impl Server {
     }
 }
 
-fn connection(kind: &str) -> (DbConnection, Option<tempfile::TempDir>) {
-    match kind {
-        "sqlite" => {
-            let (c, d) = audit_tests::sqlite_connection();
-            (c, Some(d))
-        }
-        _ => (audit_tests::mongo_connection(), None),
-    }
-}
-
 fn config(
     kind: &str,
     toml: &str,
     env: &[(&str, &str)],
 ) -> (AuditConfig, Option<tempfile::TempDir>) {
-    let (conn, dir) = connection(kind);
+    let (conn, dir) = audit_tests::connection(kind);
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
     (
         AuditConfig::from_sources(Some(toml), env)
@@ -100,16 +89,7 @@ async fn serve(
     guard: WriterGuard,
     dir: Option<tempfile::TempDir>,
 ) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let (addr, task) = audit_tests::serve(app).await;
     Server {
         base: format!("http://{addr}"),
         auditor,

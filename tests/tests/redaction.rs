@@ -12,7 +12,6 @@ use axum::extract::Path;
 use axum::routing::get;
 use axum::Router;
 use bson::{doc, Bson, Document};
-use std::net::SocketAddr;
 
 /// A secret that nothing else in a record can contain by chance.
 fn secret(name: &str) -> String {
@@ -30,28 +29,13 @@ struct Server {
 
 impl Server {
     async fn start(kind: &str, toml: &str, app: Router) -> Server {
-        let (conn, dir) = match kind {
-            "sqlite" => {
-                let (c, d) = audit_tests::sqlite_connection();
-                (c, Some(d))
-            }
-            _ => (audit_tests::mongo_connection(), None),
-        };
+        let (conn, dir) = audit_tests::connection(kind);
         let config = AuditConfig::from_sources(Some(toml), Vec::<(String, String)>::new())
             .unwrap()
             .with_connection(conn);
         let (auditor, guard) = Auditor::start(config).await.unwrap();
         let app = app.layer(AuditLayer::new(auditor.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .unwrap();
-        });
+        let (addr, task) = audit_tests::serve(app).await;
         Server {
             base: format!("http://{addr}"),
             auditor,

@@ -67,13 +67,7 @@ impl Server {
 }
 
 fn config(kind: &str, toml: &str) -> (AuditConfig, Option<tempfile::TempDir>) {
-    let (conn, dir) = match kind {
-        "sqlite" => {
-            let (c, d) = audit_tests::sqlite_connection();
-            (c, Some(d))
-        }
-        _ => (audit_tests::mongo_connection(), None),
-    };
+    let (conn, dir) = audit_tests::connection(kind);
     let config = AuditConfig::from_sources(Some(toml), Vec::<(String, String)>::new())
         .unwrap()
         .with_connection(conn);
@@ -84,16 +78,7 @@ async fn start(kind: &str, toml: &str, app: impl FnOnce(Auditor) -> Router) -> S
     let (config, dir) = config(kind, toml);
     let (auditor, guard) = Auditor::start(config).await.unwrap();
     let app = app(auditor.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let (addr, task) = audit_tests::serve(app).await;
     Server {
         base: format!("http://{addr}"),
         addr,
