@@ -3,18 +3,12 @@
 //! API all go through it. [`Auditor::install_global`] makes it the one used outside requests.
 
 use crate::config::AuditConfig;
-use crate::context::{self, RequestState};
-use crate::document::{
-    Access, AccessRequest, AccessTime, AccessView, Action, ModelAction, ModelActionContent,
-    ModelActionInstance, ModelActionModel,
-};
-use crate::model::{diff_snapshots, finalize_masks, Audited, Snapshot};
+use crate::document::{Access, ModelAction};
 use crate::process::ProcessInfo;
 use crate::registry::{self, RegistryError};
 use crate::store::{Store, StoreError};
 use crate::writer::{self, MetricsSnapshot, Record, Writer, WriterGuard};
 use bson::oid::ObjectId;
-use chrono::Utc;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Why the auditor could not start.
@@ -51,11 +45,8 @@ pub enum AuditError {
     },
 }
 
-/// A custom provider: called once per audited request at response or exception time; its
-/// result is stored under `custom.<key>`. Null and empty results are dropped; a provider that
-/// fails or panics is logged and counted and never stops the record.
 #[cfg(feature = "http")]
-pub type ProviderFn = Arc<dyn Fn(&crate::http::ProviderContext<'_>) -> bson::Bson + Send + Sync>;
+use crate::provider::ProviderFn;
 
 /// The application's audit recorder. Cheap to clone.
 #[derive(Clone)]
@@ -91,7 +82,7 @@ impl AuditorBuilder {
     #[cfg(feature = "http")]
     pub fn provider<F, V>(mut self, name: &str, f: F) -> Self
     where
-        F: Fn(&crate::http::ProviderContext<'_>) -> V + Send + Sync + 'static,
+        F: Fn(&crate::provider::ProviderContext<'_>) -> V + Send + Sync + 'static,
         V: Into<bson::Bson>,
     {
         self.providers
@@ -204,13 +195,6 @@ impl Auditor {
         GLOBAL.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The auditor of the current request, else the global one.
-    pub fn current() -> Option<Auditor> {
-        context::current()
-            .and_then(|s| s.auditor.clone())
-            .or_else(Self::global)
-    }
-
     /// The configuration.
     pub fn config(&self) -> &AuditConfig {
         &self.0.config
@@ -293,8 +277,8 @@ impl Auditor {
         }
     }
 
-    /// Queues an access from synchronous code (the end of a streamed body): never waits.
-    #[cfg(feature = "http")]
+    /// Queues an access from synchronous code (the end of a streamed body, a standalone call's
+    /// return): never waits.
     pub(crate) fn record_access_nowait(&self, mut access: Access) {
         let Some(active) = &self.0.active else { return };
         if access.process.is_none() {
@@ -318,138 +302,15 @@ impl Auditor {
         }
     }
 
-    /// Records the access of a standalone audited call (no HTTP request).
-    pub(crate) fn record_standalone(&self, state: &RequestState) {
+    /// Stores a model action: in sync mode it is stored when this returns, in async mode queued.
+    pub(crate) async fn record_model_action(&self, mut model_action: ModelAction) {
         let Some(active) = &self.0.active else { return };
-        let inner = state.lock();
-        if inner.disabled {
-            return;
+        if model_action.process.is_none() {
+            model_action.process = self.process_id().await;
         }
-        let Some(view) = inner.view else { return };
-        let mut access_view =
-            AccessView::new(view.full_name.clone(), view.app.clone(), view.name.clone());
-        access_view.args = inner.args.clone();
-        access_view.kwargs = inner.kwargs.clone();
-        let access = Access {
-            id: state.access_id,
-            interlink_id: None,
-            request: AccessRequest::new(""),
-            response: None,
-            exception: inner.exception.clone(),
-            time: AccessTime {
-                request: state.started,
-                response: Some(Utc::now()),
-            },
-            view: access_view,
-            user: inner.user.clone(),
-            custom: (!inner.custom.is_empty()).then(|| inner.custom.clone()),
-            process: self.cached_process_id(),
-        };
-        match Record::access(&access) {
-            Ok(record) => active.writer.submit_blocking(record),
-            Err(e) => active.writer.count_unencodable(&e),
-        }
-    }
-
-    /// Records the creation of `obj`.
-    pub async fn record_create<T: Audited>(&self, obj: &T) -> Option<ObjectId> {
-        self.record_action(
-            Action::Create,
-            Snapshot::default(),
-            obj.audit_snapshot(),
-            obj,
-        )
-        .await
-    }
-
-    /// Records an update from `old` to `new` (the previous value, as loaded before the update).
-    pub async fn record_update<T: Audited>(&self, old: &T, new: &T) -> Option<ObjectId> {
-        self.record_action(
-            Action::Update,
-            old.audit_snapshot(),
-            new.audit_snapshot(),
-            new,
-        )
-        .await
-    }
-
-    /// Records an update of `new`, loading its previous value with `load_old` first (the stored
-    /// state before the update). Without a previous value it is recorded as a create.
-    pub async fn record_update_loading<T, F>(&self, new: &T, load_old: F) -> Option<ObjectId>
-    where
-        T: Audited,
-        F: std::future::Future<Output = Option<T>>,
-    {
-        match load_old.await {
-            Some(old) => self.record_update(&old, new).await,
-            None => self.record_create(new).await,
-        }
-    }
-
-    /// Records the deletion of `obj` (call it after the delete committed, so a rolled-back delete is never recorded).
-    pub async fn record_delete<T: Audited>(&self, obj: &T) -> Option<ObjectId> {
-        self.record_action(
-            Action::Delete,
-            obj.audit_snapshot(),
-            Snapshot::default(),
-            obj,
-        )
-        .await
-    }
-
-    async fn record_action<T: Audited>(
-        &self,
-        action: Action,
-        old: Snapshot,
-        new: Snapshot,
-        obj: &T,
-    ) -> Option<ObjectId> {
-        let active = self.0.active.as_ref()?;
-        if !registry::is_recorded(T::MODEL.full_name, &self.0.config) {
-            return None;
-        }
-        let mut changes = diff_snapshots(&old, &new).into_document();
-        let (mut old, mut new) = (old.into_document(), new.into_document());
-        for d in [&mut old, &mut new, &mut changes] {
-            finalize_masks(d);
-        }
-        let model_action = ModelAction {
-            id: ObjectId::new(),
-            model: ModelActionModel {
-                full_name: T::MODEL.full_name.to_owned(),
-                app: T::MODEL.app.to_owned(),
-                name: T::MODEL.name.to_owned(),
-            },
-            action,
-            content: ModelActionContent { old, new, changes },
-            instance: ModelActionInstance {
-                id: obj.audit_id().unwrap_or_default(),
-                description: obj.audit_description(),
-            },
-            timestamp: Utc::now(),
-            access: context::current_access_id(),
-            process: self.process_id().await,
-        };
-        let id = model_action.id;
         match Record::model_action(&model_action) {
             Ok(record) => self.submit(active, record).await,
             Err(e) => active.writer.count_unencodable(&e),
         }
-        Some(id)
     }
-}
-
-/// Records the creation of `obj` through the current auditor (the request's, else the global).
-pub async fn record_create<T: Audited>(obj: &T) -> Option<ObjectId> {
-    Auditor::current()?.record_create(obj).await
-}
-
-/// Records an update through the current auditor.
-pub async fn record_update<T: Audited>(old: &T, new: &T) -> Option<ObjectId> {
-    Auditor::current()?.record_update(old, new).await
-}
-
-/// Records a deletion through the current auditor.
-pub async fn record_delete<T: Audited>(obj: &T) -> Option<ObjectId> {
-    Auditor::current()?.record_delete(obj).await
 }

@@ -669,7 +669,7 @@ fn parse_capture(v: &Value) -> Result<CaptureConfig, ConfigError> {
 /// A list of names for the redaction policy: an empty name would match everything.
 fn as_name_list(key: &str, v: &Value) -> Result<Vec<String>, ConfigError> {
     let names = as_str_list(key, v)?;
-    if names.iter().any(|n| crate::redact::normalize(n).is_empty()) {
+    if names.iter().any(|n| crate::secret::normalize(n).is_empty()) {
         return err(format!("{key}: names must not be empty, got {v}"));
     }
     Ok(names)
@@ -759,7 +759,7 @@ pub fn parse_connection_str(s: &str) -> Result<DbConnection, ConfigError> {
     if s.starts_with("mongodb://") || s.starts_with("mongodb+srv://") {
         let rest = s.split_once("://").map(|x| x.1).unwrap_or_default();
         // Hosts and database come after the user info, which may hold a `/` or a `?`.
-        let (userinfo, rest) = crate::redact::split_userinfo(rest);
+        let (userinfo, rest) = crate::secret::split_userinfo(rest);
         // The driver would reject such user info too, but its error quotes the text it took for a
         // host (`admin:<password>`): refuse it here, with the password masked.
         if let Some(userinfo) = userinfo {
@@ -919,7 +919,7 @@ impl MongoParts {
 
 fn uri_has_credentials(uri: &str) -> bool {
     let rest = uri.split_once("://").map_or(uri, |x| x.1);
-    crate::redact::split_userinfo(rest).0.is_some()
+    crate::secret::split_userinfo(rest).0.is_some()
 }
 
 fn insert_credentials(uri: &str, user: &str, password: &str) -> String {
@@ -939,3 +939,22 @@ fn insert_credentials(uri: &str, user: &str, password: &str) -> String {
 pub fn redact_uri(uri: &str) -> String {
     crate::redact::default_policy().uri(uri)
 }
+impl CaptureConfig {
+    /// The redaction settings of this table, from which the one redaction policy is built.
+    pub fn redaction_rules(&self) -> crate::redact::Rules {
+        crate::redact::Rules {
+            enabled: self.redact,
+            redact_keys: self.redact_keys.clone(),
+            redact_headers: self.redact_headers.clone(),
+            unredact_keys: self.unredact_keys.clone(),
+            unredact_headers: self.unredact_headers.clone(),
+            max_exception_bytes: self.max_exception_bytes,
+        }
+    }
+
+    /// The redaction policy of this table (built once per distinct table, then shared).
+    pub fn redaction(&self) -> std::sync::Arc<crate::redact::Redaction> {
+        crate::redact::policy_for(&self.redaction_rules())
+    }
+}
+

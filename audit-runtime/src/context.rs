@@ -8,7 +8,9 @@
 //! command): it then records its own access when it returns.
 
 use crate::auditor::Auditor;
-use crate::document::{AccessException, AccessUser};
+use crate::document::{
+    Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView,
+};
 use crate::view::ViewIdentity;
 use bson::{oid::ObjectId, Bson, Document};
 use chrono::{DateTime, Utc};
@@ -83,6 +85,14 @@ impl RequestState {
         auditor.config().blacklist.is_blacklisted(app, path)
     }
 
+    /// The redaction policy of this request's auditor (the default policy without one).
+    pub(crate) fn redaction(&self) -> std::sync::Arc<crate::redact::Redaction> {
+        match &self.auditor {
+            Some(a) => a.config().capture.redaction(),
+            None => crate::redact::policy_for(&crate::redact::Rules::default()),
+        }
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, StateInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -98,6 +108,98 @@ impl RequestState {
     /// Runs `f` with this state as the current context (synchronous code).
     pub(crate) fn sync_scope<R>(self: &Arc<Self>, f: impl FnOnce() -> R) -> R {
         CURRENT.sync_scope(self.clone(), f)
+    }
+}
+
+/// What the HTTP layer knows of a request besides its context; a standalone call has none of it.
+pub(crate) struct HttpAccess {
+    pub(crate) interlink: String,
+    pub(crate) request: AccessRequest,
+    pub(crate) response: Option<AccessResponse>,
+    /// The view of a request that no audited handler claimed.
+    pub(crate) route: ViewIdentity,
+    /// The user known from the request itself (its extensions, the layer's resolver).
+    pub(crate) user: Option<AccessUser>,
+}
+
+impl RequestState {
+    /// True when this request leaves an access: not disabled, not blacklisted.
+    #[cfg(feature = "http")]
+    pub(crate) fn is_recorded(&self) -> bool {
+        let inner = self.lock();
+        !inner.disabled && !self.is_blacklisted(&inner)
+    }
+
+    /// The access of this request, built in one place for the HTTP layer and for standalone
+    /// calls. `None` when it is not to be recorded, or when a standalone call never reached an
+    /// audited view. `add_custom` sees the final user and may add to `custom` (the HTTP layer's
+    /// providers run there).
+    pub(crate) fn to_access(
+        &self,
+        http: Option<HttpAccess>,
+        add_custom: impl FnOnce(Option<&AccessUser>, &mut Document),
+    ) -> Option<Access> {
+        let inner = self.lock();
+        if inner.disabled || self.is_blacklisted(&inner) {
+            return None;
+        }
+        let view = match (inner.view, &http) {
+            (Some(v), _) => v.clone(),
+            (None, Some(h)) => h.route.clone(),
+            (None, None) => return None,
+        };
+        let mut access_view = AccessView::new(view.full_name, view.app, view.name);
+        access_view.args = inner.args.clone();
+        access_view.kwargs = inner.kwargs.clone();
+        let exception = inner.exception.clone();
+        let mut custom = inner.custom.clone();
+        let user = inner.user.clone();
+        drop(inner);
+        let (interlink, request, response, user) = match http {
+            Some(h) => (
+                Some(h.interlink),
+                h.request,
+                h.response,
+                // Over HTTP every access has a user, anonymous when none is known.
+                Some(user.or(h.user).unwrap_or_else(AccessUser::anonymous)),
+            ),
+            None => (None, AccessRequest::new(""), None, user),
+        };
+        // Providers run without the state's lock: they are application code.
+        add_custom(user.as_ref(), &mut custom);
+        Some(Access {
+            id: self.access_id,
+            interlink_id: interlink,
+            request,
+            response,
+            exception,
+            time: AccessTime {
+                request: self.started,
+                response: Some(Utc::now()),
+            },
+            view: access_view,
+            user,
+            custom: (!custom.is_empty()).then_some(custom),
+            process: None,
+        })
+    }
+}
+
+// The lookups of "the current auditor" live with the request context, which they consult first;
+// the auditor itself knows nothing of requests.
+impl Auditor {
+    /// The auditor of the current request, else the global one.
+    pub fn current() -> Option<Auditor> {
+        current()
+            .and_then(|s| s.auditor.clone())
+            .or_else(Self::global)
+    }
+
+    /// Records the access of a standalone audited call (no HTTP request).
+    pub(crate) fn record_standalone(&self, state: &RequestState) {
+        if let Some(access) = state.to_access(None, |_, _| {}) {
+            self.record_access_nowait(access);
+        }
     }
 }
 

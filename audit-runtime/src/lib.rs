@@ -26,6 +26,7 @@ compile_error!(
     "audit-runtime needs a store: enable the `embedded-store` and/or the `mongodb` feature"
 );
 
+mod actions;
 pub mod auditor;
 pub mod blacklist;
 #[cfg(feature = "cli")]
@@ -44,17 +45,19 @@ pub mod journal;
 pub mod keys;
 pub mod model;
 pub mod process;
+#[cfg(feature = "http")]
+mod provider;
 pub mod query;
 pub mod redact;
+mod secret;
 pub mod registry;
 pub mod seal;
 pub mod store;
 pub mod view;
 pub mod writer;
 
-pub use auditor::{
-    record_create, record_delete, record_update, AuditError, Auditor, AuditorBuilder,
-};
+pub use actions::{record_create, record_delete, record_update};
+pub use auditor::{AuditError, Auditor, AuditorBuilder};
 pub use context::{add_custom, current_access_id, disable_current, set_user};
 pub use view::ViewIdentity;
 pub use writer::{MetricsSnapshot, WriterGuard};

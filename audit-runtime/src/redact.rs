@@ -20,7 +20,7 @@
 //! and it is not exempted by `capture.unredact_keys` (which removes a default pattern of that
 //! name, and exempts a name that normalises to it).
 
-use crate::config::CaptureConfig;
+pub use crate::secret::{normalize, split_userinfo};
 use crate::document::AccessException;
 use bson::Bson;
 use regex::Regex;
@@ -85,6 +85,39 @@ pub const URL_HEADERS: &[&str] = &[
 /// Default cap of an exception's message and of its trace, in bytes.
 pub const DEFAULT_MAX_EXCEPTION_BYTES: usize = 16 * 1024;
 
+/// What a policy is built from: the redaction settings of the `[capture]` table
+/// (`CaptureConfig::redaction_rules`). The policy depends on these plain values rather than on the
+/// settings type, so that the settings can use the policy (to show connection strings without
+/// their passwords).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// `capture.redact`: false turns every built-in pattern off.
+    pub enabled: bool,
+    /// `capture.redact_keys`: more names that are secrets wherever they appear.
+    pub redact_keys: Vec<String>,
+    /// `capture.redact_headers`: more headers masked whole.
+    pub redact_headers: Vec<String>,
+    /// `capture.unredact_keys`: built-in patterns taken away.
+    pub unredact_keys: Vec<String>,
+    /// `capture.unredact_headers`: built-in headers taken away.
+    pub unredact_headers: Vec<String>,
+    /// `capture.max_exception_bytes`.
+    pub max_exception_bytes: usize,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            enabled: true,
+            redact_keys: Vec::new(),
+            redact_headers: Vec::new(),
+            unredact_keys: Vec::new(),
+            unredact_headers: Vec::new(),
+            max_exception_bytes: DEFAULT_MAX_EXCEPTION_BYTES,
+        }
+    }
+}
+
 /// The redaction policy: the built-in patterns plus the `[capture]` additions and exemptions.
 #[derive(Debug, Clone)]
 pub struct Redaction {
@@ -103,7 +136,7 @@ pub struct Redaction {
 
 impl Default for Redaction {
     fn default() -> Self {
-        Redaction::from_config(&CaptureConfig::default())
+        Redaction::new(&Rules::default())
     }
 }
 
@@ -116,28 +149,20 @@ pub fn default_policy() -> &'static Redaction {
 
 /// The policy of a `[capture]` table, built once per distinct table (the HTTP layer, URL
 /// parameters and exceptions of one application all share it).
-pub fn policy_for(c: &CaptureConfig) -> std::sync::Arc<Redaction> {
+pub fn policy_for(c: &Rules) -> std::sync::Arc<Redaction> {
     use std::sync::{Arc, Mutex};
-    static CACHE: Mutex<Vec<(CaptureConfig, Arc<Redaction>)>> = Mutex::new(Vec::new());
+    static CACHE: Mutex<Vec<(Rules, Arc<Redaction>)>> = Mutex::new(Vec::new());
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((_, p)) = cache.iter().find(|(k, _)| k == c) {
         return p.clone();
     }
-    let p = Arc::new(Redaction::from_config(c));
+    let p = Arc::new(Redaction::new(c));
     // Applications have one or two configurations; tests build many: keep the newest few.
     if cache.len() >= 16 {
         cache.remove(0);
     }
     cache.push((c.clone(), p.clone()));
     p
-}
-
-/// The policy of an auditor's settings (the default policy without one).
-pub(crate) fn policy_of(auditor: Option<&crate::Auditor>) -> std::sync::Arc<Redaction> {
-    match auditor {
-        Some(a) => policy_for(&a.config().capture),
-        None => policy_for(&CaptureConfig::default()),
-    }
 }
 
 /// True when a name is a secret under the default policy.
@@ -148,7 +173,7 @@ pub fn is_secret_name(name: &str) -> bool {
 impl Redaction {
     /// The policy of the `[capture]` settings: defaults, plus `redact_keys` / `redact_headers`,
     /// minus `unredact_keys` / `unredact_headers`.
-    pub fn from_config(c: &CaptureConfig) -> Self {
+    pub fn new(c: &Rules) -> Self {
         let exempt_keys: Vec<String> = c.unredact_keys.iter().map(|k| normalize(k)).collect();
         let keep = |list: &[&str]| -> Vec<String> {
             list.iter()
@@ -193,7 +218,7 @@ impl Redaction {
             .expect("plain words build an automaton");
         Redaction {
             needles,
-            enabled: c.redact,
+            enabled: c.enabled,
             words: keep(SECRET_WORDS),
             names: keep(SECRET_NAMES),
             anywhere,
@@ -508,52 +533,6 @@ impl Redaction {
         };
         format!("{scheme}://{auth}{tail}")
     }
-}
-
-/// Splits what follows `scheme://` into the user info (without its `@`) and the rest. The user
-/// info ends at the last `@` whose host part (up to `/` or `?`) is a plain host list, not a query
-/// option: a password may hold `/`, `?` or `@` when it was not percent-encoded, and must then
-/// neither be shown as a host nor as a database name.
-pub fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
-    let at = rest
-        .char_indices()
-        .rev()
-        .filter(|(_, c)| *c == '@')
-        .find_map(|(i, _)| {
-            let host = rest[i + 1..].split(['/', '?']).next().unwrap_or_default();
-            (!host.contains(['=', '&'])).then_some(i)
-        });
-    match at {
-        Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
-        None => (None, rest),
-    }
-}
-
-/// A name in the matcher's normal form: camelCase split, lower case, `-`/`.`/space/`_` as `_`,
-/// `http_` and `x_` prefixes removed.
-pub fn normalize(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    let mut prev: Option<char> = None;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.' | ' ' | '\t') {
-            if !out.ends_with('_') {
-                out.push('_');
-            }
-        } else if c.is_uppercase() {
-            if prev.is_some_and(|p| p.is_lowercase() || p.is_ascii_digit()) && !out.ends_with('_') {
-                out.push('_');
-            }
-            out.extend(c.to_lowercase());
-        } else {
-            out.push(c);
-        }
-        prev = Some(c);
-    }
-    let mut n = out.trim_matches('_');
-    while let Some(rest) = n.strip_prefix("http_").or_else(|| n.strip_prefix("x_")) {
-        n = rest;
-    }
-    n.to_owned()
 }
 
 fn decode(s: &str) -> String {
@@ -879,12 +858,12 @@ mod tests {
     fn the_quick_check_never_hides_a_secret() {
         // Skipping names and texts without any needle must give the same answers as the full
         // rules, for every spelling of every name the policy knows, and for harmless ones.
-        let c = CaptureConfig {
+        let c = Rules {
             redact_keys: vec!["Favourite-Colour".into()],
             redact_headers: vec!["X-Tenant".into()],
-            ..CaptureConfig::default()
+            ..Rules::default()
         };
-        let p = Redaction::from_config(&c);
+        let p = Redaction::new(&c);
         let mut names: Vec<String> = SECRET_ANYWHERE
             .iter()
             .chain(SECRET_WORDS)
@@ -945,14 +924,14 @@ mod tests {
 
     #[test]
     fn settings_add_and_remove() {
-        let c = CaptureConfig {
+        let c = Rules {
             redact_keys: vec!["Favourite-Colour".into()],
             unredact_keys: vec!["session".into(), "csrf_token".into()],
             redact_headers: vec!["X-Tenant".into()],
             unredact_headers: vec!["Cookie".into()],
-            ..CaptureConfig::default()
+            ..Rules::default()
         };
-        let p = Redaction::from_config(&c);
+        let p = Redaction::new(&c);
         assert!(p.is_secret_key("favourite_colour"));
         assert!(p.is_secret_key("password"), "defaults stay");
         assert!(
@@ -964,9 +943,9 @@ mod tests {
         assert!(p.is_secret_header("x-tenant"));
         assert!(p.is_secret_header("authorization"));
         assert!(!p.is_secret_header("cookie"));
-        let off = Redaction::from_config(&CaptureConfig {
-            redact: false,
-            ..CaptureConfig::default()
+        let off = Redaction::new(&Rules {
+            enabled: false,
+            ..Rules::default()
         });
         assert!(!off.is_secret_key("password"));
     }
@@ -1081,9 +1060,9 @@ mod tests {
 
     #[test]
     fn exceptions_are_capped_and_redacted() {
-        let p = Redaction::from_config(&CaptureConfig {
+        let p = Redaction::new(&Rules {
             max_exception_bytes: 100,
-            ..CaptureConfig::default()
+            ..Rules::default()
         });
         let e = p.exception(AccessException {
             kind: "E".into(),

@@ -229,3 +229,20 @@ pub fn unregister_models(config: &AuditConfig) {
         set.remove(n.as_str());
     }
 }
+
+// The lookups from a stored document to its registration live here rather than with the
+// documents, so that the documents stay plain data that depends on nothing above them.
+impl crate::document::Access {
+    /// The registered handler named by `view.full_name`.
+    pub fn get_view(&self) -> Result<&'static ViewRegistration, RegistryError> {
+        get_view(&self.view.full_name)
+    }
+}
+
+impl crate::document::ModelAction {
+    /// The registered model named by `model.full_name` (`Model X does not exist.` otherwise, the
+    /// original's message).
+    pub fn get_model(&self) -> Result<&'static ModelRegistration, RegistryError> {
+        get_model(&self.model.full_name)
+    }
+}

@@ -123,7 +123,7 @@ impl ViewGuard {
                 inner.disabled = true;
             } else if inner.view.is_none() {
                 inner.view = Some(ident);
-                let policy = crate::redact::policy_of(state.auditor.as_ref());
+                let policy = state.redaction();
                 for (k, v) in args {
                     inner
                         .kwargs
@@ -199,7 +199,7 @@ impl ViewGuard {
 
     /// An exception as stored: secrets in its message and trace masked, both capped.
     fn redacted(&self, e: AccessException) -> AccessException {
-        crate::redact::policy_of(self.state.auditor.as_ref()).exception(e)
+        self.state.redaction().exception(e)
     }
 
     /// A standalone call writes its own access (a request's access is written by the layer).

@@ -298,11 +298,10 @@ fn blacklist_searches_like_the_original() {
 
 #[test]
 fn redaction_settings_add_to_the_defaults_and_only_unredact_removes() {
-    use audit_runtime::redact::Redaction;
     // Adding a key or a header keeps every default.
     let c = cfg("[capture]\nredact_keys = ['Favourite-Colour']\nredact_headers = ['X-Tenant']")
         .unwrap();
-    let p = Redaction::from_config(&c.capture);
+    let p = c.capture.redaction();
     assert!(p.is_secret_key("favourite_colour"));
     assert!(
         p.is_secret_key("password") && p.is_secret_key("api_key"),
@@ -312,13 +311,13 @@ fn redaction_settings_add_to_the_defaults_and_only_unredact_removes() {
     assert!(p.is_secret_header("authorization") && p.is_secret_header("x-api-key"));
     // The environment adds the same way.
     let c = env(&[("AUDIT_CAPTURE", "{ redact_keys = ['colour'] }")]).unwrap();
-    let p = Redaction::from_config(&c.capture);
+    let p = c.capture.redaction();
     assert!(p.is_secret_key("colour") && p.is_secret_key("token"));
     // Removing a default is explicit.
     let c =
         cfg("[capture]\nunredact_keys = ['session', 'csrf_token']\nunredact_headers = ['Cookie']")
             .unwrap();
-    let p = Redaction::from_config(&c.capture);
+    let p = c.capture.redaction();
     assert!(
         !p.is_secret_key("session_count"),
         "the default pattern was removed"

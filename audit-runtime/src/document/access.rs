@@ -110,13 +110,6 @@ impl Access {
     pub fn get_user<L: UserLookup + ?Sized>(&self, lookup: &L) -> Option<L::User> {
         lookup.find_user(&self.user.as_ref()?.id)
     }
-
-    /// The registered handler named by `view.full_name`.
-    pub fn get_view(
-        &self,
-    ) -> Result<&'static crate::registry::ViewRegistration, crate::registry::RegistryError> {
-        crate::registry::get_view(&self.view.full_name)
-    }
 }
 
 /// `Access{full_name, user:username, url:path, time:time}`, the original's text.

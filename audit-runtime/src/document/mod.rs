@@ -31,6 +31,8 @@ pub const ACCESS_COLLECTION: &str = "audit_access";
 pub const PROCESS_COLLECTION: &str = "audit_process";
 /// Name of the collection (MongoDB) or table (SQLite) holding [`ModelAction`] documents.
 pub const MODEL_ACTION_COLLECTION: &str = "audit_model_action";
+/// The collection of the hash chain that makes edits to the trail evident.
+pub const SEAL_COLLECTION: &str = "audit_seal";
 
 /// Ordered field listing of a document, nulls omitted (the original's `items()`).
 pub trait Items {
@@ -90,7 +92,7 @@ impl Collection {
             Collection::Access => ACCESS_COLLECTION,
             Collection::Process => PROCESS_COLLECTION,
             Collection::ModelAction => MODEL_ACTION_COLLECTION,
-            Collection::Seal => crate::seal::SEAL_COLLECTION,
+            Collection::Seal => SEAL_COLLECTION,
         }
     }
 

@@ -68,13 +68,6 @@ impl ModelAction {
         )
     }
 
-    /// The registered model named by `model.full_name` (`Model X does not exist.` otherwise, the original's message).
-    pub fn get_model(
-        &self,
-    ) -> Result<&'static crate::registry::ModelRegistration, crate::registry::RegistryError> {
-        crate::registry::get_model(&self.model.full_name)
-    }
-
     /// The instance behind `instance.id`, through the application's lookup (`None` when gone).
     pub fn get_instance<L: InstanceLookup + ?Sized>(&self, lookup: &L) -> Option<L::Instance> {
         lookup.find_instance(&self.model.full_name, &self.instance.id)

@@ -19,7 +19,7 @@ pub struct Capture {
 impl Capture {
     /// Rules from the settings.
     pub fn new(config: CaptureConfig) -> Self {
-        let policy = crate::redact::policy_for(&config);
+        let policy = config.redaction();
         Capture { config, policy }
     }
 

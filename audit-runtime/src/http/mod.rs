@@ -43,8 +43,7 @@ pub use body::{AuditBody, AuditRequestBody, BoxError};
 pub use capture::Capture;
 pub use service::{AccessId, AuditLayer, AuditService, BODY_NOTE_KEY, CANCELLED, JSON_VALUE_KEY};
 
-use crate::document::AccessUser;
-use http::{HeaderMap, Method};
+pub use crate::provider::ProviderContext;
 
 /// Captures the request part of an access the way the layer does (path decoded, GET, COOKIES,
 /// METADATA, redaction and key escaping per the rules). For custom middleware, and for measuring
@@ -56,17 +55,3 @@ pub fn capture_request<B>(
     rules.request(req, capture::decoded_path(req.uri()), None)
 }
 
-/// What a custom provider sees of the request.
-#[derive(Debug)]
-pub struct ProviderContext<'a> {
-    /// The decoded request path.
-    pub path: &'a str,
-    /// The method.
-    pub method: &'a Method,
-    /// The request headers (unredacted: the provider runs in the application).
-    pub headers: &'a HeaderMap,
-    /// The user, when one is known.
-    pub user: Option<&'a AccessUser>,
-    /// The response status, or `None` when the handler failed without one.
-    pub status: Option<u16>,
-}

@@ -5,15 +5,14 @@ use super::body::{AuditBody, AuditRequestBody, BoxError, Finish, RequestTee, Tee
 use super::capture::{decoded_path, Capture};
 use super::ProviderContext;
 use crate::auditor::Auditor;
-use crate::context::RequestState;
+use crate::context::{HttpAccess, RequestState};
 use crate::document::{
-    Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView,
+    Access, AccessException, AccessRequest, AccessResponse, AccessUser,
 };
 use crate::keys::escape_value;
 use crate::view::{CatchUnwind, ViewIdentity};
 use bson::{doc, Bson, Document};
 use bytes::{Bytes, BytesMut};
-use chrono::Utc;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -493,7 +492,7 @@ async fn route_params(parts: &mut http::request::Parts, state: &RequestState) {
         use axum::extract::FromRequestParts;
         if let Ok(params) = axum::extract::RawPathParams::from_request_parts(parts, &()).await {
             // A parameter named like a secret (`/reset/{token}`) is masked, in both copies.
-            let policy = crate::redact::policy_of(state.auditor.as_ref());
+            let policy = state.redaction();
             let mut inner = state.lock();
             for (k, v) in params.iter() {
                 let v = policy.param(k, v);
@@ -540,11 +539,9 @@ impl Finisher {
 
     /// The access, or `None` when the request is not to be recorded (disabled, blacklisted).
     fn build(mut self, content: Bson) -> Option<(Auditor, Access)> {
-        let inner = self.state.lock();
-        if inner.disabled || self.state.is_blacklisted(&inner) {
+        if !self.state.is_recorded() {
             return None;
         }
-        drop(inner);
         if let Some((tee, kind)) = self.request_tee.take() {
             let tee = tee.lock().unwrap_or_else(|p| p.into_inner());
             let cap = &self.shared.capture;
@@ -558,53 +555,37 @@ impl Finisher {
                 doc! { BODY_NOTE_KEY: "request body not read by the handler" }
             };
         }
-        let inner = self.state.lock();
-        let view = inner.view.cloned().unwrap_or(self.route);
-        let mut access_view = AccessView::new(view.full_name, view.app, view.name);
-        access_view.args = inner.args.clone();
-        access_view.kwargs = inner.kwargs.clone();
-        let user = inner
-            .user
-            .clone()
-            .or(self.user)
-            .unwrap_or_else(AccessUser::anonymous);
-        let mut custom = inner.custom.clone();
-        drop(inner);
-        let auditor = self.shared.auditor.clone();
-        let providers = auditor.providers();
-        if !providers.is_empty() {
-            let headers = self.provider_headers.unwrap_or_default();
-            let ctx = ProviderContext {
-                path: &self.request.path,
-                method: &self.method,
-                headers: &headers,
-                user: Some(&user),
-                status: self.status,
-            };
-            for (key, provider) in providers {
-                run_provider(&self.shared, key, provider, &ctx, &mut custom);
-            }
-        }
         let response = self.status.map(|status_code| AccessResponse {
             content,
             content_type: self.content_type.clone(),
             status_code: status_code.into(),
         });
-        let access = Access {
-            id: self.state.access_id,
-            interlink_id: Some(self.interlink),
+        let auditor = self.shared.auditor.clone();
+        // Providers see the path; it is copied only when there are providers to see it.
+        let path = (!auditor.providers().is_empty()).then(|| self.request.path.clone());
+        let http = HttpAccess {
+            interlink: self.interlink,
             request: self.request,
             response,
-            exception: self.state.lock().exception.clone(),
-            time: AccessTime {
-                request: self.state.started,
-                response: Some(Utc::now()),
-            },
-            view: access_view,
-            user: Some(user),
-            custom: (!custom.is_empty()).then_some(custom),
-            process: None,
+            route: self.route,
+            user: self.user,
         };
+        let (shared, method, status) = (&self.shared, &self.method, self.status);
+        let provider_headers = self.provider_headers;
+        let access = self.state.to_access(Some(http), |user, custom| {
+            let Some(path) = path else { return };
+            let headers = provider_headers.unwrap_or_default();
+            let ctx = ProviderContext {
+                path: &path,
+                method,
+                headers: &headers,
+                user,
+                status,
+            };
+            for (key, provider) in auditor.providers() {
+                run_provider(shared, key, provider, &ctx, custom);
+            }
+        })?;
         Some((auditor, access))
     }
 
@@ -633,7 +614,7 @@ impl Finish for Finisher {
 fn run_provider(
     shared: &Shared,
     key: &str,
-    provider: &crate::auditor::ProviderFn,
+    provider: &crate::provider::ProviderFn,
     ctx: &ProviderContext<'_>,
     custom: &mut Document,
 ) {

@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// The collection holding the seals.
-pub const SEAL_COLLECTION: &str = "audit_seal";
+pub use crate::document::SEAL_COLLECTION;
 
 /// Fields of a seal that its hash does not cover (they are computed from the hash).
 const UNHASHED: [&str; 3] = ["hash", "sig", "key"];
