@@ -4,7 +4,9 @@
 
 use crate::auditor::Auditor;
 use crate::context;
-use crate::document::{Action, ModelAction, ModelActionContent, ModelActionInstance, ModelActionModel};
+use crate::document::{
+    Action, ModelAction, ModelActionContent, ModelActionInstance, ModelActionModel,
+};
 use crate::model::{diff_snapshots, finalize_masks, Audited, Snapshot};
 use crate::registry;
 use bson::oid::ObjectId;

@@ -52,6 +52,20 @@ use crate::provider::ProviderFn;
 #[derive(Clone)]
 pub struct Auditor(Arc<Inner>);
 
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor")
+            .field("active", &self.is_active())
+            // Shown without its password.
+            .field(
+                "db_connection",
+                &format_args!("{}", self.0.config.db_connection),
+            )
+            .field("run_async", &self.0.config.run_async)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     config: AuditConfig,
     /// `None` when auditing is off: nothing is opened.
@@ -288,6 +302,38 @@ impl Auditor {
             Ok(record) => active.writer.submit_blocking(record),
             Err(e) => active.writer.count_unencodable(&e),
         }
+    }
+
+    /// Queues an access at once when that needs no wait (async mode, room in the queue);
+    /// otherwise gives the wait to run: storing it in sync mode, room in the queue when full.
+    #[cfg(feature = "http")]
+    pub(crate) fn record_access_or_wait(
+        &self,
+        mut access: Access,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        let active = self.0.active.as_ref()?;
+        let process = self.cached_process_id();
+        if !self.0.config.run_async || process.is_none() {
+            let auditor = self.clone();
+            return Some(Box::pin(async move { auditor.record_access(access).await }));
+        }
+        if access.process.is_none() {
+            access.process = process;
+        }
+        let record = match Record::access(&access) {
+            Ok(record) => record,
+            Err(e) => {
+                active.writer.count_unencodable(&e);
+                return None;
+            }
+        };
+        let record = active.writer.try_submit(record).err()?;
+        let auditor = self.clone();
+        Some(Box::pin(async move {
+            if let Some(active) = &auditor.0.active {
+                auditor.submit(active, record).await;
+            }
+        }))
     }
 
     async fn submit(&self, active: &Active, record: Record) {

@@ -957,4 +957,3 @@ impl CaptureConfig {
         crate::redact::policy_for(&self.redaction_rules())
     }
 }
-

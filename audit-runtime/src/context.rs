@@ -123,6 +123,12 @@ pub(crate) struct HttpAccess {
 }
 
 impl RequestState {
+    /// The audited handler that claimed this request, once it runs.
+    #[cfg(feature = "http")]
+    pub(crate) fn view(&self) -> Option<&'static ViewIdentity> {
+        self.lock().view
+    }
+
     /// True when this request leaves an access: not disabled, not blacklisted.
     #[cfg(feature = "http")]
     pub(crate) fn is_recorded(&self) -> bool {

@@ -20,8 +20,8 @@
 //! and it is not exempted by `capture.unredact_keys` (which removes a default pattern of that
 //! name, and exempts a name that normalises to it).
 
-pub use crate::secret::{normalize, split_userinfo};
 use crate::document::AccessException;
+pub use crate::secret::{normalize, split_userinfo};
 use bson::Bson;
 use regex::Regex;
 use std::borrow::Cow;

@@ -349,6 +349,34 @@ impl Writer {
         rx
     }
 
+    /// Enqueues at once when there is room, in records and in bytes; gives the record back
+    /// otherwise (for [`Writer::submit`], which waits or drops as the policy says).
+    pub fn try_submit(&self, record: Record) -> Result<(), Record> {
+        let n = self.charge(&record);
+        let Ok(permit) = self.bytes.clone().try_acquire_many_owned(n) else {
+            return Err(record);
+        };
+        let degraded = record.degraded;
+        match self.tx.try_send(Job::Write(record, None, permit)) {
+            Ok(()) => {
+                if degraded {
+                    self.metrics.degraded.fetch_add(1, Ordering::Relaxed);
+                }
+                self.after_send(true);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(Job::Write(record, ..))) => Err(record),
+            Err(mpsc::error::TrySendError::Full(_)) => unreachable!("a write was sent"),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                if degraded {
+                    self.metrics.degraded.fetch_add(1, Ordering::Relaxed);
+                }
+                self.after_send(false);
+                Ok(())
+            }
+        }
+    }
+
     /// Enqueues from code that cannot wait (a synchronous poll or drop, a standalone call). Never
     /// waits and never spawns: see the module docs for where the record goes when the queue is
     /// full.

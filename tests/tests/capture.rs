@@ -792,3 +792,41 @@ mod providers {
         );
     }
 }
+
+fn resolve_from_header(parts: &http::request::Parts) -> Option<audit_runtime::AccessUser> {
+    let _ = parts;
+    None
+}
+
+/// The layer and its service print what they are configured with — closures by their type name —
+/// and never a password of the store's connection string.
+#[tokio::test]
+async fn the_layer_and_service_debug_without_secrets() {
+    let config = AuditConfig::from_sources(
+        Some(
+            "activate = false\ndb_connection = 'mongodb://audit:s3cr3t-pw@db.example:27017/trail'",
+        ),
+        Vec::<(String, String)>::new(),
+    )
+    .unwrap();
+    let (auditor, _guard) = Auditor::start(config).await.unwrap();
+    let layer = AuditLayer::new(auditor)
+        .user_resolver(resolve_from_header)
+        .catch_panic();
+    let shown = format!("{layer:?}");
+    assert!(shown.starts_with("AuditLayer {"), "{shown}");
+    assert!(shown.contains("capture::resolve_from_header"), "{shown}");
+    assert!(shown.contains("catch_panic: true"), "{shown}");
+    assert!(shown.contains("db.example"), "{shown}");
+    assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+    let service = tower::Layer::layer(
+        &layer,
+        tower::service_fn(
+            |_: http::Request<audit_runtime::http::AuditRequestBody<String>>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            },
+        ),
+    );
+    let shown = format!("{service:?}");
+    assert!(shown.starts_with("AuditService {"), "{shown}");
+}

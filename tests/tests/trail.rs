@@ -100,6 +100,7 @@ on_both_stores!(
     truncated_bodies_reach_the_handler_as_errors_and_are_recorded,
     encoded_slashes_cannot_dodge_the_blacklist,
     derived_models_are_recorded_without_configuration,
+    a_request_rejected_by_an_extractor_keeps_its_handlers_view,
 );
 
 #[derive(Clone, Debug, audit_runtime::Audited)]
@@ -566,4 +567,55 @@ async fn derived_models_are_recorded_without_configuration(kind: &str) {
 
 fn config_narrowed(kind: &str) -> (AuditConfig, Option<tempfile::TempDir>) {
     config(kind, "logged_models = [\"trail::Transfer\"]")
+}
+
+#[audit_runtime::audited_view]
+async fn create_poll(axum::Json(_poll): axum::Json<serde_json::Value>) -> &'static str {
+    "created"
+}
+
+/// One endpoint is one view in the trail: a request that an extractor rejects before the handler
+/// runs (malformed JSON) is stored under the handler's view, like the accepted ones, not under the
+/// route's path.
+async fn a_request_rejected_by_an_extractor_keeps_its_handlers_view(kind: &str) {
+    let s = start(kind, "", |auditor| {
+        Router::new()
+            .route("/polls", post(create_poll))
+            .layer(AuditLayer::new(auditor))
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let send = |body: &'static str| {
+        client
+            .post(format!("{}/polls", s.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(send(r#"{"question": "why?"}"#).await.unwrap().status(), 200);
+    let rejected = send("{not json").await.unwrap().status();
+    assert!(rejected.is_client_error(), "{rejected}");
+    let accesses = s.accesses().await;
+    let views: Vec<(&str, &str, Option<i32>)> = accesses
+        .iter()
+        .map(|a| {
+            (
+                a.view.full_name.as_str(),
+                a.view.name.as_str(),
+                a.response.as_ref().map(|r| r.status_code),
+            )
+        })
+        .collect();
+    assert_eq!(
+        views,
+        [
+            ("trail::create_poll", "create_poll", Some(200)),
+            (
+                "trail::create_poll",
+                "create_poll",
+                Some(i32::from(rejected.as_u16()))
+            ),
+        ]
+    );
+    s.stop().await;
 }

@@ -37,11 +37,15 @@
 
 mod body;
 mod capture;
+mod future;
+mod layer;
 mod service;
 
 pub use body::{AuditBody, AuditRequestBody, BoxError};
 pub use capture::Capture;
-pub use service::{AccessId, AuditLayer, AuditService, BODY_NOTE_KEY, CANCELLED, JSON_VALUE_KEY};
+pub use future::{ResponseFuture, CANCELLED};
+pub use layer::AuditLayer;
+pub use service::{AccessId, AuditService, BODY_NOTE_KEY, JSON_VALUE_KEY};
 
 pub use crate::provider::ProviderContext;
 
@@ -54,4 +58,3 @@ pub fn capture_request<B>(
 ) -> crate::document::AccessRequest {
     rules.request(req, capture::decoded_path(req.uri()), None)
 }
-
