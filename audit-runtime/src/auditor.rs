@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 /// Why the auditor could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuditError {
     /// The configuration is invalid.
     #[error(transparent)]

@@ -78,6 +78,10 @@ pub use store::{Filter, FindOptions, Order, Store, StoreError};
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 pub use audit_macros::{audited_view, disable_audit, Audited};
 
+/// The BSON crate this one stores with, so that values for [`add_custom`] and providers need no
+/// dependency of their own (and never a second, mismatched version).
+pub use bson;
+
 // Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {

@@ -91,6 +91,7 @@ impl UrlMatch {
 
 /// A query that cannot run, or did not find what `get` needs.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum QueryError {
     /// A helper and another filter both constrain the same field.
     #[error("you cannot call {helper} together with a filter on `{field}`")]

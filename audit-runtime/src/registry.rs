@@ -90,6 +90,7 @@ inventory::collect!(ModelRegistration);
 
 /// A name that is not registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// No handler with that full name.
     #[error("View {0} does not exist.")]

@@ -958,7 +958,7 @@ impl Consumer {
             .prepare_batch(Some(sealing.process), &entries);
         match self
             .store
-            .insert_many_bytes_sealed(c, docs.to_vec(), seal)
+            .insert_raw_documents_sealed(c, docs.to_vec(), seal)
             .await
         {
             Ok(_) => {
@@ -1006,7 +1006,7 @@ impl Consumer {
         while let Some(part) = parts.pop() {
             match self
                 .store
-                .insert_many_bytes(c, docs[part.clone()].to_vec())
+                .insert_raw_documents(c, docs[part.clone()].to_vec())
                 .await
             {
                 Ok(_) => {
@@ -1052,7 +1052,11 @@ impl Consumer {
         let mut why = e.to_string();
         match degrade::trim_for_store(c, &doc, &e) {
             Ok((trimmed, parts)) if !parts.is_empty() => {
-                match self.store.insert_many_bytes(c, vec![trimmed.clone()]).await {
+                match self
+                    .store
+                    .insert_raw_documents(c, vec![trimmed.clone()])
+                    .await
+                {
                     Ok(_) => {
                         tracing::error!(target: "audit", queue = %self.queue, collection = %c, id, error = %e,
                             parts = %parts.join(", "),
@@ -1136,7 +1140,7 @@ impl Consumer {
         loop {
             match self
                 .store
-                .insert_many_bytes(Collection::Seal, vec![seal.clone()])
+                .insert_raw_documents(Collection::Seal, vec![seal.clone()])
                 .await
             {
                 Ok(_) => {
@@ -1321,7 +1325,7 @@ impl Consumer {
                             // A seal spilled because the store did not take it: part of the
                             // chain, not a record.
                             let n = docs.len() as u64;
-                            match self.store.insert_many_bytes(c, docs).await {
+                            match self.store.insert_raw_documents(c, docs).await {
                                 Ok(_) => {
                                     seals += n;
                                     continue;

@@ -11,6 +11,7 @@
 //! Prints one JSON line per configuration, the ratios to `bare` and `trace-json`, and the batched
 //! insert rate of the same documents straight into the same SQLite schema (`raw-store`).
 
+use audit_runtime::bson;
 use audit_runtime::http::AuditLayer;
 use audit_runtime::store::default_indexes;
 use audit_runtime::store::sqlite::{create_index_sql, open_connection};

@@ -6,6 +6,7 @@
 //! `/access/disabled/`, `/access/slow/?ms=N`, `POST /login/`, `POST /modelaction/create/`, `/modelaction/update/`,
 //! `/modelaction/delete/`, `GET /modelaction/last/`, `GET /api/polls/`.
 
+use audit_runtime::bson;
 use audit_runtime::http::{AuditLayer, ProviderContext};
 use audit_runtime::{
     audited_view, disable_audit, Access, AccessUser, AuditDocument, Audited, Auditor,

@@ -102,7 +102,10 @@ impl Trail {
             .delete_many(c, &Filter::eq("_id", id))
             .await
             .unwrap();
-        self.store.insert_many_bytes(c, vec![bytes]).await.unwrap();
+        self.store
+            .insert_raw_documents(c, vec![bytes])
+            .await
+            .unwrap();
     }
 
     async fn seals(&self) -> Vec<bson::Document> {
@@ -182,7 +185,7 @@ async fn edited_deleted_and_inserted_records_are_named(kind: &str) {
     let new_id = ObjectId::new();
     copy.insert("_id", new_id);
     t.store
-        .insert_many_bytes(
+        .insert_raw_documents(
             Collection::Access,
             vec![RawDocumentBuf::from_document(&copy).unwrap()],
         )

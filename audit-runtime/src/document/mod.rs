@@ -40,15 +40,35 @@ pub trait Items {
     fn items(&self) -> Vec<(String, Bson)>;
 }
 
-impl<T: Serialize> Items for T {
-    fn items(&self) -> Vec<(String, Bson)> {
-        match bson::to_document(self) {
-            Ok(doc) => doc.into_iter().collect(),
-            // Every document type here serialises to a map; anything else has no fields to list.
-            Err(_) => Vec::new(),
+/// The documents and their embedded documents list their fields through their serialised form
+/// (every one of them serialises to a map).
+macro_rules! items_through_serde {
+    ($($ty:ty),* $(,)?) => {$(
+        impl Items for $ty {
+            fn items(&self) -> Vec<(String, Bson)> {
+                match bson::to_document(self) {
+                    Ok(doc) => doc.into_iter().collect(),
+                    Err(_) => Vec::new(),
+                }
+            }
         }
-    }
+    )*};
 }
+
+items_through_serde!(
+    Access,
+    AccessRequest,
+    AccessResponse,
+    AccessException,
+    AccessTime,
+    AccessView,
+    AccessUser,
+    ModelAction,
+    ModelActionModel,
+    ModelActionContent,
+    ModelActionInstance,
+    Process,
+);
 
 /// A stored document type: which collection it lives in and how to get its id.
 pub trait AuditDocument:

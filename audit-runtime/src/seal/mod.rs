@@ -452,7 +452,7 @@ pub async fn seal_prune(
         .collect();
     let seal = sealer.seal("prune", doc! { "reason": reason, "ranges": ranges });
     store
-        .insert_many_bytes(Collection::Seal, vec![seal])
+        .insert_raw_documents(Collection::Seal, vec![seal])
         .await?;
     Ok(Some(sealer.head().clone()))
 }
@@ -656,7 +656,7 @@ async fn erase_chunk(
             .collect();
         let seal = sealer.seal("erasure", doc! { "changes": changes });
         store
-            .insert_many_bytes(Collection::Seal, vec![seal])
+            .insert_raw_documents(Collection::Seal, vec![seal])
             .await?;
     }
     for (_, new) in changed {

@@ -22,6 +22,7 @@ use bson::{Bson, Document, RawDocumentBuf};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The SQLite database failed.
     #[cfg(feature = "embedded-store")]
@@ -275,7 +276,7 @@ impl Store {
 
     /// Inserts documents. A document whose `_id` is already stored is skipped, not an error, so
     /// a retried write never duplicates a record. Returns how many were newly stored.
-    pub async fn insert_many_raw(
+    pub async fn insert_documents(
         &self,
         collection: Collection,
         docs: Vec<Document>,
@@ -284,11 +285,11 @@ impl Store {
             .iter()
             .map(RawDocumentBuf::from_document)
             .collect::<Result<Vec<_>, _>>()?;
-        self.insert_many_bytes(collection, raw).await
+        self.insert_raw_documents(collection, raw).await
     }
 
     /// Inserts already-encoded documents (what the writer sends: no intermediate `Document`).
-    pub async fn insert_many_bytes(
+    pub async fn insert_raw_documents(
         &self,
         collection: Collection,
         docs: Vec<RawDocumentBuf>,
@@ -311,8 +312,8 @@ impl Store {
     /// Inserts `docs` and then `seal`, the seal covering them: on SQLite in one transaction, so
     /// the records are never stored without their seal (and one commit serves both); on MongoDB
     /// the seal right after the records. Idempotent by `_id` like
-    /// [`insert_many_bytes`](Self::insert_many_bytes), so a failed call is simply repeated.
-    pub async fn insert_many_bytes_sealed(
+    /// [`insert_raw_documents`](Self::insert_raw_documents), so a failed call is simply repeated.
+    pub async fn insert_raw_documents_sealed(
         &self,
         collection: Collection,
         docs: Vec<RawDocumentBuf>,
@@ -345,14 +346,14 @@ impl Store {
 
     /// Inserts one typed document (idempotent by `_id`).
     pub async fn insert<T: AuditDocument>(&self, doc: &T) -> StoreResult<u64> {
-        self.insert_many_bytes(T::COLLECTION, vec![encode(doc)?])
+        self.insert_raw_documents(T::COLLECTION, vec![encode(doc)?])
             .await
     }
 
     /// Inserts typed documents in one batch (idempotent by `_id`).
     pub async fn insert_all<T: AuditDocument>(&self, docs: &[T]) -> StoreResult<u64> {
         let docs = docs.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
-        self.insert_many_bytes(T::COLLECTION, docs).await
+        self.insert_raw_documents(T::COLLECTION, docs).await
     }
 
     /// Stores the process unless one with the same `(pid, machine, creation_time)` exists, atomically,
