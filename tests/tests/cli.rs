@@ -1,94 +1,113 @@
 //! The `audit` binary, run for real against both stores: argument parsing and every error case,
 //! the inclusive end day, the default-No prompt, `--yes`, `--dry-run`, counts, idempotence of
-//! `prepare`/`remove`, `--json` output parsed back, and a 100,000-document export in bounded memory.
+//! `prepare`/`remove`, `--json` output parsed back, the store's rule for which processes a ranged drop takes, and a 100,000-document export
+//! in bounded memory.
 
 use assert_cmd::Command;
 use audit_runtime::{
-    Access, AccessUser, AccessView, AuditConfig, Collection, DbConnection, Filter, FindOptions,
-    Process, Store,
+    Access, AccessUser, Action, Collection, DbConnection, Filter, FindOptions, ModelAction,
+    ModelActionContent, ModelActionInstance, ModelActionModel, Process, Store,
 };
+use audit_tests::{at, connection, db_arg, on_both_stores};
 use bson::oid::ObjectId;
-use chrono::{TimeZone, Utc};
+use chrono::{DateTime, Utc};
 
-struct Env {
-    db: String,
+/// A fresh store of one kind that `audit` is pointed at. Nothing is created in it until a
+/// command or [`Target::store`] does (so `prepare` finds it empty).
+struct Target {
     connection: DbConnection,
     _dir: Option<tempfile::TempDir>,
 }
 
-fn sqlite_env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.db");
-    Env {
-        db: path.display().to_string(),
-        connection: DbConnection::Sqlite(path),
-        _dir: Some(dir),
+fn target(kind: &str) -> Target {
+    let (connection, dir) = connection(kind);
+    Target {
+        connection,
+        _dir: dir,
     }
 }
 
-fn mongo_env() -> Env {
-    let base = std::env::var("MONGODB_URI")
-        .unwrap_or_else(|_| panic!("MONGODB_URI is not set: run the tests with scripts/test.sh, which starts the test server"));
-    let db = format!("audit_cli_{}", ObjectId::new().to_hex());
-    let uri = format!("{}/{db}", base.trim_end_matches('/'));
-    Env {
-        db: uri.clone(),
-        connection: DbConnection::Mongo { uri, database: db },
-        _dir: None,
-    }
+/// `audit` with no configuration from the environment.
+fn audit_bare() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_audit_cli"));
+    c.env_remove("AUDIT_DB")
+        .env_remove("AUDIT_CONFIG")
+        .env_remove("AUDIT_CONSOLE_TOKEN");
+    c
 }
 
-impl Env {
+impl Target {
+    /// `audit --db <this store>`.
     fn audit(&self) -> Command {
-        let mut c = Command::cargo_bin("audit").unwrap();
-        c.env_remove("AUDIT_DB")
-            .env_remove("AUDIT_CONFIG")
-            .arg("--db")
-            .arg(&self.db);
+        let mut c = audit_bare();
+        c.arg("--db").arg(db_arg(&self.connection));
         c
     }
 
+    /// The store, its default indexes ensured.
     async fn store(&self) -> Store {
-        Store::connect(&AuditConfig::default().with_connection(self.connection.clone()))
-            .await
-            .unwrap()
+        audit_tests::open(self.connection.clone(), None).await.store
     }
 }
 
-fn at(y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, m, d, h, mi, s).unwrap()
-}
-
-fn access(path: &str, t: chrono::DateTime<Utc>, process: Option<ObjectId>) -> Access {
-    let mut a = Access::new(
-        path,
-        t,
-        AccessView::new("demo::views::index", "demo", "index"),
-    );
+fn access(path: &str, t: DateTime<Utc>, process: Option<ObjectId>) -> Access {
+    let mut a = audit_tests::access(path, t, "demo::views::index");
     a.user = Some(AccessUser::new(23, "bob"));
     a.process = process;
     a
+}
+
+fn model_action(
+    full_name: &str,
+    action: Action,
+    instance: &str,
+    t: DateTime<Utc>,
+    access: Option<ObjectId>,
+    process: Option<ObjectId>,
+) -> ModelAction {
+    let (app, name) = full_name.split_once("::").expect("crate::Type");
+    ModelAction {
+        id: ObjectId::new(),
+        model: ModelActionModel {
+            full_name: full_name.into(),
+            app: app.into(),
+            name: name.into(),
+        },
+        action,
+        content: ModelActionContent {
+            old: bson::doc! { "question": "old" },
+            new: bson::doc! { "question": "new" },
+            changes: bson::doc! { "question": { "old": "old", "new": "new" } },
+        },
+        instance: ModelActionInstance {
+            id: instance.into(),
+            description: format!("instance {instance}"),
+        },
+        timestamp: t,
+        access,
+        process,
+    }
+}
+
+fn process(pid: i32, t: DateTime<Utc>) -> Process {
+    Process {
+        id: ObjectId::new(),
+        interlink_id: None,
+        name: "srv".into(),
+        args: None,
+        machine: "m".into(),
+        user: "u".into(),
+        pid,
+        creation_time: t,
+    }
 }
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::sqlite_env()).await;
-            })*
-        }
-        mod mongodb {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                super::$name(super::mongo_env()).await;
-            })*
-        }
-    };
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 on_both_stores!(
@@ -98,13 +117,16 @@ on_both_stores!(
     drop_asks_with_no_as_the_default,
     drop_keeps_referenced_processes,
     list_filters_and_json_round_trip,
+    list_shows_model_actions_with_their_access_and_processes,
     list_prints_control_characters_escaped,
     export_streams_json_lines,
+    orphaned_processes_are_those_no_remaining_record_references,
 );
 
 /// A client chooses its path and its user name: neither may forge a row of the table or send
 /// escape sequences to the operator's terminal.
-async fn list_prints_control_characters_escaped(env: Env) {
+async fn list_prints_control_characters_escaped(kind: &str) {
+    let env = target(kind);
     let store = env.store().await;
     let forged = "/x\r\n2000-01-01 00:00:00  admin  GET /forged";
     let mut a = access(forged, at(2011, 1, 1, 0, 0, 0), None);
@@ -127,7 +149,8 @@ async fn list_prints_control_characters_escaped(env: Env) {
     assert!(text.contains("mallory\\u{1b}[2J\\u{202e}evil"), "{text:?}");
 }
 
-async fn prepare_and_remove_are_idempotent(env: Env) {
+async fn prepare_and_remove_are_idempotent(kind: &str) {
+    let env = target(kind);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("audit.toml");
     std::fs::write(
@@ -237,7 +260,8 @@ async fn prepare_and_remove_are_idempotent(env: Env) {
     );
 }
 
-async fn drop_rejects_bad_arguments_and_deletes_nothing(env: Env) {
+async fn drop_rejects_bad_arguments_and_deletes_nothing(kind: &str) {
+    let env = target(kind);
     let store = env.store().await;
     store
         .insert(&access("/x", at(2000, 1, 5, 0, 0, 0), None))
@@ -261,6 +285,18 @@ async fn drop_rejects_bad_arguments_and_deletes_nothing(env: Env) {
         .get_output()
         .clone();
     assert!(String::from_utf8_lossy(&e.stderr).contains("invalid date `31/02/2000`"));
+    let e = env
+        .audit()
+        .args(["drop", "01/01/2000", "02/01/2000", "03/01/2000", "--yes"])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    assert!(
+        stderr(&e).contains("drop takes at most two dates, got 3"),
+        "{}",
+        stderr(&e)
+    );
     assert_eq!(
         store
             .count(Collection::Access, &Filter::all())
@@ -270,8 +306,7 @@ async fn drop_rejects_bad_arguments_and_deletes_nothing(env: Env) {
         "nothing deleted"
     );
     // An unreachable store is a runtime failure: exit 1.
-    Command::cargo_bin("audit")
-        .unwrap()
+    audit_bare()
         .args([
             "--db",
             "mongodb://127.0.0.1:1/x?serverSelectionTimeoutMS=300",
@@ -281,7 +316,8 @@ async fn drop_rejects_bad_arguments_and_deletes_nothing(env: Env) {
         .code(1);
 }
 
-async fn drop_deletes_to_the_end_of_the_last_day(env: Env) {
+async fn drop_deletes_to_the_end_of_the_last_day(kind: &str) {
+    let env = target(kind);
     let store = env.store().await;
     let docs = [
         access("/before", at(1999, 12, 31, 23, 59, 59), None),
@@ -360,7 +396,8 @@ async fn drop_deletes_to_the_end_of_the_last_day(env: Env) {
         .any(|i| i.name == "pid_1_machine_1_creation_time_1"));
 }
 
-async fn drop_asks_with_no_as_the_default(env: Env) {
+async fn drop_asks_with_no_as_the_default(kind: &str) {
+    let env = target(kind);
     let store = env.store().await;
     store
         .insert(&access("/x", at(2001, 1, 1, 12, 0, 0), None))
@@ -402,20 +439,8 @@ async fn drop_asks_with_no_as_the_default(env: Env) {
     );
 }
 
-fn process(pid: i32, t: chrono::DateTime<Utc>) -> Process {
-    Process {
-        id: ObjectId::new(),
-        interlink_id: None,
-        name: "srv".into(),
-        args: None,
-        machine: "m".into(),
-        user: "u".into(),
-        pid,
-        creation_time: t,
-    }
-}
-
-async fn drop_keeps_referenced_processes(env: Env) {
+async fn drop_keeps_referenced_processes(kind: &str) {
+    let env = target(kind);
     let store = env.store().await;
     let lonely = store
         .upsert_process(&process(1, at(2000, 1, 2, 0, 0, 0)))
@@ -457,7 +482,77 @@ async fn drop_keeps_referenced_processes(env: Env) {
     );
 }
 
-async fn list_filters_and_json_round_trip(env: Env) {
+/// The store's rule, on its own: of the processes created in the range, those that a record
+/// staying after the drop (an access or a model action dated outside the range) references stay;
+/// a process created outside the range stays whatever references it.
+async fn orphaned_processes_are_those_no_remaining_record_references(kind: &str) {
+    let env = target(kind);
+    let store = env.store().await;
+    let (from, to) = (at(2000, 1, 1, 0, 0, 0), at(2000, 12, 31, 23, 59, 59));
+    let mut stored = Vec::new();
+    for (pid, created) in [
+        (1, at(2000, 1, 2, 0, 0, 0)),      // only records inside the range: goes
+        (2, at(2000, 2, 1, 0, 0, 0)),      // referenced by none: goes
+        (3, at(2000, 3, 1, 0, 0, 0)),      // an access after the range: stays
+        (4, at(2000, 4, 1, 0, 0, 0)),      // a model action before the range: stays
+        (5, at(1999, 6, 1, 0, 0, 0)),      // created before the range, referenced by none: stays
+        (6, at(2000, 12, 31, 23, 59, 59)), // created on the range's last moment: goes
+    ] {
+        stored.push(
+            store
+                .upsert_process(&process(pid, created))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let inside = at(2000, 6, 1, 0, 0, 0);
+    store
+        .insert_all(&[
+            access("/in/1", inside, Some(stored[0])),
+            access("/in/3", inside, Some(stored[2])),
+            access("/after/3", at(2001, 1, 1, 0, 0, 0), Some(stored[2])),
+        ])
+        .await
+        .unwrap();
+    store
+        .insert_all(&[
+            model_action(
+                "demo::Poll",
+                Action::Create,
+                "1",
+                inside,
+                None,
+                Some(stored[0]),
+            ),
+            model_action(
+                "demo::Poll",
+                Action::Update,
+                "1",
+                at(1999, 12, 31, 23, 59, 59),
+                None,
+                Some(stored[3]),
+            ),
+        ])
+        .await
+        .unwrap();
+    let mut orphans = store.orphaned_processes(from, to).await.unwrap();
+    orphans.sort();
+    let mut expected = vec![stored[0], stored[1], stored[5]];
+    expected.sort();
+    assert_eq!(orphans, expected);
+    assert_eq!(
+        store
+            .count(Collection::Process, &Filter::all())
+            .await
+            .unwrap(),
+        6,
+        "it only reads"
+    );
+}
+
+async fn list_filters_and_json_round_trip(kind: &str) {
+    let env = target(kind);
     let store = env.store().await;
     let mut docs = Vec::new();
     for i in 0..30 {
@@ -555,6 +650,10 @@ async fn list_filters_and_json_round_trip(env: Env) {
         .assert()
         .code(2);
     env.audit()
+        .args(["access", "list", "--url", "/a", "--url-contains", "a"])
+        .assert()
+        .code(2);
+    env.audit()
         .args(["model-action", "list", "--action", "destroy"])
         .assert()
         .code(2);
@@ -574,7 +673,145 @@ async fn list_filters_and_json_round_trip(env: Env) {
     env.audit().args(["process", "list"]).assert().success();
 }
 
-async fn export_streams_json_lines(env: Env) {
+/// Model actions and processes listed from collections that hold some: the filters select the
+/// right rows, and each row carries the fields it should, the access id of a model action
+/// included.
+async fn list_shows_model_actions_with_their_access_and_processes(kind: &str) {
+    let env = target(kind);
+    let store = env.store().await;
+    let p_old = store
+        .upsert_process(&process(4242, at(2009, 5, 1, 8, 0, 0)))
+        .await
+        .unwrap();
+    let mut p_new = process(4343, at(2009, 6, 1, 8, 0, 0));
+    p_new.name = "worker".into();
+    p_new.user = "deploy".into();
+    p_new.machine = "host-b".into();
+    p_new.interlink_id = Some("ilk-process-77".into());
+    let p_new = store.upsert_process(&p_new).await.unwrap();
+    let request = access("/polls/1/vote", at(2010, 1, 1, 9, 0, 0), Some(p_new.id));
+    store.insert(&request).await.unwrap();
+    let actions = [
+        model_action(
+            "demo::Poll",
+            Action::Create,
+            "1",
+            at(2010, 1, 1, 9, 0, 1),
+            Some(request.id),
+            Some(p_new.id),
+        ),
+        model_action(
+            "demo::Poll",
+            Action::Update,
+            "1",
+            at(2010, 1, 1, 9, 0, 2),
+            Some(request.id),
+            Some(p_new.id),
+        ),
+        model_action(
+            "demo::Choice",
+            Action::Create,
+            "9",
+            at(2010, 1, 1, 9, 0, 3),
+            None,
+            Some(p_old.id),
+        ),
+    ];
+    store.insert_all(&actions).await.unwrap();
+
+    let out = env
+        .audit()
+        .args(["model-action", "list"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let text = stdout(&out);
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    // Newest first: the choice, then the update and the create of the poll.
+    assert!(rows[0].starts_with("2010-01-01 09:00:03"), "{text}");
+    assert!(
+        rows[0].contains("demo::Choice") && rows[0].contains("create"),
+        "{text}"
+    );
+    for (row, act) in [(rows[1], "update"), (rows[2], "create")] {
+        assert!(row.contains("demo::Poll") && row.contains(act), "{text}");
+        assert!(row.ends_with("question"), "the changed fields: {text}");
+    }
+
+    let out = env
+        .audit()
+        .args([
+            "model-action",
+            "list",
+            "--model",
+            "demo::Poll",
+            "--action",
+            "update",
+            "--json",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", stdout(&out));
+    assert_eq!(lines[0]["_id"]["$oid"], actions[1].id.to_hex());
+    assert_eq!(lines[0]["access"]["$oid"], request.id.to_hex());
+    assert_eq!(lines[0]["content"]["changes"]["question"]["new"], "new");
+    let out = env
+        .audit()
+        .args(["model-action", "list", "--instance", "9"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+    assert!(stdout(&out).contains("demo::Choice"), "{}", stdout(&out));
+
+    let out = env
+        .audit()
+        .args(["process", "list"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let text = stdout(&out);
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[0].starts_with("2009-06-01 08:00:00"),
+        "newest first: {text}"
+    );
+    for field in ["worker", "pid 4343", "deploy", "host-b"] {
+        assert!(rows[0].contains(field), "{field}: {text}");
+    }
+    assert!(
+        rows[1].contains("srv") && rows[1].contains("pid 4242"),
+        "{text}"
+    );
+    let out = env
+        .audit()
+        .args(["process", "list", "--interlink", "ilk-process-77", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", stdout(&out));
+    assert_eq!(lines[0]["_id"]["$oid"], p_new.id.to_hex());
+    assert_eq!(lines[0]["pid"], 4343);
+}
+
+async fn export_streams_json_lines(kind: &str) {
+    let env = target(kind);
     let store = env.store().await;
     let docs: Vec<Access> = (0..2500)
         .map(|i| access(&format!("/e/{i}"), at(2011, 1, 1, 0, 0, 0), None))
@@ -601,6 +838,110 @@ async fn export_streams_json_lines(env: Env) {
     assert!(out.stdout.is_empty());
 }
 
+/// `--help` of each list names only the filters that apply to its records.
+#[test]
+fn list_help_shows_only_the_filters_of_its_kind() {
+    let help = |kind: &str| {
+        let out = audit_bare()
+            .args([kind, "list", "--help"])
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        stdout(&out)
+    };
+    let access = help("access");
+    for flag in [
+        "--url-regex",
+        "--user-id",
+        "--view",
+        "--exception",
+        "--interlink",
+        "--from",
+        "--limit",
+        "--json",
+    ] {
+        assert!(access.contains(flag), "{flag}: {access}");
+    }
+    for flag in ["--model", "--action", "--instance"] {
+        assert!(!access.contains(flag), "{flag}: {access}");
+    }
+    let actions = help("model-action");
+    for flag in ["--model", "--action", "--instance", "--from", "--to"] {
+        assert!(actions.contains(flag), "{flag}: {actions}");
+    }
+    for flag in ["--url", "--user-id", "--view", "--exception", "--interlink"] {
+        assert!(!actions.contains(flag), "{flag}: {actions}");
+    }
+    let processes = help("process");
+    assert!(processes.contains("--interlink"), "{processes}");
+    for flag in [
+        "--url",
+        "--user-id",
+        "--model",
+        "--action",
+        "--instance",
+        "--exception",
+    ] {
+        assert!(!processes.contains(flag), "{flag}: {processes}");
+    }
+    assert!(access.contains("Usage: audit access list"), "{access}");
+}
+
+/// The store of the command line: `--db`, else the config file's, else `AUDIT_DB`. A file that
+/// sets `db_connection` wins over an `AUDIT_DB` left in the shell.
+#[test]
+fn the_config_files_store_wins_over_audit_db() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_file = dir.path().join("from-file.db");
+    let from_env = dir.path().join("from-env.db");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (db, path) in [(&from_file, "/in-the-file"), (&from_env, "/in-the-env")] {
+        rt.block_on(async {
+            let store = audit_tests::open(DbConnection::Sqlite(db.clone()), None).await;
+            store
+                .insert(&access(path, at(2013, 1, 1, 0, 0, 0), None))
+                .await
+                .unwrap();
+        });
+    }
+    let config = dir.path().join("audit.toml");
+    std::fs::write(
+        &config,
+        format!("db_connection = {:?}\n", from_file.display().to_string()),
+    )
+    .unwrap();
+    // Run where no audit.toml is found by default.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let listed = |extra: &[&std::ffi::OsStr]| {
+        let out = audit_bare()
+            .current_dir(elsewhere.path())
+            .env("AUDIT_DB", &from_env)
+            .args(extra)
+            .args(["access", "list"])
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        stdout(&out)
+    };
+    let with_file = listed(&["--config".as_ref(), config.as_os_str()]);
+    assert!(with_file.contains("/in-the-file"), "{with_file}");
+    assert!(!with_file.contains("/in-the-env"), "{with_file}");
+    let no_file = listed(&[]);
+    assert!(no_file.contains("/in-the-env"), "{no_file}");
+    let flag = listed(&[
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--db".as_ref(),
+        from_env.as_os_str(),
+    ]);
+    assert!(flag.contains("/in-the-env"), "{flag}");
+}
+
 /// Peak resident memory (VmHWM, KiB) of a child, sampled until it exits.
 fn run_measuring_peak(mut cmd: std::process::Command) -> (std::process::ExitStatus, u64) {
     let mut child = cmd.spawn().unwrap();
@@ -625,7 +966,7 @@ fn run_measuring_peak(mut cmd: std::process::Command) -> (std::process::ExitStat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_of_100_000_documents_keeps_memory_bounded() {
-    let env = sqlite_env();
+    let env = target("sqlite");
     let store = env.store().await;
     // About 1 KB each: 100 MB of output, far more than the bound below.
     let filler = "x".repeat(900);
@@ -641,9 +982,15 @@ async fn export_of_100_000_documents_keeps_memory_bounded() {
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bulk.jsonl");
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("audit"));
-    cmd.args(["--db", &env.db, "export", "access", "--out"])
-        .arg(&file);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_audit_cli"));
+    cmd.args([
+        "--db",
+        &db_arg(&env.connection),
+        "export",
+        "access",
+        "--out",
+    ])
+    .arg(&file);
     let (status, peak_kib) = run_measuring_peak(cmd);
     assert!(status.success());
     let size = std::fs::metadata(&file).unwrap().len();
