@@ -1,6 +1,7 @@
 //! The `audit` binary, run for real against both stores: argument parsing and every error case,
 //! the inclusive end day, the default-No prompt, `--yes`, `--dry-run`, counts, idempotence of
-//! `prepare`/`remove`, `--json` output parsed back, the store's rule for which processes a ranged drop takes, and a 100,000-document export
+//! `prepare`/`remove`, `--json` output parsed back, readers refusing a missing database
+//! file, the store's rule for which processes a ranged drop takes, and a 100,000-document export
 //! in bounded memory.
 
 use assert_cmd::Command;
@@ -836,6 +837,54 @@ async fn export_streams_json_lines(kind: &str) {
         .get_output()
         .clone();
     assert!(out.stdout.is_empty());
+}
+
+/// A mistyped `--db` path: every command that only reads says there is no database there (exit
+/// 2) and leaves no file behind; a command that writes still creates the database.
+#[test]
+fn readers_refuse_a_missing_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo.db");
+    let readers: &[&[&str]] = &[
+        &["access", "list"],
+        &["model-action", "list"],
+        &["process", "list"],
+        &["export", "access"],
+        &["verify"],
+        &["erase", "--user-id", "7", "--yes"],
+        &["serve", "--addr", "127.0.0.1:0"],
+    ];
+    for args in readers {
+        let out = audit_bare()
+            .arg("--db")
+            .arg(&missing)
+            .args(*args)
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("no audit database at {}", missing.display())),
+            "{args:?} names the path: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+    audit_bare()
+        .arg("--db")
+        .arg(&missing)
+        .arg("prepare")
+        .assert()
+        .success();
+    assert!(missing.exists(), "prepare creates the database");
+    audit_bare()
+        .arg("--db")
+        .arg(&missing)
+        .args(["access", "list"])
+        .assert()
+        .success()
+        .stdout("");
 }
 
 /// `--help` of each list names only the filters that apply to its records.

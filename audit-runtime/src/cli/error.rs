@@ -18,8 +18,9 @@ pub enum CliError {
     /// The configuration (file, `AUDIT_*` variables or `--db`) is invalid or unreadable.
     #[error("{0}")]
     Config(#[from] ConfigError),
-    /// `verify` or `erase` was pointed at a SQLite file that does not exist.
-    #[error("no audit database at {}", .0.display())]
+    /// A command that only reads was pointed at a SQLite file that does not exist: opening it
+    /// would create an empty database and report nothing, hiding the mistyped path.
+    #[error("no audit database at {}: the file does not exist (check --db; `audit prepare` creates one)", .0.display())]
     NoDatabase(PathBuf),
     /// A date that is neither `dd/mm/yyyy` nor `yyyy-mm-dd`.
     #[error("invalid date `{0}`: expected dd/mm/yyyy or yyyy-mm-dd")]

@@ -3,7 +3,7 @@
 
 use super::dates::date_filter;
 use super::format::json_line;
-use super::{open, CliError, Kind};
+use super::{open_existing, CliError, Kind};
 use crate::config::AuditConfig;
 use crate::store::StoreError;
 use clap::Args;
@@ -34,7 +34,7 @@ pub(super) async fn export(
 ) -> Result<(), CliError> {
     let c = args.kind.collection();
     let filter = date_filter(c, args.from.as_deref(), args.to.as_deref())?;
-    let store = open(config).await?;
+    let store = open_existing(config).await?;
     let total = store.count(c, &filter).await?;
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(total);

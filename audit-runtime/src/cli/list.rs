@@ -4,7 +4,7 @@
 
 use super::dates::date_filter;
 use super::format::{json_line, table_row};
-use super::{open, CliError, Kind};
+use super::{open_existing, CliError, Kind};
 use crate::config::AuditConfig;
 use crate::document::Action;
 use crate::query::UrlMatch;
@@ -219,7 +219,7 @@ pub(super) async fn list(
     let c = kind.collection();
     let filter = args.filter()?;
     let common = args.common();
-    let store = open(config).await?;
+    let store = open_existing(config).await?;
     let opts = FindOptions::new(filter)
         .sort(c.date_field(), Order::Desc)
         .window(0, Some(common.limit))

@@ -4,7 +4,8 @@
 //! console.
 //!
 //! This module holds the argument types and the dispatch; each command group lives in its own
-//! file.
+//! file. Commands that only read refuse a SQLite path that does not exist (a mistyped `--db`
+//! would otherwise create an empty database and report nothing); commands that write create it.
 //!
 //! Exit codes: 0 success, 1 runtime failure (store unreachable, ...), 2 usage error.
 
@@ -173,7 +174,8 @@ fn load_config(cli: &Cli) -> Result<AuditConfig, CliError> {
     })
 }
 
-/// Opens the configured store, creating a SQLite file that is not there.
+/// Opens the configured store, creating a SQLite file that is not there (for commands that
+/// write).
 async fn open(config: &AuditConfig) -> Result<Store, CliError> {
     Store::open(&config.db_connection)
         .await
@@ -183,8 +185,8 @@ async fn open(config: &AuditConfig) -> Result<Store, CliError> {
         })
 }
 
-/// Opens a store that must already exist: a mistyped SQLite path is an error, not a new empty
-/// database that then verifies clean.
+/// Opens a store that must already exist (for commands that only read): a mistyped SQLite path
+/// is an error, not a new empty database that then lists nothing or verifies clean.
 async fn open_existing(config: &AuditConfig) -> Result<Store, CliError> {
     if let DbConnection::Sqlite(path) = &config.db_connection {
         if !path.exists() {
