@@ -1,6 +1,6 @@
 //! The `audit` binary, run for real against both stores: argument parsing and every error case,
 //! the inclusive end day, the default-No prompt, `--yes`, `--dry-run`, counts, idempotence of
-//! `prepare`/`remove`, `--json` output parsed back, readers refusing a missing database
+//! `prepare`/`remove`, `--json` output parsed back, `show`, readers refusing a missing database
 //! file, the store's rule for which processes a ranged drop takes, and a 100,000-document export
 //! in bounded memory.
 
@@ -120,6 +120,7 @@ on_both_stores!(
     list_filters_and_json_round_trip,
     list_shows_model_actions_with_their_access_and_processes,
     list_prints_control_characters_escaped,
+    show_prints_one_whole_record,
     export_streams_json_lines,
     orphaned_processes_are_those_no_remaining_record_references,
 );
@@ -676,7 +677,7 @@ async fn list_filters_and_json_round_trip(kind: &str) {
 
 /// Model actions and processes listed from collections that hold some: the filters select the
 /// right rows, and each row carries the fields it should, the access id of a model action
-/// included.
+/// included (or `-` for one made outside a request).
 async fn list_shows_model_actions_with_their_access_and_processes(kind: &str) {
     let env = target(kind);
     let store = env.store().await;
@@ -730,14 +731,22 @@ async fn list_shows_model_actions_with_their_access_and_processes(kind: &str) {
     let text = stdout(&out);
     let rows: Vec<&str> = text.lines().collect();
     assert_eq!(rows.len(), 3, "{text}");
-    // Newest first: the choice, then the update and the create of the poll.
+    // Newest first: the choice (no access), then the update and the create of the poll.
     assert!(rows[0].starts_with("2010-01-01 09:00:03"), "{text}");
     assert!(
         rows[0].contains("demo::Choice") && rows[0].contains("create"),
         "{text}"
     );
+    assert!(
+        rows[0].contains("access - "),
+        "made outside a request: {text}"
+    );
     for (row, act) in [(rows[1], "update"), (rows[2], "create")] {
         assert!(row.contains("demo::Poll") && row.contains(act), "{text}");
+        assert!(
+            row.contains(&format!("access {}", request.id.to_hex())),
+            "the access id leads to the request: {text}"
+        );
         assert!(row.ends_with("question"), "the changed fields: {text}");
     }
 
@@ -811,6 +820,96 @@ async fn list_shows_model_actions_with_their_access_and_processes(kind: &str) {
     assert_eq!(lines[0]["pid"], 4343);
 }
 
+/// `show` prints the whole stored record as indented JSON (parsed back, it is the stored
+/// document); a model action's access id leads to its access. An id that is not one is a usage
+/// error, an unknown id a failure, both saying so.
+async fn show_prints_one_whole_record(kind: &str) {
+    let env = target(kind);
+    let store = env.store().await;
+    let p = store
+        .upsert_process(&process(77, at(2012, 3, 1, 0, 0, 0)))
+        .await
+        .unwrap();
+    let mut request = access("/polls/5/edit", at(2012, 3, 1, 10, 0, 0), Some(p.id));
+    // What the layer stored in place of a secret is shown as stored.
+    request
+        .request
+        .METADATA
+        .insert("HTTP_AUTHORIZATION", "********");
+    store.insert(&request).await.unwrap();
+    let action = model_action(
+        "demo::Poll",
+        Action::Update,
+        "5",
+        at(2012, 3, 1, 10, 0, 1),
+        Some(request.id),
+        Some(p.id),
+    );
+    store.insert(&action).await.unwrap();
+
+    let shown = |args: &[&str]| -> serde_json::Value {
+        let out = env
+            .audit()
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        let text = stdout(&out);
+        assert!(text.lines().count() > 3, "indented: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    };
+    let stored = |c: Collection, id: ObjectId| {
+        let store = store.clone();
+        async move {
+            let docs = store
+                .find_raw(c, &FindOptions::new(Filter::eq("_id", id)))
+                .await
+                .unwrap();
+            bson::Bson::Document(docs[0].clone()).into_relaxed_extjson()
+        }
+    };
+    let hex = action.id.to_hex();
+    let a = shown(&["model-action", "show", &hex]);
+    assert_eq!(a, stored(Collection::ModelAction, action.id).await);
+    let access_id = a["access"]["$oid"].as_str().unwrap().to_owned();
+    assert_eq!(access_id, request.id.to_hex());
+    let r = shown(&["access", "show", &access_id]);
+    assert_eq!(r, stored(Collection::Access, request.id).await);
+    assert_eq!(r["request"]["path"], "/polls/5/edit");
+    assert_eq!(r["request"]["METADATA"]["HTTP_AUTHORIZATION"], "********");
+    let pr = shown(&["process", "show", &p.id.to_hex()]);
+    assert_eq!(pr, stored(Collection::Process, p.id).await);
+    assert_eq!(pr["pid"], 77);
+
+    let bad = env
+        .audit()
+        .args(["access", "show", "not-an-id"])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    assert!(
+        stderr(&bad).contains("invalid id `not-an-id`: expected 24 hexadecimal digits"),
+        "{}",
+        stderr(&bad)
+    );
+    // A model action's id is not an access's.
+    let unknown = env
+        .audit()
+        .args(["access", "show", &hex])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(
+        stderr(&unknown).contains(&format!("no record in audit_access has the id {hex}")),
+        "{}",
+        stderr(&unknown)
+    );
+    assert!(unknown.stdout.is_empty());
+}
+
 async fn export_streams_json_lines(kind: &str) {
     let env = target(kind);
     let store = env.store().await;
@@ -845,10 +944,14 @@ async fn export_streams_json_lines(kind: &str) {
 fn readers_refuse_a_missing_database_file() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("typo.db");
+    let id = ObjectId::new().to_hex();
     let readers: &[&[&str]] = &[
         &["access", "list"],
         &["model-action", "list"],
         &["process", "list"],
+        &["access", "show", &id],
+        &["model-action", "show", &id],
+        &["process", "show", &id],
         &["export", "access"],
         &["verify"],
         &["erase", "--user-id", "7", "--yes"],

@@ -3,6 +3,7 @@
 //! the terminal) exits 1.
 
 use crate::config::ConfigError;
+use crate::document::Collection;
 use crate::query::QueryError;
 use crate::seal::{KeyError, SealError, VerifyError};
 use crate::store::StoreError;
@@ -48,6 +49,15 @@ pub enum CliError {
     /// `--action` is not create, update or delete.
     #[error("{0}")]
     InvalidAction(String),
+    /// A record id that is not an id (24 hexadecimal digits).
+    #[error("invalid id `{id}`: expected 24 hexadecimal digits")]
+    InvalidId {
+        /// What was given.
+        id: String,
+        /// Why it does not parse.
+        #[source]
+        source: bson::oid::Error,
+    },
     /// A key file that cannot be written, read or used.
     #[error("{0}")]
     Key(#[from] KeyError),
@@ -96,6 +106,14 @@ pub enum CliError {
     /// Verification found the trail changed.
     #[error("{0} findings: the trail is not intact")]
     NotIntact(u64),
+    /// No record of that collection has that id.
+    #[error("no record in {collection} has the id {id}")]
+    NotFound {
+        /// Where it was looked for.
+        collection: Collection,
+        /// The id.
+        id: bson::oid::ObjectId,
+    },
     /// The console cannot listen on its address.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -141,6 +159,7 @@ impl CliError {
                 | CliError::Conflicting(_)
                 | CliError::InvalidFilter(_)
                 | CliError::InvalidAction(_)
+                | CliError::InvalidId { .. }
                 | CliError::Key(_)
                 | CliError::TokenFile { .. }
                 | CliError::EmptyToken
@@ -192,5 +211,12 @@ mod tests {
             "cannot open the store sqlite:a.db: malformed stored document: locked"
         );
         assert!(e.source().is_some_and(|s| s.to_string().contains("locked")));
+        let bad = "zz".parse::<bson::oid::ObjectId>().unwrap_err();
+        let e = CliError::InvalidId {
+            id: "zz".into(),
+            source: bad,
+        };
+        assert!(e.source().is_some());
+        assert!(e.to_string().contains("`zz`"), "{e}");
     }
 }

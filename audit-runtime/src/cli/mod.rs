@@ -1,6 +1,6 @@
 //! The `audit` command line: the original's `prepare_audit`, `remove_audit` and `drop_audit`
 //! (with its unsafe argument handling fixed: extra arguments are an error, and processes still
-//! referenced are kept), plus listing and exporting the trail, the seal commands and the
+//! referenced are kept), plus listing, showing and exporting the trail, the seal commands and the
 //! console.
 //!
 //! This module holds the argument types and the dispatch; each command group lives in its own
@@ -19,6 +19,7 @@ mod prepare;
 mod seal;
 #[cfg(feature = "console")]
 mod serve;
+mod show;
 
 pub use dates::{drop_range, parse_day, parse_moment, Range};
 pub use error::CliError;
@@ -29,10 +30,11 @@ use crate::document::Collection;
 use crate::store::Store;
 use clap::{Parser, Subcommand, ValueEnum};
 use list::{AccessListArgs, ListArgs, ModelActionListArgs, ProcessListArgs};
+use show::ShowArgs;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-/// Audit trail administration: prepare and remove the store, drop old data, list and export
+/// Audit trail administration: prepare and remove the store, drop old data, list, show and export
 /// records.
 #[derive(Parser, Debug)]
 // `bin_name`: usage lines say `audit` even when the binary was built under another name.
@@ -108,18 +110,24 @@ enum Command {
 enum AccessCommand {
     /// List accesses, newest first.
     List(AccessListArgs),
+    /// Print one access, whole, as JSON.
+    Show(ShowArgs),
 }
 
 #[derive(Subcommand, Debug)]
 enum ModelActionCommand {
-    /// List model actions, newest first.
+    /// List model actions, newest first (with the access each was made in).
     List(ModelActionListArgs),
+    /// Print one model action, whole, as JSON.
+    Show(ShowArgs),
 }
 
 #[derive(Subcommand, Debug)]
 enum ProcessCommand {
     /// List processes, newest first.
     List(ProcessListArgs),
+    /// Print one process, whole, as JSON.
+    Show(ShowArgs),
 }
 
 /// The three kinds of record.
@@ -222,15 +230,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             AccessCommand::List(a) => {
                 list::list(&config, ListArgs::Access(a), query_timeout, &mut out).await
             }
+            AccessCommand::Show(a) => {
+                show::show(&config, Kind::Access, a, query_timeout, &mut out).await
+            }
         },
         Command::ModelAction { command } => match command {
             ModelActionCommand::List(a) => {
                 list::list(&config, ListArgs::ModelAction(a), query_timeout, &mut out).await
             }
+            ModelActionCommand::Show(a) => {
+                show::show(&config, Kind::ModelAction, a, query_timeout, &mut out).await
+            }
         },
         Command::Process { command } => match command {
             ProcessCommand::List(a) => {
                 list::list(&config, ListArgs::Process(a), query_timeout, &mut out).await
+            }
+            ProcessCommand::Show(a) => {
+                show::show(&config, Kind::Process, a, query_timeout, &mut out).await
             }
         },
         Command::Keygen { out: path } => seal::keygen(&path, &mut out),
