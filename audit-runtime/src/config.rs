@@ -292,16 +292,39 @@ impl AuditConfig {
     /// Loads the configuration of a process: the file `path` (or `AUDIT_CONFIG`, or `audit.toml`
     /// when it exists), then the process environment.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = Self::read_file(path)?;
+        Self::from_sources(text.as_deref(), std::env::vars())
+    }
+
+    /// Like [`load`](Self::load), except that a `db_connection` set in the file wins over
+    /// `AUDIT_DB` / `AUDIT_DB_CONNECTION` in the environment. The `audit` command line loads its
+    /// configuration this way: the file an operator names says which store a command reads or
+    /// deletes from, whatever store the shell's environment points the application at.
+    pub fn load_preferring_file_store(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = Self::read_file(path)?;
+        let file_sets_db = text
+            .as_deref()
+            .and_then(|t| t.parse::<Table>().ok())
+            .is_some_and(|t| t.contains_key("db_connection"));
+        let names_store = |var: &str| {
+            var.strip_prefix("AUDIT_")
+                .is_some_and(|k| matches!(k.to_ascii_lowercase().as_str(), "db" | "db_connection"))
+        };
+        let env = std::env::vars().filter(|(k, _)| !(file_sets_db && names_store(k)));
+        Self::from_sources(text.as_deref(), env)
+    }
+
+    /// The text of the file `path`, else of `AUDIT_CONFIG`, else of `audit.toml` when it exists.
+    fn read_file(path: Option<&Path>) -> Result<Option<String>, ConfigError> {
         let named = path
             .map(Path::to_owned)
             .or_else(|| std::env::var_os("AUDIT_CONFIG").map(PathBuf::from));
-        let text = match named {
+        Ok(match named {
             Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| {
                 ConfigError(format!("cannot read config file {}: {e}", p.display()))
             })?),
             None => std::fs::read_to_string(DEFAULT_CONFIG_FILE).ok(),
-        };
-        Self::from_sources(text.as_deref(), std::env::vars())
+        })
     }
 
     /// Builds the configuration from a TOML text (if any) and environment pairs. Unknown keys,

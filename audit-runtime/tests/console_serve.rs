@@ -73,7 +73,10 @@ fn serves_with_a_token_file_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "serve-test-token-55\n").unwrap();
-    let mut child = audit(&dir.path().join("a.db"))
+    // `serve` only reads: the database must exist.
+    let db = dir.path().join("a.db");
+    assert!(audit(&db).arg("prepare").output().unwrap().status.success());
+    let mut child = audit(&db)
         .args(["serve", "--addr", "127.0.0.1:0", "--token-file"])
         .arg(&token)
         .stdout(Stdio::piped())

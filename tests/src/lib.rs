@@ -67,6 +67,17 @@ pub fn connection(kind: &str) -> (DbConnection, Option<tempfile::TempDir>) {
     }
 }
 
+/// The connection as the `audit` command line's `--db` takes it: the SQLite path, or the MongoDB
+/// URI with the database as its path.
+pub fn db_arg(connection: &DbConnection) -> String {
+    match connection {
+        DbConnection::Sqlite(p) => p.display().to_string(),
+        DbConnection::Mongo { uri, database } => {
+            format!("{}/{database}", uri.trim_end_matches('/'))
+        }
+    }
+}
+
 /// Serves `app` on a loopback port with the client's address available to handlers (as
 /// applications serve it); returns the address and the server task.
 pub async fn serve(app: axum::Router) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {

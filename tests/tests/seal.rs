@@ -363,8 +363,7 @@ async fn a_seal_re_signed_with_another_key_is_caught(kind: &str) {
 
 async fn a_ranged_drop_leaves_the_trail_verifiable(kind: &str) {
     let t = trail(kind, 2, 5, "").await;
-    let out = assert_cmd::Command::cargo_bin("audit")
-        .unwrap()
+    let out = assert_cmd::Command::new(env!("CARGO_BIN_EXE_audit_cli"))
         .env_remove("AUDIT_DB")
         .env_remove("AUDIT_CONFIG")
         .env("AUDIT_SEAL_KEY_FILE", &t.key)
@@ -421,7 +420,7 @@ async fn the_chain_lives_beside_the_original_collections_unchanged() {
 }
 
 fn audit_cmd(t: &Trail) -> assert_cmd::Command {
-    let mut c = assert_cmd::Command::cargo_bin("audit").unwrap();
+    let mut c = assert_cmd::Command::new(env!("CARGO_BIN_EXE_audit_cli"));
     c.env_remove("AUDIT_DB")
         .env_remove("AUDIT_CONFIG")
         .env("AUDIT_SEAL_KEY_FILE", &t.key)
@@ -651,8 +650,7 @@ async fn the_command_line_exits_by_what_it_found(kind: &str) {
         "a private key is not a public key"
     );
     if kind == "sqlite" {
-        let missing = assert_cmd::Command::cargo_bin("audit")
-            .unwrap()
+        let missing = assert_cmd::Command::new(env!("CARGO_BIN_EXE_audit_cli"))
             .args(["--db", "/nonexistent/dir/audit.db", "verify"])
             .output()
             .unwrap();

@@ -10,6 +10,7 @@ pub mod filter;
 pub mod index;
 #[cfg(feature = "mongodb")]
 pub mod mongo;
+mod prune;
 #[cfg(feature = "embedded-store")]
 pub mod sqlite;
 

@@ -1,0 +1,191 @@
+//! `audit drop`: deletes audit data, all of it or a range of days, after a `[y/N]` question
+//! (default No) or `--yes`, with `--dry-run` printing the counts only. Every removal is first
+//! stated in a prune seal, so `verify` tells it from tampering. The original deleted everything
+//! when given more than two dates; here that is a usage error.
+
+use super::dates::{drop_range, in_range, Range};
+use super::{confirm, open, CliError};
+use crate::config::AuditConfig;
+use crate::document::Collection;
+use crate::store::{Filter, Store};
+use bson::Bson;
+use chrono::Utc;
+use clap::Args;
+use std::io::Write;
+
+/// The arguments of `drop`.
+#[derive(Args, Debug)]
+pub(super) struct DropArgs {
+    /// First day (dd/mm/yyyy or yyyy-mm-dd), from 00:00.
+    init_date: Option<String>,
+    /// Last day, included to its end.
+    end_date: Option<String>,
+    /// Anything more is a usage error (the original deleted everything when given more).
+    #[arg(hide = true)]
+    extra: Vec<String>,
+    /// Do not ask.
+    #[arg(long)]
+    yes: bool,
+    /// Print the counts that would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Runs `drop`.
+pub(super) async fn drop(
+    config: &AuditConfig,
+    args: DropArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    if !args.extra.is_empty() {
+        return Err(CliError::TooManyDates(2 + args.extra.len()));
+    }
+    let range = drop_range(
+        args.init_date.as_deref(),
+        args.end_date.as_deref(),
+        Utc::now(),
+    )?;
+    let store = open(config).await?;
+    match range {
+        None => drop_all(&store, config, args.yes, args.dry_run, out).await,
+        Some(range) => drop_range_data(&store, config, range, args.yes, args.dry_run, out).await,
+    }
+}
+
+/// Everything goes: the three collections are dropped and made again, empty, with their indexes.
+async fn drop_all(
+    store: &Store,
+    config: &AuditConfig,
+    yes: bool,
+    dry_run: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let mut counts = Vec::new();
+    for c in [
+        Collection::Access,
+        Collection::ModelAction,
+        Collection::Process,
+    ] {
+        counts.push((c, store.count(c, &Filter::all()).await?));
+    }
+    if dry_run {
+        for (c, n) in counts {
+            writeln!(out, "would delete {n} documents from {c}")?;
+        }
+        return Ok(());
+    }
+    if !yes
+        && !confirm(&format!(
+            "Delete all audit data in {}?",
+            config.db_connection
+        ))?
+    {
+        writeln!(out, "Aborted: nothing deleted.")?;
+        return Ok(());
+    }
+    seal_removal(store, config, "drop", None, &counts).await?;
+    for (c, n) in counts {
+        store.drop_collection(c).await?;
+        writeln!(out, "deleted {n} documents from {c}")?;
+    }
+    // Dropping removed the indexes too; leave the store ready.
+    store.ensure_indexes(config).await?;
+    Ok(())
+}
+
+/// The accesses and model actions dated in `range` go, and the processes that only they
+/// referenced ([`Store::orphaned_processes`] says which).
+async fn drop_range_data(
+    store: &Store,
+    config: &AuditConfig,
+    range: Range,
+    yes: bool,
+    dry_run: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let what = format!(
+        "audit data from {} to {}",
+        range.0.format("%Y-%m-%d %H:%M:%S"),
+        range.1.format("%Y-%m-%d %H:%M:%S")
+    );
+    let access_filter = in_range(Collection::Access, &range);
+    let action_filter = in_range(Collection::ModelAction, &range);
+    let accesses = store.count(Collection::Access, &access_filter).await?;
+    let actions = store.count(Collection::ModelAction, &action_filter).await?;
+    let orphans = store.orphaned_processes(range.0, range.1).await?;
+    if dry_run {
+        writeln!(
+            out,
+            "would delete {accesses} documents from {}",
+            Collection::Access
+        )?;
+        writeln!(
+            out,
+            "would delete {actions} documents from {}",
+            Collection::ModelAction
+        )?;
+        writeln!(
+            out,
+            "would delete {} documents from {}",
+            orphans.len(),
+            Collection::Process
+        )?;
+        return Ok(());
+    }
+    if !yes && !confirm(&format!("Delete {what} in {}?", config.db_connection))? {
+        writeln!(out, "Aborted: nothing deleted.")?;
+        return Ok(());
+    }
+    seal_removal(
+        store,
+        config,
+        "drop",
+        Some(range),
+        &[
+            (Collection::Access, accesses),
+            (Collection::ModelAction, actions),
+            (Collection::Process, orphans.len() as u64),
+        ],
+    )
+    .await?;
+    let a = store
+        .delete_many(Collection::Access, &access_filter)
+        .await?;
+    let m = store
+        .delete_many(Collection::ModelAction, &action_filter)
+        .await?;
+    let orphans = orphans.into_iter().map(Bson::ObjectId).collect();
+    let p = store
+        .delete_many(Collection::Process, &Filter::In("_id".into(), orphans))
+        .await?;
+    writeln!(out, "deleted {a} documents from {}", Collection::Access)?;
+    writeln!(
+        out,
+        "deleted {m} documents from {}",
+        Collection::ModelAction
+    )?;
+    writeln!(out, "deleted {p} documents from {}", Collection::Process)?;
+    Ok(())
+}
+
+/// Seals what a removal is about to delete (before it deletes), so `verify` can tell it from
+/// tampering.
+pub(super) async fn seal_removal(
+    store: &Store,
+    config: &AuditConfig,
+    reason: &str,
+    range: Option<Range>,
+    counts: &[(Collection, u64)],
+) -> Result<(), CliError> {
+    let ranges: Vec<crate::seal::PrunedRange> = counts
+        .iter()
+        .map(|&(collection, count)| crate::seal::PrunedRange {
+            collection,
+            from: range.map(|r| r.0),
+            to: range.map_or_else(Utc::now, |r| r.1),
+            count,
+        })
+        .collect();
+    crate::seal::seal_prune(store, config, reason, &ranges).await?;
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! The commands around the seals: `audit keygen` (the signing key pair), `audit verify` (is the
+//! trail as it was written?) and `audit erase` (a user's personal data replaced, stated in an
+//! erasure seal so the trail still verifies).
+
+use super::dates::parse_moment;
+use super::format::escape_for_terminal;
+use super::list::user_id_value;
+use super::{confirm, open_existing, CliError};
+use crate::config::AuditConfig;
+use clap::Args;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+/// Runs `keygen`.
+pub(super) fn keygen(path: &Path, out: &mut impl Write) -> Result<(), CliError> {
+    let public = crate::seal::keygen(path)?;
+    let hex: String = public
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    writeln!(
+        out,
+        "private key: {} (keep it from the database's administrators)\npublic key:  {} ({hex})\nsign seals with: seal_key_file = \"{}\"",
+        path.display(),
+        crate::seal::public_key_path(path).display(),
+        path.display()
+    )?;
+    Ok(())
+}
+
+/// The arguments of `verify`.
+#[derive(Args, Debug)]
+pub(super) struct VerifyArgs {
+    /// The public key (PATH.pub from `keygen`): every seal must be signed by it.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Only records from this date (DATE[THH:MM]); seals are always checked whole.
+    #[arg(long)]
+    from: Option<String>,
+    /// Only records up to this date (a bare DATE includes the whole day).
+    #[arg(long)]
+    to: Option<String>,
+    /// One JSON object per finding, then a summary object.
+    #[arg(long)]
+    json: bool,
+    /// Records younger than this many seconds may still be waiting for their seal.
+    #[arg(long, default_value_t = 600)]
+    in_flight_secs: u64,
+    /// Accept records with no seal dated before this (DATE[THH:MM]): a trail written before
+    /// sealing was turned on. Records forged with an older date then go unnoticed.
+    #[arg(long)]
+    accept_unsealed_before: Option<String>,
+}
+
+/// Runs `verify`: every finding, then the heads and a summary; exit 1 when anything was found.
+pub(super) async fn verify(
+    config: &AuditConfig,
+    args: VerifyArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let key = args
+        .key
+        .map(|k| crate::seal::load_verifying_key(&k))
+        .transpose()?;
+    let opts = crate::seal::VerifyOptions {
+        key,
+        from: args
+            .from
+            .as_deref()
+            .map(|f| parse_moment(f, false))
+            .transpose()?,
+        to: args
+            .to
+            .as_deref()
+            .map(|t| parse_moment(t, true))
+            .transpose()?,
+        in_flight: std::time::Duration::from_secs(args.in_flight_secs),
+        accept_unsealed_before: args
+            .accept_unsealed_before
+            .as_deref()
+            .map(|t| parse_moment(t, false))
+            .transpose()?,
+    };
+    let store = open_existing(config).await?;
+    let json = args.json;
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message("verifying: seals and records read");
+        Some(bar)
+    } else {
+        None
+    };
+    let mut write_error = None;
+    let summary = crate::seal::verify(
+        &store,
+        &opts,
+        |f| {
+            let line = if json {
+                serde_json::to_string(f).unwrap_or_default()
+            } else {
+                escape_for_terminal(&f.to_string())
+            };
+            if let Err(e) = writeln!(out, "{line}") {
+                write_error.get_or_insert(e);
+            }
+        },
+        |n| {
+            if let Some(bar) = &bar {
+                bar.set_position(n);
+            }
+        },
+    )
+    .await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "summary": summary, "intact": summary.findings == 0 })
+        )?;
+    } else {
+        for h in &summary.heads {
+            writeln!(
+                out,
+                "head: stream {} seq {} hash {}",
+                h.stream, h.seq, h.hash
+            )?;
+        }
+        writeln!(
+            out,
+            "verified {} seals in {} streams and {} records: {} pruned, {} erased, {} unsealed accepted",
+            summary.seals,
+            summary.heads.len(),
+            summary.records,
+            summary.pruned,
+            summary.erased,
+            summary.unsealed_accepted
+        )?;
+    }
+    if summary.findings > 0 {
+        return Err(CliError::NotIntact(summary.findings));
+    }
+    if !json {
+        writeln!(out, "intact")?;
+    }
+    Ok(())
+}
+
+/// The arguments of `erase`.
+#[derive(Args, Debug)]
+pub(super) struct EraseArgs {
+    /// The user id (an integer, or any string id).
+    #[arg(long)]
+    user_id: String,
+    /// Print what would change; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not ask.
+    #[arg(long)]
+    yes: bool,
+}
+
+/// Runs `erase`: counts first, then (after the question, or `--yes`) the erasure.
+pub(super) async fn erase(
+    config: &AuditConfig,
+    args: EraseArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let store = open_existing(config).await?;
+    let id = user_id_value(&args.user_id);
+    let would = crate::seal::erase_user(&store, config, &id, true).await?;
+    let what = format!(
+        "{} accesses and {} model actions of user {}",
+        would.accesses,
+        would.model_actions,
+        escape_for_terminal(&args.user_id)
+    );
+    if args.dry_run {
+        writeln!(out, "would erase the personal data of {what}")?;
+        return Ok(());
+    }
+    if !args.yes && !confirm(&format!("Erase the personal data of {what}?"))? {
+        writeln!(out, "Aborted: nothing changed.")?;
+        return Ok(());
+    }
+    let done = crate::seal::erase_user(&store, config, &id, false).await?;
+    writeln!(
+        out,
+        "erased the personal data of {} accesses and {} model actions",
+        done.accesses, done.model_actions
+    )?;
+    Ok(())
+}
