@@ -43,7 +43,7 @@
 
 use crate::blacklist::Blacklist;
 use crate::document::Collection;
-use crate::store::index::{default_indexes, validate_index_path, IndexSpec};
+use crate::index::{default_indexes, validate_index_path, IndexSpec};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
