@@ -217,11 +217,9 @@ fn mongo_uris_are_built_like_the_original() {
         "mongodb://user:pass@host:0/foo"
     );
     // Credentials are percent-encoded.
-    let p = MongoParts {
-        user: "us@r".into(),
-        password: "p:a/s%s".into(),
-        ..MongoParts::default()
-    };
+    let mut p = MongoParts::default();
+    p.user = "us@r".into();
+    p.password = "p:a/s%s".into();
     assert_eq!(
         p.uri().unwrap(),
         "mongodb://us%40r:p%3Aa%2Fs%25s@localhost:27017/audit"

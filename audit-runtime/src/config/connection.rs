@@ -169,8 +169,11 @@ fn is_encoded_userinfo(part: &str) -> bool {
     })
 }
 
-/// The original's `AUDIT_DB_CONNECTION` dictionary.
+/// The original's `AUDIT_DB_CONNECTION` dictionary. Built from [`MongoParts::default`] with
+/// fields set one by one (it may gain options, so it cannot be a struct literal outside this
+/// crate).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MongoParts {
     /// One or several hosts.
     pub hosts: Vec<String>,

@@ -67,6 +67,7 @@ pub const DEFAULT_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// A configuration that cannot be used. The message names the setting and the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid audit configuration: {0}")]
+#[non_exhaustive]
 pub struct ConfigError(pub String);
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
@@ -83,7 +84,18 @@ pub enum FullPolicy {
 }
 
 /// The whole configuration, validated.
+///
+/// Built by [`AuditConfig::load`] or [`AuditConfig::from_sources`], or from
+/// [`AuditConfig::default`] with fields set one by one (new settings may be added, so it cannot be
+/// written as a struct literal outside this crate):
+///
+/// ```
+/// let mut config = audit_runtime::AuditConfig::default();
+/// config.run_async = true;
+/// config.capture.max_body_bytes = 1024;
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AuditConfig {
     /// Master switch (default `true`, as the original documented, though its code defaulted to off).
     pub activate: bool,
@@ -151,6 +163,7 @@ pub struct AuditConfig {
 /// always on (unless `redact = false`); `redact_keys` and `redact_headers` *add* to them, and only
 /// `unredact_keys` / `unredact_headers` take a default away.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CaptureConfig {
     /// Mask secrets (on by default: storing them in clear has to be asked for).
     pub redact: bool,
