@@ -3,43 +3,16 @@
 //! order of precedence, lowest first), and validated once. Nothing is read again at request time;
 //! a new configuration means building a new value (settings never change under a running auditor).
 //!
+//! The file below names every setting with its environment variable (it is also a test: it must
+//! load as it is).
+//!
 //! ```toml
-//! activate = true                      # AUDIT_ACTIVATE
-//! db_alias = "audit"                   # AUDIT_DB_ALIAS
-//! db_connection = "audit.db"           # AUDIT_DB: a SQLite path or a mongodb:// URI, or a table:
-//! # [db_connection]
-//! # HOST = ["h1", "h2"]; PORT = [27017, 27018]; NAME = "audit"; USER = ""; PASSWORD = ""; REPLICA_SET = "rs0"
-//! run_async = false                    # AUDIT_RUN_ASYNC
-//! queue_name = "audit"                 # AUDIT_QUEUE_NAME (the original's AUDIT_CELERY_QUEUE)
-//! logged_models = ["demo::Poll"]       # AUDIT_LOGGED_MODELS (comma-separated)
-//! access_indexes = ["custom.polls.names", ["custom.polls.names", "custom.polls.num_polls"]]
-//! process_indexes = []
-//! model_action_indexes = []
-//! translate_urls = false               # AUDIT_TRANSLATE_URLS
-//! spill_path = "audit.spill"           # AUDIT_SPILL_PATH: the durable spill journal (off when absent)
-//! quarantine_path = "audit.quarantine" # AUDIT_QUARANTINE_PATH: records the store refuses for good
-//! #                                      (default: spill_path + ".quarantine", else the SQLite file's
-//! #                                      path + ".quarantine", else "audit.quarantine")
-//! queue_max_bytes = 67108864           # AUDIT_QUEUE_MAX_BYTES: bytes of records the writer may hold
-//! run_async = true                     # with queue_capacity, full_policy ("block" | "drop"), flush_timeout_ms
-//! [blacklist]                          # AUDIT_BLACKLIST (a TOML inline table)
-//! "" = ["^/static/"]
-//! demo = ['^(?!(/access/|/modelaction/)).*$']
-//! [custom_provider]                    # AUDIT_CUSTOM_PROVIDER
-//! polls = "polls"
-//! [capture]                            # AUDIT_CAPTURE (a TOML inline table)
-//! redact = true                        # mask secrets (see the `redact` module for which)
-//! redact_keys = ["colour"]             # more secret names, added to the built-in ones
-//! redact_headers = ["x-tenant"]        # more secret headers, added to the built-in ones
-//! unredact_keys = []                   # built-in names taken away, explicitly ("session")
-//! unredact_headers = []                # headers never masked whole, explicitly ("cookie")
-//! max_body_bytes = 65536               # largest form / JSON / XML body stored
-//! max_exception_bytes = 16384          # largest exception message, and trace, stored
-//! interlink_header = "x-request-id"
+#![doc = include_str!("example.toml")]
 //! ```
 //!
-//! Database credentials may also come from `DB_AUDIT_USER` and `DB_AUDIT_PASSWORD`, as the original's
-//! installation steps set them; they are percent-encoded into the URI (a reserved character in a password cannot break it) and never printed.
+//! Database credentials may also come from `DB_AUDIT_USER` and `DB_AUDIT_PASSWORD`, as the
+//! original's installation steps set them; they are percent-encoded into the URI (a reserved
+//! character in a password cannot break it) and never printed.
 
 use crate::blacklist::Blacklist;
 use crate::document::Collection;
@@ -664,4 +637,38 @@ fn parse_providers(v: &Value) -> Result<BTreeMap<String, String>, ConfigError> {
             ))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of the module docs, the very text rustdoc shows.
+    const EXAMPLE: &str = include_str!("example.toml");
+
+    #[test]
+    fn the_documented_example_loads_as_it_is() {
+        let c = AuditConfig::from_sources(Some(EXAMPLE), Vec::<(String, String)>::new())
+            .unwrap_or_else(|e| panic!("the example in the docs does not load: {e}"));
+        assert_eq!(c.logged_models, ["demo::Poll"]);
+        assert_eq!(c.access_indexes.len(), 2);
+        assert_eq!(c.capture.redact_headers, ["x-tenant"]);
+        assert!(c.blacklist.is_blacklisted("any", "/static/app.css"));
+    }
+
+    #[test]
+    fn the_documented_example_names_every_setting() {
+        let table: Table = EXAMPLE
+            .parse()
+            .unwrap_or_else(|e| panic!("the example is not TOML: {e}"));
+        // Two settings are shown commented out, because setting them changes behaviour (signing
+        // needs a key file; retention deletes records).
+        for key in KEYS {
+            let commented = format!("# {key} = ");
+            assert!(
+                table.contains_key(*key) || EXAMPLE.lines().any(|l| l.starts_with(&commented)),
+                "the example in the docs does not show `{key}`"
+            );
+        }
+    }
 }
