@@ -5,6 +5,8 @@ use audit_runtime::config::{parse_connection_str, MongoParts};
 use audit_runtime::store::IndexSpec;
 use audit_runtime::{AuditConfig, Blacklist, Collection, DbConnection, FullPolicy};
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 fn no_env() -> Vec<(String, String)> {
     Vec::new()
@@ -186,11 +188,6 @@ fn invalid_values_name_the_setting() {
         );
         assert!(e.starts_with("invalid audit configuration: "), "{e}");
     }
-    let e = env(&[("AUDIT_ACTIVTE", "true")]).unwrap_err();
-    assert!(
-        e.contains("unknown environment variable `AUDIT_ACTIVTE`"),
-        "{e}"
-    );
     let e = env(&[("AUDIT_RUN_ASYNC", "maybe")]).unwrap_err();
     assert!(
         e.contains("AUDIT_RUN_ASYNC: expected true or false, got `maybe`"),
@@ -418,4 +415,121 @@ fn passwords_with_reserved_characters_and_secret_options_are_never_shown() {
     }
     let c = cfg(&format!("db_connection = '{encoded}'")).unwrap();
     assert!(!format!("{c:?}").contains("s3cr3t"));
+}
+
+/// Runs `f` with a subscriber that records every event at every level, without colours, and
+/// returns its result with what was logged. The subscriber is this thread's only, so tests running
+/// in parallel do not see each other's lines.
+fn logged<R>(f: impl FnOnce() -> R) -> (R, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
+#[test]
+fn an_unknown_environment_variable_is_a_warning_and_an_unknown_key_an_error() {
+    // Another tool's variable under the same prefix does not stop the application.
+    let (c, log) = logged(|| {
+        env(&[
+            ("AUDIT_LOG_LEVEL", "debug"),
+            ("AUDIT_ACTIVTE", "false"),
+            ("AUDIT_QUEUE_NAME", "still-read"),
+        ])
+    });
+    let c = c.expect("unknown AUDIT_* variables are not errors");
+    assert_eq!(c.queue_name, "still-read", "the known ones still apply");
+    assert!(c.activate, "the misspelt one changed nothing");
+    for var in ["AUDIT_LOG_LEVEL", "AUDIT_ACTIVTE"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("`{var}`")))
+            .unwrap_or_else(|| panic!("no warning names {var}: {log:?}"));
+        assert!(line.contains("WARN"), "{line}");
+        assert!(line.contains("not an audit setting"), "{line}");
+    }
+    assert!(!log.contains("AUDIT_QUEUE_NAME"), "{log}");
+    // A key of the configuration file is ours alone: a typo there stays an error.
+    let e = cfg("activte = false").unwrap_err();
+    assert!(e.contains("unknown setting `activte`"), "{e}");
+    let e = cfg("[capture]\nredact_kyes = ['x']").unwrap_err();
+    assert!(e.contains("unknown setting `capture.redact_kyes`"), "{e}");
+}
+
+#[test]
+fn loading_logs_the_file_and_the_store_without_the_password() {
+    const PW: &str = "s3cr3t-startup-Pw-Hq7Zt2Lk9";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.toml");
+    std::fs::write(
+        &file,
+        format!("db_connection = 'mongodb://admin:{PW}@db.example:27017/trail'\n"),
+    )
+    .unwrap();
+    let (c, log) = logged(|| AuditConfig::load(Some(&file)));
+    let c = c.unwrap();
+    assert!(matches!(c.db_connection, DbConnection::Mongo { .. }));
+    let line = log
+        .lines()
+        .find(|l| l.contains("audit configuration"))
+        .unwrap_or_else(|| panic!("no startup line: {log:?}"));
+    assert!(line.contains("INFO"), "{line}");
+    assert!(
+        line.contains(&format!("config file {}", file.display())),
+        "{line}"
+    );
+    assert!(
+        line.contains("store: MongoDB mongodb://admin:****@db.example:27017/trail"),
+        "{line}"
+    );
+    assert!(!log.contains("s3cr3t"), "{log}");
+
+    // A SQLite store is named by its absolute path.
+    std::fs::write(&file, "db_connection = 'relative/trail.db'\n").unwrap();
+    let (c, log) = logged(|| AuditConfig::load(Some(&file)));
+    c.unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert!(
+        log.contains(&format!(
+            "store: SQLite file {}",
+            cwd.join("relative/trail.db").display()
+        )),
+        "{log}"
+    );
+
+    // A named file that cannot be read is an error, not the defaults.
+    let missing = dir.path().join("missing.toml");
+    let (c, _) = logged(|| AuditConfig::load(Some(&missing)));
+    let e = c.unwrap_err().to_string();
+    assert!(e.contains("cannot read config file"), "{e}");
+}
+
+#[test]
+fn connection_parts_do_not_show_the_password() {
+    let mut p = MongoParts::default();
+    p.user = "admin".into();
+    p.password = "s3cr3t-parts-Pw-Vb8Xn1".into();
+    let shown = format!("{p:?}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(
+        shown.contains("\"****\"") && shown.contains("admin"),
+        "{shown}"
+    );
 }

@@ -172,7 +172,7 @@ fn is_encoded_userinfo(part: &str) -> bool {
 /// The original's `AUDIT_DB_CONNECTION` dictionary. Built from [`MongoParts::default`] with
 /// fields set one by one (it may gain options, so it cannot be a struct literal outside this
 /// crate).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MongoParts {
     /// One or several hosts.
@@ -187,6 +187,23 @@ pub struct MongoParts {
     pub password: String,
     /// The replica set, if any.
     pub replica_set: Option<String>,
+}
+
+/// Shows the password as `****` (when there is one), like every other view of a connection.
+impl std::fmt::Debug for MongoParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoParts")
+            .field("hosts", &self.hosts)
+            .field("ports", &self.ports)
+            .field("name", &self.name)
+            .field("user", &self.user)
+            .field(
+                "password",
+                &if self.password.is_empty() { "" } else { "****" },
+            )
+            .field("replica_set", &self.replica_set)
+            .finish()
+    }
 }
 
 impl Default for MongoParts {

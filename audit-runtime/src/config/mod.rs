@@ -4,7 +4,8 @@
 //! a new configuration means building a new value (settings never change under a running auditor).
 //!
 //! The file below names every setting with its environment variable (it is also a test: it must
-//! load as it is).
+//! load as it is). An unknown key in the file is an error; an unknown `AUDIT_*` environment
+//! variable only logs a warning naming it, since it may belong to another tool.
 //!
 //! ```toml
 #![doc = include_str!("example.toml")]
@@ -13,6 +14,10 @@
 //! Database credentials may also come from `DB_AUDIT_USER` and `DB_AUDIT_PASSWORD`, as the
 //! original's installation steps set them; they are percent-encoded into the URI (a reserved
 //! character in a password cannot break it) and never printed.
+//!
+//! [`AuditConfig::load`] logs at info level which file it read (or that there was none, so only
+//! the defaults and the environment apply) and which store the configuration names, with any
+//! password masked: a process started from another directory shows it at once.
 
 use crate::blacklist::Blacklist;
 use crate::document::Collection;
@@ -248,22 +253,21 @@ const NON_SETTING_VARS: &[&str] = &["AUDIT_MACROS_DEBUG", "AUDIT_CONFIG", "AUDIT
 
 impl AuditConfig {
     /// Loads the configuration of a process: the file `path` (or `AUDIT_CONFIG`, or `audit.toml`
-    /// when it exists), then the process environment.
+    /// when it exists), then the process environment. Logs at info level which file was read (or
+    /// that none was) and which store is configured, its password masked.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let named = path
-            .map(Path::to_owned)
-            .or_else(|| std::env::var_os("AUDIT_CONFIG").map(PathBuf::from));
-        let text = match named {
-            Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| {
-                ConfigError(format!("cannot read config file {}: {e}", p.display()))
-            })?),
-            None => std::fs::read_to_string(DEFAULT_CONFIG_FILE).ok(),
-        };
-        Self::from_sources(text.as_deref(), std::env::vars())
+        let file = read_config_file(path)?;
+        let config = Self::from_sources(file.as_ref().map(|f| f.1.as_str()), std::env::vars())?;
+        tracing::info!(
+            "{}",
+            describe_sources(file.as_ref().map(|f| f.0.as_path()), &config)
+        );
+        Ok(config)
     }
 
-    /// Builds the configuration from a TOML text (if any) and environment pairs. Unknown keys,
-    /// unknown `AUDIT_*` variables and invalid values are errors.
+    /// Builds the configuration from a TOML text (if any) and environment pairs. Unknown keys
+    /// and invalid values are errors; an unknown `AUDIT_*` variable is logged as a warning and
+    /// ignored (it may belong to another tool).
     pub fn from_sources<I, K, V>(toml_text: Option<&str>, env: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -287,8 +291,9 @@ impl AuditConfig {
                         if NON_SETTING_VARS.contains(&k) {
                             continue;
                         }
-                        let (key, value) = env_value(k, key, v)?;
-                        table.insert(key, value);
+                        if let Some((key, value)) = env_value(k, key, v)? {
+                            table.insert(key, value);
+                        }
                     }
                 }
             }
@@ -445,19 +450,27 @@ impl AuditConfig {
     }
 }
 
-/// Maps one `AUDIT_*` variable to a setting and its TOML value.
-fn env_value(var: &str, key: &str, v: &str) -> Result<(String, Value), ConfigError> {
+/// Maps one `AUDIT_*` variable to a setting and its TOML value; `None` for a variable that is no
+/// setting of ours, after a warning naming it.
+fn env_value(var: &str, key: &str, v: &str) -> Result<Option<(String, Value)>, ConfigError> {
     let key = key.to_ascii_lowercase();
     let key = match key.as_str() {
-        "db" | "db_connection" => return Ok(("db_connection".into(), Value::String(v.to_owned()))),
+        "db" | "db_connection" => {
+            return Ok(Some(("db_connection".into(), Value::String(v.to_owned()))))
+        }
         "celery_queue" => "queue_name".to_owned(),
         _ => key,
     };
     if !KEYS.contains(&key.as_str()) {
-        return err(format!(
-            "unknown environment variable `{var}` (settings: AUDIT_ + one of {})",
+        // The prefix is common (`AUDIT_LOG_LEVEL` of some other tool): refusing to start over a
+        // variable this crate never reads would be worse than a misspelt setting being ignored
+        // with a warning that names it.
+        tracing::warn!(
+            "ignoring the environment variable `{var}`: it is not an audit setting (settings: \
+             AUDIT_ + one of {})",
             KEYS.join(", ")
-        ));
+        );
+        return Ok(None);
     }
     let value = match key.as_str() {
         "activate" | "run_async" | "translate_urls" | "seal" => Value::Boolean(
@@ -480,7 +493,51 @@ fn env_value(var: &str, key: &str, v: &str) -> Result<(String, Value), ConfigErr
             .and_then(|mut t| t.remove("v"))
             .ok_or_else(|| ConfigError(format!("{var}: expected a TOML value, got `{v}`")))?,
     };
-    Ok((key, value))
+    Ok(Some((key, value)))
+}
+
+/// The file a process reads and its text: `path`, else `AUDIT_CONFIG`, else `audit.toml` in the
+/// working directory when there is one. A file that is named, or that exists, but cannot be read
+/// is an error rather than a silent fall-back to the defaults.
+fn read_config_file(path: Option<&Path>) -> Result<Option<(PathBuf, String)>, ConfigError> {
+    let named = path
+        .map(Path::to_owned)
+        .or_else(|| std::env::var_os("AUDIT_CONFIG").map(PathBuf::from));
+    let (path, text) = match named {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p);
+            (p, text)
+        }
+        None => match std::fs::read_to_string(DEFAULT_CONFIG_FILE) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            text => (PathBuf::from(DEFAULT_CONFIG_FILE), text),
+        },
+    };
+    match text {
+        Ok(text) => Ok(Some((path, text))),
+        Err(e) => err(format!("cannot read config file {}: {e}", path.display())),
+    }
+}
+
+/// The startup line: which file was read (absolute, so a process started from another directory
+/// shows it) and which store the configuration names, any password masked.
+fn describe_sources(file: Option<&Path>, config: &AuditConfig) -> String {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let file = match file {
+        Some(p) => format!("config file {}", absolute(p).display()),
+        None => format!(
+            "no config file ({DEFAULT_CONFIG_FILE} not found in {}), defaults + environment",
+            std::env::current_dir().map_or_else(
+                |_| "the working directory".into(),
+                |d| d.display().to_string()
+            )
+        ),
+    };
+    let store = match &config.db_connection {
+        DbConnection::Sqlite(p) => format!("SQLite file {}", absolute(p).display()),
+        mongo => format!("MongoDB {mongo}"),
+    };
+    format!("audit configuration: {file}; store: {store}")
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -670,5 +727,25 @@ mod tests {
                 "the example in the docs does not show `{key}`"
             );
         }
+    }
+
+    #[test]
+    fn the_startup_line_says_when_there_is_no_file() {
+        let line = describe_sources(None, &AuditConfig::default());
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            line.contains(&format!(
+                "no config file (audit.toml not found in {}), defaults + environment",
+                cwd.display()
+            )),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!(
+                "store: SQLite file {}",
+                cwd.join("audit.db").display()
+            )),
+            "{line}"
+        );
     }
 }
