@@ -54,6 +54,14 @@ fn every_setting_reads_from_toml() {
         full_policy = "drop"
         queue_capacity = 10
         flush_timeout_ms = 250
+        spill_path = "/var/audit/spill"
+        quarantine_path = "/var/audit/quarantine"
+        seal = false
+        seal_key_file = "/etc/audit/seal.pem"
+        seal_anchor_every = 7
+        erase_fields = ["request.POST"]
+        retention_days = 30
+        queue_max_bytes = 4096
         [blacklist]
         "" = ["^/static/"]
         demo = ['^(?!(/access/|/modelaction/)).*$']
@@ -61,12 +69,19 @@ fn every_setting_reads_from_toml() {
         polls = "polls"
         [capture]
         redact = false
+        redact_keys = ["favourite_colour"]
+        redact_headers = ["X-Tenant"]
+        unredact_keys = ["session"]
+        unredact_headers = ["cookie"]
         max_body_bytes = 10
+        max_exception_bytes = 20
         interlink_header = "X-Correlation-Id"
+        default_app = "web"
     "#)
     .unwrap();
     assert!(!c.activate && c.run_async && c.translate_urls);
     assert_eq!(c.db_alias, "trail");
+    assert_eq!(c.queue_name, "q");
     assert_eq!(
         c.db_connection,
         DbConnection::Mongo {
@@ -97,8 +112,30 @@ fn every_setting_reads_from_toml() {
     assert_eq!(c.full_policy, FullPolicy::Drop);
     assert_eq!(c.queue_capacity, 10);
     assert_eq!(c.flush_timeout, std::time::Duration::from_millis(250));
+    assert_eq!(c.spill_path.as_deref(), Some(Path::new("/var/audit/spill")));
+    assert_eq!(
+        c.quarantine_path.as_deref(),
+        Some(Path::new("/var/audit/quarantine"))
+    );
+    assert!(!c.seal);
+    assert_eq!(
+        c.seal_key_file.as_deref(),
+        Some(Path::new("/etc/audit/seal.pem"))
+    );
+    assert_eq!(c.seal_anchor_every, 7);
+    assert_eq!(c.erase_fields, ["request.POST"]);
+    assert_eq!(c.retention_days, Some(30));
+    assert_eq!(c.queue_max_bytes, 4096);
     assert!(!c.capture.redact);
+    // Names are kept as written; the redaction policy normalises them when it is built.
+    assert_eq!(c.capture.redact_keys, ["favourite_colour"]);
+    assert_eq!(c.capture.redact_headers, ["X-Tenant"]);
+    assert_eq!(c.capture.unredact_keys, ["session"]);
+    assert_eq!(c.capture.unredact_headers, ["cookie"]);
+    assert_eq!(c.capture.max_body_bytes, 10);
+    assert_eq!(c.capture.max_exception_bytes, 20);
     assert_eq!(c.capture.interlink_header, "x-correlation-id");
+    assert_eq!(c.capture.default_app, "web");
     assert!(c.blacklist.is_blacklisted("demo", "/"));
     assert!(c.blacklist.is_blacklisted("other", "/static/x.css"));
 }
@@ -122,6 +159,15 @@ fn environment_overrides_the_file() {
     assert_eq!(c.db_connection, DbConnection::Sqlite("/tmp/x.db".into()));
     assert_eq!(c.logged_models, ["a::B", "c::D"]);
     assert!(c.blacklist.is_blacklisted("any", "/x1"));
+    // The capture table, whole, as a TOML inline table.
+    let c = env(&[(
+        "AUDIT_CAPTURE",
+        "{ redact_keys = ['colour'], redact_headers = ['x-tenant'], max_body_bytes = 99 }",
+    )])
+    .unwrap();
+    assert_eq!(c.capture.redact_keys, ["colour"]);
+    assert_eq!(c.capture.redact_headers, ["x-tenant"]);
+    assert_eq!(c.capture.max_body_bytes, 99);
     // The original's queue setting name is accepted too.
     assert_eq!(
         env(&[("AUDIT_CELERY_QUEUE", "celery")]).unwrap().queue_name,
