@@ -497,13 +497,19 @@ fn an_unknown_environment_variable_is_a_warning_and_an_unknown_key_an_error() {
         env(&[
             ("AUDIT_LOG_LEVEL", "debug"),
             ("AUDIT_ACTIVTE", "false"),
+            ("AUDIT_API_KEY", "s3cr3t-other-tool-Jd8Wq3"),
             ("AUDIT_QUEUE_NAME", "still-read"),
+            // This project's own variables that are not settings pass silently.
+            ("AUDIT_CONSOLE_TOKEN", "s3cr3t-console-token-Rm5Tp1"),
+            ("AUDIT_CONFIG", "audit.toml"),
+            ("AUDIT_LOG", "info"),
+            ("AUDIT_MACROS_DEBUG", "1"),
         ])
     });
     let c = c.expect("unknown AUDIT_* variables are not errors");
     assert_eq!(c.queue_name, "still-read", "the known ones still apply");
     assert!(c.activate, "the misspelt one changed nothing");
-    for var in ["AUDIT_LOG_LEVEL", "AUDIT_ACTIVTE"] {
+    for var in ["AUDIT_LOG_LEVEL", "AUDIT_ACTIVTE", "AUDIT_API_KEY"] {
         let line = log
             .lines()
             .find(|l| l.contains(&format!("`{var}`")))
@@ -511,7 +517,21 @@ fn an_unknown_environment_variable_is_a_warning_and_an_unknown_key_an_error() {
         assert!(line.contains("WARN"), "{line}");
         assert!(line.contains("not an audit setting"), "{line}");
     }
-    assert!(!log.contains("AUDIT_QUEUE_NAME"), "{log}");
+    // Warnings quote the name in backticks (`AUDIT_LOG` is a prefix of `AUDIT_LOG_LEVEL`).
+    for var in [
+        "AUDIT_QUEUE_NAME",
+        "AUDIT_CONSOLE_TOKEN",
+        "AUDIT_CONFIG",
+        "AUDIT_LOG",
+        "AUDIT_MACROS_DEBUG",
+    ] {
+        assert!(
+            !log.contains(&format!("`{var}`")),
+            "{var} is no unknown variable: {log}"
+        );
+    }
+    // Only names are logged: the value of another tool's variable may be a secret.
+    assert!(!log.contains("s3cr3t"), "{log}");
     // A key of the configuration file is ours alone: a typo there stays an error.
     let e = cfg("activte = false").unwrap_err();
     assert!(e.contains("unknown setting `activte`"), "{e}");

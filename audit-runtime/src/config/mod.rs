@@ -248,8 +248,14 @@ const KEYS: &[&str] = &[
     "queue_max_bytes",
 ];
 
-/// Environment variables that are not settings but are allowed under the `AUDIT_` prefix.
-const NON_SETTING_VARS: &[&str] = &["AUDIT_MACROS_DEBUG", "AUDIT_CONFIG", "AUDIT_LOG"];
+/// Variables of this project under the `AUDIT_` prefix that are not settings: skipped without the
+/// warning an unknown one gets.
+const NON_SETTING_VARS: &[&str] = &[
+    "AUDIT_MACROS_DEBUG",
+    "AUDIT_CONFIG",
+    "AUDIT_LOG",
+    "AUDIT_CONSOLE_TOKEN",
+];
 
 impl AuditConfig {
     /// Loads the configuration of a process: the file `path` (or `AUDIT_CONFIG`, or `audit.toml`
