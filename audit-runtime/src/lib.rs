@@ -41,6 +41,7 @@ pub mod document;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
+pub mod index;
 pub mod journal;
 pub mod keys;
 pub mod model;

@@ -187,10 +187,24 @@ mod tests {
 
     #[test]
     fn current_process_is_plausible() {
+        let test_start = Utc::now();
         let p = ProcessInfo::current();
         assert_eq!(p.pid, std::process::id());
-        assert!(p.creation_time <= Utc::now());
-        assert!(Utc::now() - p.creation_time < chrono::Duration::days(30));
+        // The start time comes from the kernel, not from the `Utc::now` fallback: the fallback
+        // would be the time of the first call, which is not what `/proc` says.
+        #[cfg(target_os = "linux")]
+        {
+            let kernel = start_time().expect("the start time is readable from /proc on Linux");
+            assert_eq!(p.creation_time, kernel, "not the fallback");
+        }
+        // The process started before this test did (the boot time in /proc is whole seconds, so
+        // the start can only come out earlier than it was, never later), and not days ago.
+        assert!(
+            p.creation_time <= test_start,
+            "{} > {test_start}",
+            p.creation_time
+        );
+        assert!(test_start - p.creation_time < chrono::Duration::hours(1));
         assert_eq!(ProcessInfo::current(), p, "cached");
     }
 }

@@ -5,6 +5,8 @@ use audit_runtime::config::{parse_connection_str, MongoParts};
 use audit_runtime::store::IndexSpec;
 use audit_runtime::{AuditConfig, Blacklist, Collection, DbConnection, FullPolicy};
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 fn no_env() -> Vec<(String, String)> {
     Vec::new()
@@ -52,6 +54,14 @@ fn every_setting_reads_from_toml() {
         full_policy = "drop"
         queue_capacity = 10
         flush_timeout_ms = 250
+        spill_path = "/var/audit/spill"
+        quarantine_path = "/var/audit/quarantine"
+        seal = false
+        seal_key_file = "/etc/audit/seal.pem"
+        seal_anchor_every = 7
+        erase_fields = ["request.POST"]
+        retention_days = 30
+        queue_max_bytes = 4096
         [blacklist]
         "" = ["^/static/"]
         demo = ['^(?!(/access/|/modelaction/)).*$']
@@ -59,12 +69,19 @@ fn every_setting_reads_from_toml() {
         polls = "polls"
         [capture]
         redact = false
+        redact_keys = ["favourite_colour"]
+        redact_headers = ["X-Tenant"]
+        unredact_keys = ["session"]
+        unredact_headers = ["cookie"]
         max_body_bytes = 10
+        max_exception_bytes = 20
         interlink_header = "X-Correlation-Id"
+        default_app = "web"
     "#)
     .unwrap();
     assert!(!c.activate && c.run_async && c.translate_urls);
     assert_eq!(c.db_alias, "trail");
+    assert_eq!(c.queue_name, "q");
     assert_eq!(
         c.db_connection,
         DbConnection::Mongo {
@@ -95,8 +112,30 @@ fn every_setting_reads_from_toml() {
     assert_eq!(c.full_policy, FullPolicy::Drop);
     assert_eq!(c.queue_capacity, 10);
     assert_eq!(c.flush_timeout, std::time::Duration::from_millis(250));
+    assert_eq!(c.spill_path.as_deref(), Some(Path::new("/var/audit/spill")));
+    assert_eq!(
+        c.quarantine_path.as_deref(),
+        Some(Path::new("/var/audit/quarantine"))
+    );
+    assert!(!c.seal);
+    assert_eq!(
+        c.seal_key_file.as_deref(),
+        Some(Path::new("/etc/audit/seal.pem"))
+    );
+    assert_eq!(c.seal_anchor_every, 7);
+    assert_eq!(c.erase_fields, ["request.POST"]);
+    assert_eq!(c.retention_days, Some(30));
+    assert_eq!(c.queue_max_bytes, 4096);
     assert!(!c.capture.redact);
+    // Names are kept as written; the redaction policy normalises them when it is built.
+    assert_eq!(c.capture.redact_keys, ["favourite_colour"]);
+    assert_eq!(c.capture.redact_headers, ["X-Tenant"]);
+    assert_eq!(c.capture.unredact_keys, ["session"]);
+    assert_eq!(c.capture.unredact_headers, ["cookie"]);
+    assert_eq!(c.capture.max_body_bytes, 10);
+    assert_eq!(c.capture.max_exception_bytes, 20);
     assert_eq!(c.capture.interlink_header, "x-correlation-id");
+    assert_eq!(c.capture.default_app, "web");
     assert!(c.blacklist.is_blacklisted("demo", "/"));
     assert!(c.blacklist.is_blacklisted("other", "/static/x.css"));
 }
@@ -120,6 +159,15 @@ fn environment_overrides_the_file() {
     assert_eq!(c.db_connection, DbConnection::Sqlite("/tmp/x.db".into()));
     assert_eq!(c.logged_models, ["a::B", "c::D"]);
     assert!(c.blacklist.is_blacklisted("any", "/x1"));
+    // The capture table, whole, as a TOML inline table.
+    let c = env(&[(
+        "AUDIT_CAPTURE",
+        "{ redact_keys = ['colour'], redact_headers = ['x-tenant'], max_body_bytes = 99 }",
+    )])
+    .unwrap();
+    assert_eq!(c.capture.redact_keys, ["colour"]);
+    assert_eq!(c.capture.redact_headers, ["x-tenant"]);
+    assert_eq!(c.capture.max_body_bytes, 99);
     // The original's queue setting name is accepted too.
     assert_eq!(
         env(&[("AUDIT_CELERY_QUEUE", "celery")]).unwrap().queue_name,
@@ -186,11 +234,6 @@ fn invalid_values_name_the_setting() {
         );
         assert!(e.starts_with("invalid audit configuration: "), "{e}");
     }
-    let e = env(&[("AUDIT_ACTIVTE", "true")]).unwrap_err();
-    assert!(
-        e.contains("unknown environment variable `AUDIT_ACTIVTE`"),
-        "{e}"
-    );
     let e = env(&[("AUDIT_RUN_ASYNC", "maybe")]).unwrap_err();
     assert!(
         e.contains("AUDIT_RUN_ASYNC: expected true or false, got `maybe`"),
@@ -217,11 +260,9 @@ fn mongo_uris_are_built_like_the_original() {
         "mongodb://user:pass@host:0/foo"
     );
     // Credentials are percent-encoded.
-    let p = MongoParts {
-        user: "us@r".into(),
-        password: "p:a/s%s".into(),
-        ..MongoParts::default()
-    };
+    let mut p = MongoParts::default();
+    p.user = "us@r".into();
+    p.password = "p:a/s%s".into();
     assert_eq!(
         p.uri().unwrap(),
         "mongodb://us%40r:p%3Aa%2Fs%25s@localhost:27017/audit"
@@ -419,4 +460,141 @@ fn passwords_with_reserved_characters_and_secret_options_are_never_shown() {
     }
     let c = cfg(&format!("db_connection = '{encoded}'")).unwrap();
     assert!(!format!("{c:?}").contains("s3cr3t"));
+}
+
+/// Runs `f` with a subscriber that records every event at every level, without colours, and
+/// returns its result with what was logged. The subscriber is this thread's only, so tests running
+/// in parallel do not see each other's lines.
+fn logged<R>(f: impl FnOnce() -> R) -> (R, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
+#[test]
+fn an_unknown_environment_variable_is_a_warning_and_an_unknown_key_an_error() {
+    // Another tool's variable under the same prefix does not stop the application.
+    let (c, log) = logged(|| {
+        env(&[
+            ("AUDIT_LOG_LEVEL", "debug"),
+            ("AUDIT_ACTIVTE", "false"),
+            ("AUDIT_API_KEY", "s3cr3t-other-tool-Jd8Wq3"),
+            ("AUDIT_QUEUE_NAME", "still-read"),
+            // This project's own variables that are not settings pass silently.
+            ("AUDIT_CONSOLE_TOKEN", "s3cr3t-console-token-Rm5Tp1"),
+            ("AUDIT_CONFIG", "audit.toml"),
+            ("AUDIT_LOG", "info"),
+            ("AUDIT_MACROS_DEBUG", "1"),
+        ])
+    });
+    let c = c.expect("unknown AUDIT_* variables are not errors");
+    assert_eq!(c.queue_name, "still-read", "the known ones still apply");
+    assert!(c.activate, "the misspelt one changed nothing");
+    for var in ["AUDIT_LOG_LEVEL", "AUDIT_ACTIVTE", "AUDIT_API_KEY"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("`{var}`")))
+            .unwrap_or_else(|| panic!("no warning names {var}: {log:?}"));
+        assert!(line.contains("WARN"), "{line}");
+        assert!(line.contains("not an audit setting"), "{line}");
+    }
+    // Warnings quote the name in backticks (`AUDIT_LOG` is a prefix of `AUDIT_LOG_LEVEL`).
+    for var in [
+        "AUDIT_QUEUE_NAME",
+        "AUDIT_CONSOLE_TOKEN",
+        "AUDIT_CONFIG",
+        "AUDIT_LOG",
+        "AUDIT_MACROS_DEBUG",
+    ] {
+        assert!(
+            !log.contains(&format!("`{var}`")),
+            "{var} is no unknown variable: {log}"
+        );
+    }
+    // Only names are logged: the value of another tool's variable may be a secret.
+    assert!(!log.contains("s3cr3t"), "{log}");
+    // A key of the configuration file is ours alone: a typo there stays an error.
+    let e = cfg("activte = false").unwrap_err();
+    assert!(e.contains("unknown setting `activte`"), "{e}");
+    let e = cfg("[capture]\nredact_kyes = ['x']").unwrap_err();
+    assert!(e.contains("unknown setting `capture.redact_kyes`"), "{e}");
+}
+
+#[test]
+fn loading_logs_the_file_and_the_store_without_the_password() {
+    const PW: &str = "s3cr3t-startup-Pw-Hq7Zt2Lk9";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.toml");
+    std::fs::write(
+        &file,
+        format!("db_connection = 'mongodb://admin:{PW}@db.example:27017/trail'\n"),
+    )
+    .unwrap();
+    let (c, log) = logged(|| AuditConfig::load(Some(&file)));
+    let c = c.unwrap();
+    assert!(matches!(c.db_connection, DbConnection::Mongo { .. }));
+    let line = log
+        .lines()
+        .find(|l| l.contains("audit configuration"))
+        .unwrap_or_else(|| panic!("no startup line: {log:?}"));
+    assert!(line.contains("INFO"), "{line}");
+    assert!(
+        line.contains(&format!("config file {}", file.display())),
+        "{line}"
+    );
+    assert!(
+        line.contains("store: MongoDB mongodb://admin:****@db.example:27017/trail"),
+        "{line}"
+    );
+    assert!(!log.contains("s3cr3t"), "{log}");
+
+    // A SQLite store is named by its absolute path.
+    std::fs::write(&file, "db_connection = 'relative/trail.db'\n").unwrap();
+    let (c, log) = logged(|| AuditConfig::load(Some(&file)));
+    c.unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert!(
+        log.contains(&format!(
+            "store: SQLite file {}",
+            cwd.join("relative/trail.db").display()
+        )),
+        "{log}"
+    );
+
+    // A named file that cannot be read is an error, not the defaults.
+    let missing = dir.path().join("missing.toml");
+    let (c, _) = logged(|| AuditConfig::load(Some(&missing)));
+    let e = c.unwrap_err().to_string();
+    assert!(e.contains("cannot read config file"), "{e}");
+}
+
+#[test]
+fn connection_parts_do_not_show_the_password() {
+    let mut p = MongoParts::default();
+    p.user = "admin".into();
+    p.password = "s3cr3t-parts-Pw-Vb8Xn1".into();
+    let shown = format!("{p:?}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(
+        shown.contains("\"****\"") && shown.contains("admin"),
+        "{shown}"
+    );
 }

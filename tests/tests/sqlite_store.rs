@@ -87,20 +87,30 @@ async fn indexed_query_shapes_use_their_expression_index() {
 async fn the_file_is_wal_with_full_sync() {
     let s = sqlite_store().await;
     let Store::Sqlite(st) = &*s else { panic!() };
-    let conn = rusqlite_like_open(st.path());
-    assert_eq!(conn.0.to_lowercase(), "wal");
     assert!(st.path().exists());
-}
+    // WAL is stored in the file: a plain connection that sets nothing reads it back. A new file is
+    // in rollback-journal mode ("delete"), so "wal" can only come from the store.
+    let journal_mode = |path: &std::path::Path| -> String {
+        let plain = rusqlite::Connection::open(path).unwrap();
+        plain
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(journal_mode(st.path()).to_lowercase(), "wal");
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(journal_mode(&dir.path().join("plain.db")), "delete");
 
-/// Reads the journal mode of the file through the store's own connection setup.
-fn rusqlite_like_open(path: &std::path::Path) -> (String,) {
-    let conn = audit_runtime::store::sqlite::open_connection(path).unwrap();
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    // `synchronous` is per connection: it is read from the store's own one.
+    let (mode, sync) = st.durability().await.unwrap();
+    assert_eq!(mode.to_lowercase(), "wal");
+    assert_eq!(sync, 2, "synchronous=FULL on the store's connection");
+    // SQLite's built-in default is FULL too, so the check above only catches a weaker level set
+    // by the store; this one proves the store's setup sets FULL itself, from OFF.
+    let conn = rusqlite::Connection::open(dir.path().join("prepared.db")).unwrap();
+    conn.pragma_update(None, "synchronous", "OFF").unwrap();
+    audit_runtime::store::sqlite::prepare_connection(&conn).unwrap();
     let sync: i64 = conn
         .query_row("PRAGMA synchronous", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(sync, 2, "synchronous=FULL");
-    (mode,)
+    assert_eq!(sync, 2, "prepare_connection sets synchronous=FULL");
 }

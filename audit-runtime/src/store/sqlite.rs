@@ -300,6 +300,18 @@ impl SqliteStore {
         .await
     }
 
+    /// The journal mode and the `synchronous` level of the store's own connection (`("wal", 2)`:
+    /// WAL, `synchronous=FULL`). The level is a setting of each connection, not of the file, so
+    /// only the store can say which one its writes run at.
+    pub async fn durability(&self) -> StoreResult<(String, i64)> {
+        self.run(|conn| {
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+            Ok((mode, sync))
+        })
+        .await
+    }
+
     /// The query plan SQLite picks for `filter` on `collection` (`EXPLAIN QUERY PLAN` detail rows), so
     /// tests and operators can check that a query shape uses an index.
     pub async fn explain(&self, c: Collection, opts: &FindOptions) -> StoreResult<Vec<String>> {

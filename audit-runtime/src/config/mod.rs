@@ -3,52 +3,34 @@
 //! order of precedence, lowest first), and validated once. Nothing is read again at request time;
 //! a new configuration means building a new value (settings never change under a running auditor).
 //!
+//! The file below names every setting with its environment variable (it is also a test: it must
+//! load as it is). An unknown key in the file is an error; an unknown `AUDIT_*` environment
+//! variable only logs a warning naming it, since it may belong to another tool.
+//!
 //! ```toml
-//! activate = true                      # AUDIT_ACTIVATE
-//! db_alias = "audit"                   # AUDIT_DB_ALIAS
-//! db_connection = "audit.db"           # AUDIT_DB: a SQLite path or a mongodb:// URI, or a table:
-//! # [db_connection]
-//! # HOST = ["h1", "h2"]; PORT = [27017, 27018]; NAME = "audit"; USER = ""; PASSWORD = ""; REPLICA_SET = "rs0"
-//! run_async = false                    # AUDIT_RUN_ASYNC
-//! queue_name = "audit"                 # AUDIT_QUEUE_NAME (the original's AUDIT_CELERY_QUEUE)
-//! logged_models = ["demo::Poll"]       # AUDIT_LOGGED_MODELS (comma-separated)
-//! access_indexes = ["custom.polls.names", ["custom.polls.names", "custom.polls.num_polls"]]
-//! process_indexes = []
-//! model_action_indexes = []
-//! translate_urls = false               # AUDIT_TRANSLATE_URLS
-//! spill_path = "audit.spill"           # AUDIT_SPILL_PATH: the durable spill journal (off when absent)
-//! quarantine_path = "audit.quarantine" # AUDIT_QUARANTINE_PATH: records the store refuses for good
-//! #                                      (default: spill_path + ".quarantine", else the SQLite file's
-//! #                                      path + ".quarantine", else "audit.quarantine")
-//! queue_max_bytes = 67108864           # AUDIT_QUEUE_MAX_BYTES: bytes of records the writer may hold
-//! run_async = true                     # with queue_capacity, full_policy ("block" | "drop"), flush_timeout_ms
-//! [blacklist]                          # AUDIT_BLACKLIST (a TOML inline table)
-//! "" = ["^/static/"]
-//! demo = ['^(?!(/access/|/modelaction/)).*$']
-//! [custom_provider]                    # AUDIT_CUSTOM_PROVIDER
-//! polls = "polls"
-//! [capture]                            # AUDIT_CAPTURE (a TOML inline table)
-//! redact = true                        # mask secrets (see the `redact` module for which)
-//! redact_keys = ["colour"]             # more secret names, added to the built-in ones
-//! redact_headers = ["x-tenant"]        # more secret headers, added to the built-in ones
-//! unredact_keys = []                   # built-in names taken away, explicitly ("session")
-//! unredact_headers = []                # headers never masked whole, explicitly ("cookie")
-//! max_body_bytes = 65536               # largest form / JSON / XML body stored
-//! max_exception_bytes = 16384          # largest exception message, and trace, stored
-//! interlink_header = "x-request-id"
+#![doc = include_str!("example.toml")]
 //! ```
 //!
-//! Database credentials may also come from `DB_AUDIT_USER` and `DB_AUDIT_PASSWORD`, as the original's
-//! installation steps set them; they are percent-encoded into the URI (a reserved character in a password cannot break it) and never printed.
+//! Database credentials may also come from `DB_AUDIT_USER` and `DB_AUDIT_PASSWORD`, as the
+//! original's installation steps set them; they are percent-encoded into the URI (a reserved
+//! character in a password cannot break it) and never printed.
+//!
+//! [`AuditConfig::load`] logs at info level which file it read (or that there was none, so only
+//! the defaults and the environment apply) and which store the configuration names, with any
+//! password masked: a process started from another directory shows it at once.
 
 use crate::blacklist::Blacklist;
 use crate::document::Collection;
-use crate::store::index::{default_indexes, validate_index_path, IndexSpec};
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use crate::index::{default_indexes, validate_index_path, IndexSpec};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::{Table, Value};
+
+mod connection;
+
+use connection::{apply_env_credentials, parse_connection, Credentials};
+pub use connection::{parse_connection_str, redact_uri, DbConnection, MongoParts};
 
 /// The embedded default database file, in the working directory (like Django's `db.sqlite3`).
 pub const DEFAULT_SQLITE_PATH: &str = "audit.db";
@@ -63,42 +45,11 @@ pub const DEFAULT_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// A configuration that cannot be used. The message names the setting and the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid audit configuration: {0}")]
+#[non_exhaustive]
 pub struct ConfigError(pub String);
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
-}
-
-/// Where the audit documents go.
-#[derive(Clone, PartialEq, Eq)]
-pub enum DbConnection {
-    /// The embedded store: a SQLite file.
-    Sqlite(PathBuf),
-    /// A MongoDB deployment.
-    Mongo {
-        /// The connection string, credentials percent-encoded.
-        uri: String,
-        /// The database holding the three collections.
-        database: String,
-    },
-}
-
-impl std::fmt::Debug for DbConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self}")
-    }
-}
-
-/// Shows the connection with any password replaced by `****`.
-impl std::fmt::Display for DbConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DbConnection::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
-            DbConnection::Mongo { uri, database } => {
-                write!(f, "{} (database {database})", redact_uri(uri))
-            }
-        }
-    }
 }
 
 /// What the async writer does when its queue is full.
@@ -111,7 +62,18 @@ pub enum FullPolicy {
 }
 
 /// The whole configuration, validated.
+///
+/// Built by [`AuditConfig::load`] or [`AuditConfig::from_sources`], or from
+/// [`AuditConfig::default`] with fields set one by one (new settings may be added, so it cannot be
+/// written as a struct literal outside this crate):
+///
+/// ```
+/// let mut config = audit_runtime::AuditConfig::default();
+/// config.run_async = true;
+/// config.capture.max_body_bytes = 1024;
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AuditConfig {
     /// Master switch (default `true`, as the original documented, though its code defaulted to off).
     pub activate: bool,
@@ -179,6 +141,7 @@ pub struct AuditConfig {
 /// always on (unless `redact = false`); `redact_keys` and `redact_headers` *add* to them, and only
 /// `unredact_keys` / `unredact_headers` take a default away.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CaptureConfig {
     /// Mask secrets (on by default: storing them in clear has to be asked for).
     pub redact: bool,
@@ -285,15 +248,27 @@ const KEYS: &[&str] = &[
     "queue_max_bytes",
 ];
 
-/// Environment variables that are not settings but are allowed under the `AUDIT_` prefix.
-const NON_SETTING_VARS: &[&str] = &["AUDIT_MACROS_DEBUG", "AUDIT_CONFIG", "AUDIT_LOG"];
+/// Variables of this project under the `AUDIT_` prefix that are not settings: skipped without the
+/// warning an unknown one gets.
+const NON_SETTING_VARS: &[&str] = &[
+    "AUDIT_MACROS_DEBUG",
+    "AUDIT_CONFIG",
+    "AUDIT_LOG",
+    "AUDIT_CONSOLE_TOKEN",
+];
 
 impl AuditConfig {
     /// Loads the configuration of a process: the file `path` (or `AUDIT_CONFIG`, or `audit.toml`
-    /// when it exists), then the process environment.
+    /// when it exists), then the process environment. Logs at info level which file was read (or
+    /// that none was) and which store is configured, its password masked.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let text = Self::read_file(path)?;
-        Self::from_sources(text.as_deref(), std::env::vars())
+        let file = read_config_file(path)?;
+        let config = Self::from_sources(file.as_ref().map(|f| f.1.as_str()), std::env::vars())?;
+        tracing::info!(
+            "{}",
+            describe_sources(file.as_ref().map(|f| f.0.as_path()), &config)
+        );
+        Ok(config)
     }
 
     /// Like [`load`](Self::load), except that a `db_connection` set in the file wins over
@@ -301,9 +276,9 @@ impl AuditConfig {
     /// configuration this way: the file an operator names says which store a command reads or
     /// deletes from, whatever store the shell's environment points the application at.
     pub fn load_preferring_file_store(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let text = Self::read_file(path)?;
+        let file = read_config_file(path)?;
+        let text = file.as_ref().map(|f| f.1.as_str());
         let file_sets_db = text
-            .as_deref()
             .and_then(|t| t.parse::<Table>().ok())
             .is_some_and(|t| t.contains_key("db_connection"));
         let names_store = |var: &str| {
@@ -311,24 +286,17 @@ impl AuditConfig {
                 .is_some_and(|k| matches!(k.to_ascii_lowercase().as_str(), "db" | "db_connection"))
         };
         let env = std::env::vars().filter(|(k, _)| !(file_sets_db && names_store(k)));
-        Self::from_sources(text.as_deref(), env)
+        let config = Self::from_sources(text, env)?;
+        tracing::info!(
+            "{}",
+            describe_sources(file.as_ref().map(|f| f.0.as_path()), &config)
+        );
+        Ok(config)
     }
 
-    /// The text of the file `path`, else of `AUDIT_CONFIG`, else of `audit.toml` when it exists.
-    fn read_file(path: Option<&Path>) -> Result<Option<String>, ConfigError> {
-        let named = path
-            .map(Path::to_owned)
-            .or_else(|| std::env::var_os("AUDIT_CONFIG").map(PathBuf::from));
-        Ok(match named {
-            Some(p) => Some(std::fs::read_to_string(&p).map_err(|e| {
-                ConfigError(format!("cannot read config file {}: {e}", p.display()))
-            })?),
-            None => std::fs::read_to_string(DEFAULT_CONFIG_FILE).ok(),
-        })
-    }
-
-    /// Builds the configuration from a TOML text (if any) and environment pairs. Unknown keys,
-    /// unknown `AUDIT_*` variables and invalid values are errors.
+    /// Builds the configuration from a TOML text (if any) and environment pairs. Unknown keys
+    /// and invalid values are errors; an unknown `AUDIT_*` variable is logged as a warning and
+    /// ignored (it may belong to another tool).
     pub fn from_sources<I, K, V>(toml_text: Option<&str>, env: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -341,7 +309,7 @@ impl AuditConfig {
                 .map_err(|e| ConfigError(format!("config file is not valid TOML: {e}")))?,
             None => Table::new(),
         };
-        let mut credentials = (None, None);
+        let mut credentials: Credentials = (None, None);
         for (k, v) in env {
             let (k, v) = (k.as_ref(), v.as_ref());
             match k {
@@ -352,8 +320,9 @@ impl AuditConfig {
                         if NON_SETTING_VARS.contains(&k) {
                             continue;
                         }
-                        let (key, value) = env_value(k, key, v)?;
-                        table.insert(key, value);
+                        if let Some((key, value)) = env_value(k, key, v)? {
+                            table.insert(key, value);
+                        }
                     }
                 }
             }
@@ -362,10 +331,7 @@ impl AuditConfig {
     }
 
     /// Builds the configuration from a TOML table (file and environment merged).
-    fn from_table(
-        table: Table,
-        credentials: (Option<String>, Option<String>),
-    ) -> Result<Self, ConfigError> {
+    fn from_table(table: Table, credentials: Credentials) -> Result<Self, ConfigError> {
         let mut c = AuditConfig::default();
         for (key, value) in table {
             match key.as_str() {
@@ -465,14 +431,7 @@ impl AuditConfig {
                 }
             }
         }
-        // Credentials from the environment apply to a connection that has none of its own.
-        if let (DbConnection::Mongo { uri, .. }, (Some(user), Some(password))) =
-            (&mut c.db_connection, &credentials)
-        {
-            if !uri_has_credentials(uri) && !user.is_empty() {
-                *uri = insert_credentials(uri, user, password);
-            }
-        }
+        apply_env_credentials(&mut c.db_connection, &credentials);
         Ok(c)
     }
 
@@ -520,19 +479,27 @@ impl AuditConfig {
     }
 }
 
-/// Maps one `AUDIT_*` variable to a setting and its TOML value.
-fn env_value(var: &str, key: &str, v: &str) -> Result<(String, Value), ConfigError> {
+/// Maps one `AUDIT_*` variable to a setting and its TOML value; `None` for a variable that is no
+/// setting of ours, after a warning naming it.
+fn env_value(var: &str, key: &str, v: &str) -> Result<Option<(String, Value)>, ConfigError> {
     let key = key.to_ascii_lowercase();
     let key = match key.as_str() {
-        "db" | "db_connection" => return Ok(("db_connection".into(), Value::String(v.to_owned()))),
+        "db" | "db_connection" => {
+            return Ok(Some(("db_connection".into(), Value::String(v.to_owned()))))
+        }
         "celery_queue" => "queue_name".to_owned(),
         _ => key,
     };
     if !KEYS.contains(&key.as_str()) {
-        return err(format!(
-            "unknown environment variable `{var}` (settings: AUDIT_ + one of {})",
+        // The prefix is common (`AUDIT_LOG_LEVEL` of some other tool): refusing to start over a
+        // variable this crate never reads would be worse than a misspelt setting being ignored
+        // with a warning that names it.
+        tracing::warn!(
+            "ignoring the environment variable `{var}`: it is not an audit setting (settings: \
+             AUDIT_ + one of {})",
             KEYS.join(", ")
-        ));
+        );
+        return Ok(None);
     }
     let value = match key.as_str() {
         "activate" | "run_async" | "translate_urls" | "seal" => Value::Boolean(
@@ -555,7 +522,51 @@ fn env_value(var: &str, key: &str, v: &str) -> Result<(String, Value), ConfigErr
             .and_then(|mut t| t.remove("v"))
             .ok_or_else(|| ConfigError(format!("{var}: expected a TOML value, got `{v}`")))?,
     };
-    Ok((key, value))
+    Ok(Some((key, value)))
+}
+
+/// The file a process reads and its text: `path`, else `AUDIT_CONFIG`, else `audit.toml` in the
+/// working directory when there is one. A file that is named, or that exists, but cannot be read
+/// is an error rather than a silent fall-back to the defaults.
+fn read_config_file(path: Option<&Path>) -> Result<Option<(PathBuf, String)>, ConfigError> {
+    let named = path
+        .map(Path::to_owned)
+        .or_else(|| std::env::var_os("AUDIT_CONFIG").map(PathBuf::from));
+    let (path, text) = match named {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p);
+            (p, text)
+        }
+        None => match std::fs::read_to_string(DEFAULT_CONFIG_FILE) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            text => (PathBuf::from(DEFAULT_CONFIG_FILE), text),
+        },
+    };
+    match text {
+        Ok(text) => Ok(Some((path, text))),
+        Err(e) => err(format!("cannot read config file {}: {e}", path.display())),
+    }
+}
+
+/// The startup line: which file was read (absolute, so a process started from another directory
+/// shows it) and which store the configuration names, any password masked.
+fn describe_sources(file: Option<&Path>, config: &AuditConfig) -> String {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let file = match file {
+        Some(p) => format!("config file {}", absolute(p).display()),
+        None => format!(
+            "no config file ({DEFAULT_CONFIG_FILE} not found in {}), defaults + environment",
+            std::env::current_dir().map_or_else(
+                |_| "the working directory".into(),
+                |d| d.display().to_string()
+            )
+        ),
+    };
+    let store = match &config.db_connection {
+        DbConnection::Sqlite(p) => format!("SQLite file {}", absolute(p).display()),
+        mongo => format!("MongoDB {mongo}"),
+    };
+    format!("audit configuration: {file}; store: {store}")
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -714,254 +725,6 @@ fn parse_providers(v: &Value) -> Result<BTreeMap<String, String>, ConfigError> {
         .collect()
 }
 
-/// Characters escaped in URI user info (RFC 3986 reserved plus `%`).
-const USERINFO: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'%')
-    .add(b':')
-    .add(b'/')
-    .add(b'?')
-    .add(b'#')
-    .add(b'[')
-    .add(b']')
-    .add(b'@')
-    .add(b'!')
-    .add(b'$')
-    .add(b'&')
-    .add(b'\'')
-    .add(b'(')
-    .add(b')')
-    .add(b'*')
-    .add(b'+')
-    .add(b',')
-    .add(b';')
-    .add(b'=')
-    .add(b'"')
-    .add(b'<')
-    .add(b'>')
-    .add(b'\\')
-    .add(b'^')
-    .add(b'`')
-    .add(b'{')
-    .add(b'|')
-    .add(b'}');
-
-fn parse_connection(
-    v: &Value,
-    credentials: &(Option<String>, Option<String>),
-) -> Result<DbConnection, ConfigError> {
-    match v {
-        Value::String(s) => parse_connection_str(s),
-        Value::Table(t) => {
-            let parts = MongoParts::from_table(t)?;
-            let mut parts = parts;
-            if parts.user.is_empty() {
-                if let (Some(u), Some(p)) = credentials {
-                    parts.user = u.clone();
-                    parts.password = p.clone();
-                }
-            }
-            Ok(DbConnection::Mongo {
-                uri: parts.uri()?,
-                database: parts.name.clone(),
-            })
-        }
-        other => err(format!(
-            "db_connection: expected a SQLite path, a mongodb:// URI or a table, got {other}"
-        )),
-    }
-}
-
-/// Parses a connection string: a `mongodb://` / `mongodb+srv://` URI, or a SQLite path (optionally
-/// `sqlite:` prefixed).
-pub fn parse_connection_str(s: &str) -> Result<DbConnection, ConfigError> {
-    let s = s.trim();
-    if s.is_empty() {
-        return err("db_connection: empty value");
-    }
-    if s.starts_with("mongodb://") || s.starts_with("mongodb+srv://") {
-        let rest = s.split_once("://").map(|x| x.1).unwrap_or_default();
-        // Hosts and database come after the user info, which may hold a `/` or a `?`.
-        let (userinfo, rest) = crate::secret::split_userinfo(rest);
-        // The driver would reject such user info too, but its error quotes the text it took for a
-        // host (`admin:<password>`): refuse it here, with the password masked.
-        if let Some(userinfo) = userinfo {
-            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-            if !is_encoded_userinfo(user) || !is_encoded_userinfo(password) {
-                return err(format!(
-                    "db_connection: the user name and password of a MongoDB URI must be \
-                     percent-encoded (`:`, `/`, `?`, `#`, `[`, `]`, `@` and `%` as %XX): `{}`",
-                    redact_uri(s)
-                ));
-            }
-        }
-        let hosts = rest.split(['/', '?']).next().unwrap_or_default();
-        if hosts.is_empty()
-            || hosts.split(',').any(|h| h.is_empty() || h.starts_with(':'))
-            || s.contains(char::is_whitespace)
-        {
-            return err(format!(
-                "db_connection: malformed MongoDB URI `{}`",
-                redact_uri(s)
-            ));
-        }
-        let database = rest
-            .split_once('/')
-            .map(|x| x.1.split('?').next().unwrap_or_default())
-            .filter(|d| !d.is_empty())
-            .unwrap_or("audit")
-            .to_owned();
-        return Ok(DbConnection::Mongo {
-            uri: s.to_owned(),
-            database,
-        });
-    }
-    if let Some((scheme, _)) = s.split_once("://") {
-        if scheme != "sqlite" {
-            return err(format!(
-                "db_connection: unsupported scheme `{scheme}://` (use a SQLite path or mongodb://)"
-            ));
-        }
-    }
-    let path = s
-        .strip_prefix("sqlite://")
-        .or_else(|| s.strip_prefix("sqlite:"))
-        .unwrap_or(s);
-    Ok(DbConnection::Sqlite(PathBuf::from(path)))
-}
-
-/// True when `part` of a URI's user info has every reserved character percent-encoded.
-fn is_encoded_userinfo(part: &str) -> bool {
-    let b = part.as_bytes();
-    b.iter().enumerate().all(|(i, c)| match c {
-        b':' | b'/' | b'?' | b'#' | b'[' | b']' | b'@' => false,
-        b'%' => b.len() > i + 2 && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit(),
-        _ => true,
-    })
-}
-
-/// The original's `AUDIT_DB_CONNECTION` dictionary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MongoParts {
-    /// One or several hosts.
-    pub hosts: Vec<String>,
-    /// As many ports as hosts.
-    pub ports: Vec<u16>,
-    /// The database.
-    pub name: String,
-    /// Empty for no authentication.
-    pub user: String,
-    /// Empty for no authentication.
-    pub password: String,
-    /// The replica set, if any.
-    pub replica_set: Option<String>,
-}
-
-impl Default for MongoParts {
-    fn default() -> Self {
-        MongoParts {
-            hosts: vec!["localhost".into()],
-            ports: vec![27017],
-            name: "audit".into(),
-            user: String::new(),
-            password: String::new(),
-            replica_set: None,
-        }
-    }
-}
-
-impl MongoParts {
-    fn from_table(t: &Table) -> Result<Self, ConfigError> {
-        let mut p = MongoParts::default();
-        for (k, v) in t {
-            let key = format!("db_connection.{k}");
-            match k.to_ascii_uppercase().as_str() {
-                "HOST" => {
-                    p.hosts = match v {
-                        Value::String(s) => vec![s.clone()],
-                        Value::Array(_) => as_str_list(&key, v)?,
-                        other => return err(format!("{key}: expected a host or a list of hosts, got {other}")),
-                    }
-                }
-                "PORT" => {
-                    let one = |x: &Value| match x.as_integer() {
-                        Some(n) if (0..=65535).contains(&n) => Ok(n as u16),
-                        _ => err(format!("{key}: expected a port number, got {x}")),
-                    };
-                    p.ports = match v {
-                        Value::Array(a) => a.iter().map(one).collect::<Result<_, _>>()?,
-                        x => vec![one(x)?],
-                    }
-                }
-                "NAME" => p.name = as_str(&key, v)?,
-                "USER" => p.user = as_str(&key, v)?,
-                "PASSWORD" => p.password = as_str(&key, v)?,
-                "REPLICA_SET" => p.replica_set = Some(as_str(&key, v)?).filter(|s| !s.is_empty()),
-                _ => return err(format!("unknown setting `{key}` (known: HOST, PORT, NAME, USER, PASSWORD, REPLICA_SET)")),
-            }
-        }
-        Ok(p)
-    }
-
-    /// The connection string, with credentials percent-encoded (so reserved characters in them
-    /// cannot change its meaning).
-    pub fn uri(&self) -> Result<String, ConfigError> {
-        if self.hosts.len() != self.ports.len() || self.hosts.is_empty() {
-            return err(format!(
-                "db_connection: HOST and PORT must have the same number of entries ({} hosts, {} ports)",
-                self.hosts.len(),
-                self.ports.len()
-            ));
-        }
-        let hosts: Vec<String> = self
-            .hosts
-            .iter()
-            .zip(&self.ports)
-            .map(|(h, p)| format!("{h}:{p}"))
-            .collect();
-        let auth = if !self.user.is_empty() && !self.password.is_empty() {
-            format!(
-                "{}:{}@",
-                utf8_percent_encode(&self.user, USERINFO),
-                utf8_percent_encode(&self.password, USERINFO)
-            )
-        } else {
-            String::new()
-        };
-        let options = match &self.replica_set {
-            Some(rs) => format!("?replicaSet={rs}"),
-            None => String::new(),
-        };
-        Ok(format!(
-            "mongodb://{auth}{}/{}{options}",
-            hosts.join(","),
-            self.name
-        ))
-    }
-}
-
-fn uri_has_credentials(uri: &str) -> bool {
-    let rest = uri.split_once("://").map_or(uri, |x| x.1);
-    crate::secret::split_userinfo(rest).0.is_some()
-}
-
-fn insert_credentials(uri: &str, user: &str, password: &str) -> String {
-    match uri.split_once("://") {
-        Some((scheme, rest)) => format!(
-            "{scheme}://{}:{}@{rest}",
-            utf8_percent_encode(user, USERINFO),
-            utf8_percent_encode(password, USERINFO)
-        ),
-        None => uri.to_owned(),
-    }
-}
-
-/// The URI with its password, and the values of secret options such as
-/// `tlsCertificateKeyFilePassword`, replaced by `****`, for messages and logs. A password holding
-/// an unencoded `/`, `?` or `@` is masked whole.
-pub fn redact_uri(uri: &str) -> String {
-    crate::redact::default_policy().uri(uri)
-}
 impl CaptureConfig {
     /// The redaction settings of this table, from which the one redaction policy is built.
     pub fn redaction_rules(&self) -> crate::redact::Rules {
@@ -978,5 +741,59 @@ impl CaptureConfig {
     /// The redaction policy of this table (built once per distinct table, then shared).
     pub fn redaction(&self) -> std::sync::Arc<crate::redact::Redaction> {
         crate::redact::policy_for(&self.redaction_rules())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of the module docs, the very text rustdoc shows.
+    const EXAMPLE: &str = include_str!("example.toml");
+
+    #[test]
+    fn the_documented_example_loads_as_it_is() {
+        let c = AuditConfig::from_sources(Some(EXAMPLE), Vec::<(String, String)>::new())
+            .unwrap_or_else(|e| panic!("the example in the docs does not load: {e}"));
+        assert_eq!(c.logged_models, ["demo::Poll"]);
+        assert_eq!(c.access_indexes.len(), 2);
+        assert_eq!(c.capture.redact_headers, ["x-tenant"]);
+        assert!(c.blacklist.is_blacklisted("any", "/static/app.css"));
+    }
+
+    #[test]
+    fn the_documented_example_names_every_setting() {
+        let table: Table = EXAMPLE
+            .parse()
+            .unwrap_or_else(|e| panic!("the example is not TOML: {e}"));
+        // Two settings are shown commented out, because setting them changes behaviour (signing
+        // needs a key file; retention deletes records).
+        for key in KEYS {
+            let commented = format!("# {key} = ");
+            assert!(
+                table.contains_key(*key) || EXAMPLE.lines().any(|l| l.starts_with(&commented)),
+                "the example in the docs does not show `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn the_startup_line_says_when_there_is_no_file() {
+        let line = describe_sources(None, &AuditConfig::default());
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            line.contains(&format!(
+                "no config file (audit.toml not found in {}), defaults + environment",
+                cwd.display()
+            )),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!(
+                "store: SQLite file {}",
+                cwd.join("audit.db").display()
+            )),
+            "{line}"
+        );
     }
 }
