@@ -1,6 +1,6 @@
 //! The read-only console: a JSON API and server-rendered pages to search the trail.
 //!
-//! [`Console::new`] gives an axum [`Router`](axum::Router) to nest under any prefix of an
+//! [`Console::new`] gives an axum [`Router`] to nest under any prefix of an
 //! application (links and assets are built from the prefix the request came through), or to serve
 //! on its own with `audit serve`. Nothing in it writes to the store: every route is a `GET`, except
 //! logging in and out, which touch only the console's in-memory sessions.

@@ -1,4 +1,4 @@
-//! HTTP capture: a tower [`Layer`](tower::Layer) that records one [`Access`] per request served
+//! HTTP capture: a tower [`Layer`](tower::Layer) that records one [`Access`](crate::Access) per request served
 //! through it — for axum, hyper or any tower stack, over any request body type and any inner
 //! error type.
 //!

@@ -9,7 +9,7 @@
 //! is added to their documents.
 //!
 //! What it proves: a record edited, deleted or inserted afterwards, a seal removed, reordered or
-//! altered, are all found by [`verify`](crate::seal::Verifier) — as long as whoever edits cannot
+//! altered, are all found by [`verify`](crate::seal::verify()) — as long as whoever edits cannot
 //! also rewrite the chain. Without a key, someone with write access to the database can recompute
 //! a whole chain after an edit; with a key, they also need the private key. Someone holding the
 //! private key can rewrite history: keep it away from the database's administrators, and keep the
