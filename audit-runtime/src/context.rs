@@ -9,7 +9,7 @@
 
 use crate::auditor::Auditor;
 use crate::document::{AccessException, AccessUser};
-use crate::view::ViewIdentity;
+use crate::identity::ViewIdentity;
 use bson::{oid::ObjectId, Bson, Document};
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -40,6 +40,7 @@ pub mod document;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
+mod identity;
 pub mod journal;
 pub mod keys;
 pub mod model;
@@ -56,7 +57,7 @@ pub use auditor::{
     record_create, record_delete, record_update, AuditError, Auditor, AuditorBuilder,
 };
 pub use context::{add_custom, current_access_id, disable_current, set_user};
-pub use view::ViewIdentity;
+pub use identity::{ModelIdentity, ViewIdentity};
 pub use writer::{MetricsSnapshot, WriterGuard};
 
 pub use blacklist::Blacklist;
@@ -66,7 +67,7 @@ pub use document::{
     Action, AuditDocument, Collection, Items, ModelAction, ModelActionContent, ModelActionInstance,
     ModelActionModel, Process, UserId,
 };
-pub use model::{AuditValue, Audited, ModelIdentity};
+pub use model::{AuditValue, Audited};
 pub use query::{Query, QueryError, UrlMatch};
 pub use registry::{ModelRegistration, RegistryError, ViewRegistration};
 pub use store::{Filter, FindOptions, Order, Store, StoreError};
@@ -78,9 +79,10 @@ pub use audit_macros::{audited_view, disable_audit, Audited};
 // Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::identity::ViewIdentity;
     pub use crate::view::{
         CatchUnwind, DescViaAny, DescViaDisplay, IdViaDisplay, IdViaOption, ViaAny, ViaDebug,
-        ViaDisplay, ViaError, ViewGuard, ViewIdentity, Wrap,
+        ViaDisplay, ViaError, ViewGuard, Wrap,
     };
     pub use bson;
     pub use inventory;

@@ -4,6 +4,7 @@
 
 use crate::context::{self, RequestState};
 use crate::document::AccessException;
+use crate::identity::ViewIdentity;
 use bson::Bson;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -12,50 +13,6 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, Once};
 use std::task::{Context, Poll};
-
-/// Who served a request: `full_name` (Rust path), `app`, `name`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ViewIdentity {
-    /// `crate::module::function` or `crate::module::Type::method`.
-    pub full_name: String,
-    /// The crate name or the `app = "..."` override.
-    pub app: String,
-    /// The function name or the `name = "..."` override.
-    pub name: String,
-}
-
-impl ViewIdentity {
-    /// Builds the identity from the type name of a fn nested in the handler
-    /// (`crate::module::handler::__audit_here`).
-    pub fn from_fn_path(
-        path: &str,
-        crate_name: &str,
-        app: Option<&str>,
-        name: Option<&str>,
-    ) -> Self {
-        let full = path.strip_suffix("::__audit_here").unwrap_or(path);
-        let full_name = full.replace("::{{closure}}", "");
-        let last = full_name
-            .rsplit("::")
-            .next()
-            .unwrap_or(&full_name)
-            .to_owned();
-        ViewIdentity {
-            app: app.unwrap_or(crate_name).to_owned(),
-            name: name.map_or(last, str::to_owned),
-            full_name,
-        }
-    }
-
-    /// An identity for a route without `#[audited_view]`: the matched route is the view.
-    pub fn for_route(app: &str, route: &str) -> Self {
-        ViewIdentity {
-            full_name: route.to_owned(),
-            app: app.to_owned(),
-            name: route.to_owned(),
-        }
-    }
-}
 
 /// What a handler's return value says about its outcome.
 #[derive(Debug, Default)]

@@ -9,8 +9,9 @@ use crate::context::RequestState;
 use crate::document::{
     Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView,
 };
+use crate::identity::ViewIdentity;
 use crate::keys::escape_value;
-use crate::view::{CatchUnwind, ViewIdentity};
+use crate::view::CatchUnwind;
 use bson::{doc, Bson, Document};
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
