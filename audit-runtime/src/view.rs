@@ -172,23 +172,29 @@ impl ViewGuard {
     }
 }
 
-/// Catches a panic of the wrapped future. Used by generated code.
-pub struct CatchUnwind<F> {
-    inner: Pin<Box<F>>,
+pin_project_lite::pin_project! {
+    /// Catches a panic of the wrapped future. Used by generated code and by the HTTP layer.
+    ///
+    /// The future is pinned in place (projected), not boxed: an audited async handler costs no
+    /// allocation for this.
+    pub struct CatchUnwind<F> {
+        #[pin]
+        inner: F,
+    }
 }
 
 impl<F> CatchUnwind<F> {
     /// Wraps `f`.
     pub fn new(f: F) -> Self {
-        CatchUnwind { inner: Box::pin(f) }
+        CatchUnwind { inner: f }
     }
 }
 
 impl<F: Future> Future for CatchUnwind<F> {
     type Output = Result<F::Output, Box<dyn Any + Send>>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let _in = InView::enter();
-        let inner = self.inner.as_mut();
+        let inner = self.project().inner;
         match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
@@ -310,5 +316,33 @@ pub trait DescViaAny {
 impl<T: ?Sized> DescViaAny for Wrap<'_, T> {
     fn __audit_description(&self, type_name: &str, id: Option<String>) -> String {
         format!("{type_name}({})", id.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wrapped future is held in place (pinned by projection), not boxed: the wrapper is as
+    /// big as what it wraps, and a panic inside it comes out as `Err`.
+    #[tokio::test]
+    async fn catch_unwind_holds_the_future_inline() {
+        let big = async {
+            let buffer = [7u8; 4096];
+            tokio::task::yield_now().await;
+            buffer[4095]
+        };
+        let size = std::mem::size_of_val(&big);
+        let wrapped = CatchUnwind::new(big);
+        assert!(std::mem::size_of_val(&wrapped) >= size.max(4096));
+        assert_eq!(wrapped.await.ok(), Some(7));
+
+        let panicking = CatchUnwind::new(async {
+            tokio::task::yield_now().await;
+            panic!("inside");
+        });
+        let result: Result<(), _> = panicking.await;
+        let payload = result.unwrap_err();
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"inside"));
     }
 }

@@ -145,6 +145,15 @@ mod jobs {
     pub fn debug_error() -> Result<(), (u16, String)> {
         Err((418, "teapot".to_owned()))
     }
+
+    /// Holds a large buffer across an await: its future is only as large as that if nothing in
+    /// the wrapper boxes the body.
+    #[audited_view]
+    pub async fn large_state() -> u8 {
+        let buffer = [3u8; 8192];
+        tokio::task::yield_now().await;
+        buffer[8191]
+    }
 }
 
 #[tokio::test]
@@ -627,4 +636,18 @@ async fn query_by_url_is_unaffected_by_standalone_records() {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// Nothing on an audited async handler's path is boxed: its future holds the body's state
+/// inline.
+#[tokio::test]
+async fn async_handler_state_is_not_boxed() {
+    global_auditor(); // installed before the first audited call
+    let fut = jobs::large_state();
+    assert!(
+        std::mem::size_of_val(&fut) >= 8192,
+        "{} bytes",
+        std::mem::size_of_val(&fut)
+    );
+    assert_eq!(fut.await, 3);
 }
