@@ -146,6 +146,12 @@ mod jobs {
         Err((418, "teapot".to_owned()))
     }
 
+    /// Arguments tell this test's calls apart from any other test's.
+    #[audited_view(args(label))]
+    pub fn standalone_probe(label: &str) -> usize {
+        label.len()
+    }
+
     /// Holds a large buffer across an await: its future is only as large as that if nothing in
     /// the wrapper boxes the body.
     #[audited_view]
@@ -154,6 +160,23 @@ mod jobs {
         tokio::task::yield_now().await;
         buffer[8191]
     }
+}
+
+/// Every test that calls `jobs::generic` holds this lock, so a count before and after one call
+/// sees that call alone.
+static GENERIC_CALLS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Accesses of `jobs::standalone_probe` called with `label`.
+async fn probe_accesses(label: &str) -> Vec<Access> {
+    accesses_of("macros::jobs::standalone_probe")
+        .await
+        .into_iter()
+        .filter(|a| a.view.kwargs.get_str("label") == Ok(label))
+        .collect()
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", bson::oid::ObjectId::new().to_hex())
 }
 
 #[tokio::test]
@@ -311,8 +334,17 @@ async fn methods_generics_and_patterns() {
             .kwargs,
         doc! { "a": 1_i64, "b": 2_i64 }
     );
-    assert_eq!(jobs::generic(1u8, vec![2u32, 3u32]), 6);
-    assert!(!accesses_of("macros::jobs::generic").await.is_empty());
+    {
+        let _only_caller = GENERIC_CALLS.lock().await;
+        let before = accesses_of("macros::jobs::generic").await.len();
+        assert_eq!(jobs::generic(1u8, vec![2u32, 3u32]), 6);
+        let after = accesses_of("macros::jobs::generic").await.len();
+        assert_eq!(
+            after,
+            before + 1,
+            "this call of a generic handler is recorded"
+        );
+    }
     assert_eq!(jobs::returns_impl_trait(3).count(), 3);
 }
 
@@ -626,16 +658,44 @@ fn register_models_names_the_unknown_model() {
 
 #[tokio::test]
 async fn query_by_url_is_unaffected_by_standalone_records() {
-    global_auditor(); // installed before the first audited call
-    jobs::generic(1u8, Vec::<u8>::new());
-    let store = global_auditor().store().unwrap();
-    global_auditor().flush().await;
-    assert!(Access::objects()
-        .filter_by_url(UrlMatch::exact("/never"))
+    let auditor = global_auditor();
+    let store = auditor.store().unwrap();
+    // An access of an HTTP request, so the URL query has something to find.
+    let path = format!("/{}", unique("url-probe"));
+    store
+        .insert(&audit_tests::access(
+            &path,
+            chrono::Utc::now(),
+            "macros::http_view",
+        ))
+        .await
+        .unwrap();
+    // A standalone record, told apart by its argument.
+    let label = unique("standalone");
+    jobs::standalone_probe(&label);
+    auditor.flush().await;
+    let standalone = probe_accesses(&label).await;
+    assert_eq!(standalone.len(), 1, "the standalone call is stored");
+    assert_eq!(standalone[0].request.path, "", "with no request path");
+
+    // Any path at all: the request's access is found, the standalone one is not.
+    let by_url = Access::objects()
+        .filter_by_url(UrlMatch::regex("."))
         .fetch(store)
         .await
-        .unwrap()
-        .is_empty());
+        .unwrap();
+    assert!(by_url.iter().any(|a| a.request.path == path), "{by_url:?}");
+    assert!(
+        by_url.iter().all(|a| a.id != standalone[0].id),
+        "a standalone record answers a URL query"
+    );
+    let exact = Access::objects()
+        .filter_by_url(UrlMatch::exact(path.as_str()))
+        .fetch(store)
+        .await
+        .unwrap();
+    assert_eq!(exact.len(), 1);
+    assert_eq!(exact[0].view.full_name, "macros::http_view");
 }
 
 /// Nothing on an audited async handler's path is boxed: its future holds the body's state
