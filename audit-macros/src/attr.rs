@@ -1,15 +1,15 @@
 //! What the attributes say: `ViewArgs` for `#[audited_view(...)]` / `#[disable_audit(...)]`, and
 //! the `#[audit(...)]` helper attributes of `#[derive(Audited)]` (`Container`, `Field`).
 //!
-//! The derive's parsing never stops at the first problem: every error goes to the [`Ctxt`] and
-//! parsing carries on, so the user sees all of them at once. Every value is set through [`Attr`]
-//! or [`BoolAttr`], which own the duplicate check, so no branch can forget it (serde's pattern).
+//! Parsing never stops at the first problem: every error goes to the [`Ctxt`] and parsing carries
+//! on, so the user sees all of them at once. Every value is set through [`Attr`] or [`BoolAttr`],
+//! which own the duplicate check, so no branch can forget it (serde's pattern).
 
 use crate::ctxt::Ctxt;
-use proc_macro2::Span;
+use proc_macro2::TokenStream as TokenStream2;
 use quote::ToTokens;
 use std::fmt;
-use syn::parse::{Parse, ParseStream};
+use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{Ident, LitStr, Token};
 
@@ -25,6 +25,8 @@ pub(crate) struct Symbol(&'static str);
 
 pub(crate) const AUDIT: Symbol = Symbol("audit");
 pub(crate) const APP: Symbol = Symbol("app");
+pub(crate) const NAME: Symbol = Symbol("name");
+pub(crate) const ARGS: Symbol = Symbol("args");
 pub(crate) const CRATE: Symbol = Symbol("crate");
 pub(crate) const ID: Symbol = Symbol("id");
 pub(crate) const SKIP: Symbol = Symbol("skip");
@@ -46,9 +48,12 @@ impl fmt::Display for Symbol {
     }
 }
 
-/// How a second occurrence is reported: the derive's helper attributes in serde's words.
+/// How a second occurrence is reported: the view macros' arguments in axum's words, the derive's
+/// helper attributes in serde's.
 #[derive(Copy, Clone)]
 pub(crate) enum Family {
+    /// `#[audited_view(name = "a", name = "b")]`: "`name` specified more than once".
+    ViewArgument,
     /// `#[audit(mask, mask)]`: "duplicate audit attribute `mask`".
     AuditAttribute,
 }
@@ -56,6 +61,7 @@ pub(crate) enum Family {
 impl Family {
     fn duplicate(self, name: Symbol) -> String {
         match self {
+            Family::ViewArgument => format!("`{name}` specified more than once"),
             Family::AuditAttribute => format!("duplicate audit attribute `{name}`"),
         }
     }
@@ -114,65 +120,106 @@ impl<'c> BoolAttr<'c> {
 
 // === #[audited_view(...)] / #[disable_audit(...)] ===
 
-/// Parsed `#[audited_view(...)]` arguments.
-#[derive(Default)]
+/// `args(a, b)`: the handler arguments to record.
+pub(crate) struct Args {
+    /// The `args` keyword, for errors about the whole list.
+    pub(crate) keyword: kw::args,
+    pub(crate) names: Vec<Ident>,
+}
+
+/// Parsed `#[audited_view(...)]` / `#[disable_audit(...)]` arguments.
 pub(crate) struct ViewArgs {
     pub(crate) app: Option<LitStr>,
     pub(crate) name: Option<LitStr>,
-    pub(crate) args: Option<Vec<Ident>>,
+    pub(crate) args: Option<Args>,
     pub(crate) krate: Option<syn::Path>,
 }
 
-/// Sets `slot` once; a second occurrence is an error on the second keyword (axum's
-/// `parse_assignment_attribute`). Every argument goes through this one check.
-fn set_once<T>(slot: &mut Option<T>, value: T, keyword: &str, span: Span) -> syn::Result<()> {
-    if slot.is_some() {
-        return Err(syn::Error::new(
-            span,
-            format!("`{keyword}` specified more than once"),
-        ));
+impl ViewArgs {
+    /// Parses the arguments; an argument that cannot be parsed is reported and skipped (up to
+    /// the next comma), so the following ones are still checked.
+    pub(crate) fn from_tokens(cx: &Ctxt, tokens: TokenStream2) -> ViewArgs {
+        let mut app = Attr::none(cx, Family::ViewArgument, APP);
+        let mut name = Attr::none(cx, Family::ViewArgument, NAME);
+        let mut args = Attr::none(cx, Family::ViewArgument, ARGS);
+        let mut krate = Attr::none(cx, Family::ViewArgument, CRATE);
+        let parser = |input: ParseStream<'_>| -> syn::Result<()> {
+            while !input.is_empty() {
+                let one = parse_view_arg(input, &mut app, &mut name, &mut args, &mut krate)
+                    .and_then(|()| {
+                        if !input.is_empty() {
+                            input.parse::<Token![,]>()?;
+                        }
+                        Ok(())
+                    });
+                if let Err(e) = one {
+                    cx.syn_error(e);
+                    skip_past_comma(input);
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = parser.parse2(tokens) {
+            cx.syn_error(e);
+        }
+        ViewArgs {
+            app: app.get(),
+            name: name.get(),
+            args: args.get(),
+            krate: krate.get(),
+        }
     }
-    *slot = Some(value);
+}
+
+fn parse_view_arg(
+    input: ParseStream<'_>,
+    app: &mut Attr<'_, LitStr>,
+    name: &mut Attr<'_, LitStr>,
+    args: &mut Attr<'_, Args>,
+    krate: &mut Attr<'_, syn::Path>,
+) -> syn::Result<()> {
+    let lookahead = input.lookahead1();
+    if lookahead.peek(kw::app) {
+        // app = "billing"
+        let k: kw::app = input.parse()?;
+        input.parse::<Token![=]>()?;
+        app.set(k, input.parse()?);
+    } else if lookahead.peek(kw::name) {
+        // name = "nightly"
+        let k: kw::name = input.parse()?;
+        input.parse::<Token![=]>()?;
+        name.set(k, input.parse()?);
+    } else if lookahead.peek(kw::args) {
+        // args(a, b)
+        let keyword: kw::args = input.parse()?;
+        let content;
+        syn::parenthesized!(content in input);
+        let names: Punctuated<Ident, Token![,]> =
+            content.parse_terminated(Ident::parse, Token![,])?;
+        let names = names.into_iter().collect();
+        args.set(keyword, Args { keyword, names });
+    } else if lookahead.peek(Token![crate]) {
+        // crate = "path::to::audit_runtime"
+        let k: Token![crate] = input.parse()?;
+        input.parse::<Token![=]>()?;
+        let lit: LitStr = input.parse()?;
+        krate.set(k, lit.parse()?);
+    } else {
+        return Err(lookahead.error());
+    }
     Ok(())
 }
 
-impl Parse for ViewArgs {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let mut out = ViewArgs::default();
-        while !input.is_empty() {
-            let lookahead = input.lookahead1();
-            if lookahead.peek(kw::app) {
-                // app = "..."
-                let k: kw::app = input.parse()?;
-                input.parse::<Token![=]>()?;
-                set_once(&mut out.app, input.parse()?, "app", k.span)?;
-            } else if lookahead.peek(kw::name) {
-                // name = "..."
-                let k: kw::name = input.parse()?;
-                input.parse::<Token![=]>()?;
-                set_once(&mut out.name, input.parse()?, "name", k.span)?;
-            } else if lookahead.peek(kw::args) {
-                // args(a, b)
-                let k: kw::args = input.parse()?;
-                let content;
-                syn::parenthesized!(content in input);
-                let names: Punctuated<Ident, Token![,]> =
-                    content.parse_terminated(Ident::parse, Token![,])?;
-                set_once(&mut out.args, names.into_iter().collect(), "args", k.span)?;
-            } else if lookahead.peek(Token![crate]) {
-                // crate = "path::to::audit_runtime"
-                let k: Token![crate] = input.parse()?;
-                input.parse::<Token![=]>()?;
-                let lit: LitStr = input.parse()?;
-                set_once(&mut out.krate, lit.parse()?, "crate", k.span)?;
-            } else {
-                return Err(lookahead.error());
-            }
-            if !input.is_empty() {
-                input.parse::<Token![,]>()?;
-            }
+/// Skips the rest of a bad argument and the comma after it.
+fn skip_past_comma(input: ParseStream<'_>) {
+    while !input.is_empty() {
+        if input.peek(Token![,]) {
+            let _ = input.parse::<Token![,]>();
+            return;
         }
-        Ok(out)
+        if input.parse::<proc_macro2::TokenTree>().is_err() {
+            return;
+        }
     }
 }
 
@@ -312,12 +359,42 @@ fn skip_value(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quote::quote;
 
     fn errors(cx: Ctxt) -> Vec<String> {
         match cx.check() {
             Ok(()) => Vec::new(),
             Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn view_arguments_are_all_checked() {
+        let cx = Ctxt::new();
+        let args = ViewArgs::from_tokens(
+            &cx,
+            quote!(
+                name = "a",
+                group = "x",
+                app = 3,
+                name = "b",
+                args(x),
+                args(y),
+                crate = "p"
+            ),
+        );
+        assert_eq!(args.name.unwrap().value(), "a", "the first value is kept");
+        assert_eq!(args.args.unwrap().names[0], "x");
+        assert!(args.krate.is_some() && args.app.is_none());
+        assert_eq!(
+            errors(cx),
+            [
+                "expected one of: `app`, `name`, `args`, `crate`",
+                "expected string literal",
+                "`name` specified more than once",
+                "`args` specified more than once",
+            ]
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod model;
 mod view;
 
 use proc_macro::TokenStream;
+use view::ViewKind;
 
 /// Records an access for every call of the handler. See `audit_runtime` for the full manual.
 ///
@@ -22,7 +23,7 @@ use proc_macro::TokenStream;
 /// default), `crate = "path"`.
 #[proc_macro_attribute]
 pub fn audited_view(args: TokenStream, item: TokenStream) -> TokenStream {
-    view::expand(args.into(), item.clone().into(), true)
+    view::expand(args.into(), item.clone().into(), ViewKind::Audited)
         .unwrap_or_else(|e| view::with_error(item.into(), e))
         .into()
 }
@@ -30,7 +31,7 @@ pub fn audited_view(args: TokenStream, item: TokenStream) -> TokenStream {
 /// Marks a handler whose requests are never recorded, whatever the layer and blacklist say.
 #[proc_macro_attribute]
 pub fn disable_audit(args: TokenStream, item: TokenStream) -> TokenStream {
-    view::expand(args.into(), item.clone().into(), false)
+    view::expand(args.into(), item.clone().into(), ViewKind::Disabled)
         .unwrap_or_else(|e| view::with_error(item.into(), e))
         .into()
 }

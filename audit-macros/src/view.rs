@@ -21,10 +21,37 @@
 //! The registration lives in the body for the same reason (inventory allows it there).
 
 use crate::attr::ViewArgs;
+use crate::ctxt::Ctxt;
 use proc_macro2::TokenStream as TokenStream2;
 use quote::{quote, quote_spanned};
 use std::collections::BTreeSet;
+use std::fmt;
 use syn::{FnArg, ItemFn, Pat, ReturnType, Type};
+
+/// Which of the two attributes is expanding (axum-macros' `FunctionKind`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum ViewKind {
+    /// `#[audited_view]`: the handler's calls are recorded.
+    Audited,
+    /// `#[disable_audit]`: the requests it serves are never recorded.
+    Disabled,
+}
+
+impl ViewKind {
+    /// The attribute's name, as written on a function.
+    fn attr_name(self) -> &'static str {
+        match self {
+            ViewKind::Audited => "audited_view",
+            ViewKind::Disabled => "disable_audit",
+        }
+    }
+}
+
+impl fmt::Display for ViewKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#[{}]", self.attr_name())
+    }
+}
 
 /// Re-emits the untouched item plus the error, so IDE completion keeps working (tokio's
 /// `token_stream_with_error`).
@@ -33,90 +60,86 @@ pub(crate) fn with_error(mut item: TokenStream2, e: syn::Error) -> TokenStream2 
     item
 }
 
-fn is_attr(a: &syn::Attribute, name: &str) -> bool {
-    a.path().segments.last().is_some_and(|s| s.ident == name)
-}
-
-fn has_attr(func: &ItemFn, name: &str) -> bool {
-    func.attrs.iter().any(|a| is_attr(a, name))
+fn is_attr(a: &syn::Attribute, kind: ViewKind) -> bool {
+    a.path()
+        .segments
+        .last()
+        .is_some_and(|s| s.ident == kind.attr_name())
 }
 
 pub(crate) fn expand(
     args: TokenStream2,
     item: TokenStream2,
-    audited: bool,
+    kind: ViewKind,
 ) -> syn::Result<TokenStream2> {
-    let macro_name = if audited {
-        "audited_view"
-    } else {
-        "disable_audit"
-    };
-    let args: ViewArgs = syn::parse2(args)?;
     let mut func: ItemFn = syn::parse2(item)?;
-    if let Some(c) = &func.sig.constness {
-        return Err(syn::Error::new(
-            c.span,
-            format!("`#[{macro_name}]` cannot be used on `const fn`s"),
-        ));
-    }
-    if !audited {
-        if let Some(lit) = args.app.as_ref().or(args.name.as_ref()) {
-            return Err(syn::Error::new(
-                lit.span(),
-                "`#[disable_audit]` only takes `crate = \"...\"`",
-            ));
-        }
-        if let Some(first) = args.args.as_ref().and_then(|a| a.first()) {
-            return Err(syn::Error::new(
-                first.span(),
-                "`#[disable_audit]` only takes `crate = \"...\"`",
-            ));
-        }
-    }
-    let krate = args
-        .krate
-        .clone()
-        .map_or_else(|| quote!(::audit_runtime), |p| quote!(#p));
+    let cx = Ctxt::new();
+    let args = ViewArgs::from_tokens(&cx, args);
+    check(&cx, &args, &func, kind);
+    cx.check()?;
 
     // `#[audited_view]` + `#[disable_audit]`, in either order: the handler is disabled. The outer
     // `audited_view` leaves the item to `disable_audit`; an outer `disable_audit` drops the inner
     // `audited_view`, so exactly one (disabled) registration remains.
-    if audited && has_attr(&func, "disable_audit") {
-        return Ok(quote!(#func));
-    }
-    if !audited {
-        func.attrs.retain(|a| !is_attr(a, "audited_view"));
-    }
+    let out = match kind {
+        ViewKind::Audited if func.attrs.iter().any(|a| is_attr(a, ViewKind::Disabled)) => {
+            quote!(#func)
+        }
+        ViewKind::Audited => {
+            func.block = syn::parse2(wrapped_body(&args, &func, kind))?;
+            quote!(#func)
+        }
+        ViewKind::Disabled => {
+            func.attrs.retain(|a| !is_attr(a, ViewKind::Audited));
+            func.block = syn::parse2(wrapped_body(&args, &func, kind))?;
+            quote!(#func)
+        }
+    };
+    crate::debug(kind.attr_name(), &out);
+    Ok(out)
+}
 
-    let bound = bound_names(&func);
-    let mut recorded = Vec::new();
-    if let Some(names) = &args.args {
-        let mut errors: Option<syn::Error> = None;
-        let mut seen = BTreeSet::new();
-        for n in names {
-            let problem = if !bound.contains(&n.to_string()) {
-                Some(format!("`{n}` is not an argument of this handler"))
-            } else if !seen.insert(n.to_string()) {
-                Some(format!("`{n}` is named more than once in `args(...)`"))
-            } else {
-                None
-            };
-            match problem {
-                Some(msg) => {
-                    let e = syn::Error::new(n.span(), msg);
-                    match &mut errors {
-                        Some(all) => all.combine(e),
-                        None => errors = Some(e),
-                    }
+/// Every problem with the arguments and the function, all reported at once.
+fn check(cx: &Ctxt, args: &ViewArgs, func: &ItemFn, kind: ViewKind) {
+    if let Some(c) = &func.sig.constness {
+        cx.error_spanned_by(c, format!("`{kind}` cannot be used on `const fn`s"));
+    }
+    match kind {
+        ViewKind::Disabled => {
+            let only_crate = "`#[disable_audit]` only takes `crate = \"...\"`";
+            for lit in [&args.app, &args.name].into_iter().flatten() {
+                cx.error_spanned_by(lit, only_crate);
+            }
+            if let Some(a) = &args.args {
+                match a.names.first() {
+                    Some(first) => cx.error_spanned_by(first, only_crate),
+                    None => cx.error_spanned_by(a.keyword, only_crate),
                 }
-                None => recorded.push(n.clone()),
             }
         }
-        if let Some(e) = errors {
-            return Err(e);
+        ViewKind::Audited => {
+            let bound = bound_names(func);
+            let mut seen = BTreeSet::new();
+            for n in args.args.iter().flat_map(|a| &a.names) {
+                if !bound.contains(&n.to_string()) {
+                    cx.error_spanned_by(n, format!("`{n}` is not an argument of this handler"));
+                } else if !seen.insert(n.to_string()) {
+                    cx.error_spanned_by(n, format!("`{n}` is named more than once in `args(...)`"));
+                }
+            }
         }
     }
+}
 
+fn runtime_path(args: &ViewArgs) -> TokenStream2 {
+    args.krate
+        .as_ref()
+        .map_or_else(|| quote!(::audit_runtime), |p| quote!(#p))
+}
+
+fn wrapped_body(args: &ViewArgs, func: &ItemFn, kind: ViewKind) -> TokenStream2 {
+    let krate = runtime_path(args);
+    let audited = kind == ViewKind::Audited;
     let app = match &args.app {
         Some(lit) => quote!(::core::option::Option::Some(#lit)),
         None => quote!(::core::option::Option::None),
@@ -125,7 +148,7 @@ pub(crate) fn expand(
         Some(lit) => quote!(::core::option::Option::Some(#lit)),
         None => quote!(::core::option::Option::None),
     };
-    let arg_pairs = recorded.iter().map(|n| {
+    let arg_pairs = args.args.iter().flat_map(|a| &a.names).map(|n| {
         let key = n.to_string();
         // Spanned on the user's name: a type without `AuditValue` is reported there.
         quote_spanned!(n.span()=> (#key, #krate::AuditValue::to_audit_bson(&#n)))
@@ -157,7 +180,7 @@ pub(crate) fn expand(
         }
     };
 
-    let new_block = quote! {
+    quote! {
         {
             fn __audit_here() {}
             fn __audit_view() -> &'static #krate::__private::ViewIdentity {
@@ -188,11 +211,7 @@ pub(crate) fn expand(
             }
             __audit_out
         }
-    };
-    func.block = syn::parse2(new_block)?;
-    let out = quote!(#func);
-    crate::debug(macro_name, &out);
-    Ok(out)
+    }
 }
 
 fn contains_impl_trait(ty: &Type) -> bool {
@@ -264,7 +283,7 @@ mod tests {
             quote!(
                 const fn f() {}
             ),
-            true,
+            ViewKind::Audited,
         )
         .unwrap_err();
         assert_eq!(
@@ -280,7 +299,7 @@ mod tests {
             quote!(
                 fn f(id: u32) {}
             ),
-            true,
+            ViewKind::Audited,
         )
         .unwrap_err();
         assert_eq!(e.to_string(), "`nope` is not an argument of this handler");
@@ -293,9 +312,85 @@ mod tests {
             quote!(
                 fn f() {}
             ),
-            true,
+            ViewKind::Audited,
         )
         .unwrap_err();
         assert_eq!(e.to_string(), "`name` specified more than once");
+    }
+
+    fn errors(e: syn::Error) -> Vec<String> {
+        e.into_iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let e = expand(
+            quote!(name = "a", name = "b", args(nope, id, id)),
+            quote!(
+                const fn f(id: u32) {}
+            ),
+            ViewKind::Audited,
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors(e),
+            [
+                "`name` specified more than once",
+                "`#[audited_view]` cannot be used on `const fn`s",
+                "`nope` is not an argument of this handler",
+                "`id` is named more than once in `args(...)`",
+            ]
+        );
+        let e = expand(
+            quote!(app = "a", name = "n", args(x)),
+            quote!(
+                fn f(x: u8) {}
+            ),
+            ViewKind::Disabled,
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors(e),
+            ["`#[disable_audit]` only takes `crate = \"...\"`"; 3]
+        );
+    }
+
+    fn expansion(args: TokenStream2, item: TokenStream2, kind: ViewKind) -> String {
+        expand(args, item, kind).unwrap().to_string()
+    }
+
+    /// Both attributes, in either order: one registration, disabled.
+    #[test]
+    fn both_attributes_leave_one_disabled_expansion() {
+        let outer_audited = expansion(
+            quote!(),
+            quote!(
+                #[disable_audit]
+                fn f() {}
+            ),
+            ViewKind::Audited,
+        );
+        assert_eq!(
+            outer_audited,
+            quote!(
+                #[disable_audit]
+                fn f() {}
+            )
+            .to_string(),
+            "left to `disable_audit`"
+        );
+        let outer_disabled = expansion(
+            quote!(),
+            quote!(
+                #[audited_view(args(x))]
+                fn f(x: u8) {}
+            ),
+            ViewKind::Disabled,
+        );
+        assert!(!outer_disabled.contains("audited_view"), "{outer_disabled}");
+        assert!(
+            outer_disabled.contains("ViewRegistration :: new (__audit_view , false)"),
+            "{outer_disabled}"
+        );
     }
 }
