@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! fn handler(args) -> R {
-//!     fn __audit_here() {}                  // its type name is this handler's full Rust path
-//!     fn __audit_view() -> &'static ViewIdentity { /* computed once from __audit_here */ }
+//!     fn __audit_here() {}                  // the probe: its type name tells the enclosing `impl`
+//!     fn __audit_view() -> &'static ViewIdentity { /* handler_identity(probe, module_path!(), "handler", ..), once */ }
 //!     inventory::submit! { ViewRegistration::new(__audit_view, audited) }
 //!     let __audit_guard = ViewGuard::enter(__audit_view(), <named args>);
 //!     let __audit_out = __audit_guard.run_sync(move || -> R { <body> })  // `return`, `?` stay inside;
@@ -15,10 +15,11 @@
 //! }
 //! ```
 //!
-//! Why a nested fn and `type_name_of_val` for the name: an attribute on a method sees neither its
-//! `impl` nor its type, and items cannot be emitted inside an `impl` block; the nested fn's type name
-//! spells `crate::module::Type::method` for methods and `crate::module::function` for functions.
-//! The registration lives in the body for the same reason (inventory allows it there).
+//! The name is `module_path!()` and the function's name, plus the enclosing type for a function in
+//! an `impl` block: the attribute sees neither the `impl` nor its type, so the runtime reads that
+//! one part from the probe's type name (`handler_identity`). The identity and the registration
+//! live in the body because a `static` (which a registration is) cannot be emitted inside an
+//! `impl` block; inventory allows it in a function body.
 
 use crate::attr::ViewArgs;
 use crate::ctxt::Ctxt;
@@ -26,6 +27,7 @@ use proc_macro2::TokenStream as TokenStream2;
 use quote::{quote, quote_spanned};
 use std::collections::BTreeSet;
 use std::fmt;
+use syn::ext::IdentExt;
 use syn::{FnArg, ItemFn, Pat, ReturnType, Type};
 
 /// Which of the two attributes is expanding (axum-macros' `FunctionKind`).
@@ -148,8 +150,9 @@ fn wrapped_body(args: &ViewArgs, func: &ItemFn, kind: ViewKind) -> TokenStream2 
         Some(lit) => quote!(::core::option::Option::Some(#lit)),
         None => quote!(::core::option::Option::None),
     };
+    let function = func.sig.ident.unraw().to_string();
     let arg_pairs = args.args.iter().flat_map(|a| &a.names).map(|n| {
-        let key = n.to_string();
+        let key = n.unraw().to_string();
         // Spanned on the user's name: a type without `AuditValue` is reported there.
         quote_spanned!(n.span()=> (#key, #krate::AuditValue::to_audit_bson(&#n)))
     });
@@ -187,8 +190,10 @@ fn wrapped_body(args: &ViewArgs, func: &ItemFn, kind: ViewKind) -> TokenStream2 
                 static __AUDIT_VIEW: #krate::__private::OnceLock<#krate::__private::ViewIdentity> =
                     #krate::__private::OnceLock::new();
                 __AUDIT_VIEW.get_or_init(|| {
-                    #krate::__private::ViewIdentity::from_fn_path(
+                    #krate::__private::handler_identity(
                         #krate::__private::type_name_of_val(&__audit_here),
+                        ::core::module_path!(),
+                        #function,
                         ::core::env!("CARGO_CRATE_NAME"),
                         #app,
                         #name,
@@ -357,6 +362,22 @@ mod tests {
 
     fn expansion(args: TokenStream2, item: TokenStream2, kind: ViewKind) -> String {
         expand(args, item, kind).unwrap().to_string()
+    }
+
+    /// The name is built from `module_path!()` and the function's own name (without `r#`).
+    #[test]
+    fn identity_is_module_path_and_function_name() {
+        let out = expansion(
+            quote!(),
+            quote!(
+                fn r#type() {}
+            ),
+            ViewKind::Audited,
+        );
+        assert!(
+            out.contains(":: core :: module_path ! () , \"type\" ,"),
+            "{out}"
+        );
     }
 
     /// Both attributes, in either order: one registration, disabled.

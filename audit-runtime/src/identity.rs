@@ -5,8 +5,8 @@
 /// Who served a request: `full_name` (Rust path), `app`, `name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewIdentity {
-    /// `crate::module::function` or `crate::module::Type::method` for an annotated handler, the
-    /// matched route for a route without one.
+    /// `module::function` or `module::Type::method` for an annotated handler (see the manual of
+    /// `#[audited_view]` for the rule), the matched route for a route without one.
     pub full_name: String,
     /// The crate name or the `app = "..."` override.
     pub app: String,
@@ -25,28 +25,6 @@ impl ViewIdentity {
             full_name: full_name.into(),
             app: app.into(),
             name: name.into(),
-        }
-    }
-
-    /// Builds the identity from the type name of a fn nested in the handler
-    /// (`crate::module::handler::__audit_here`).
-    pub fn from_fn_path(
-        path: &str,
-        crate_name: &str,
-        app: Option<&str>,
-        name: Option<&str>,
-    ) -> Self {
-        let full = path.strip_suffix("::__audit_here").unwrap_or(path);
-        let full_name = full.replace("::{{closure}}", "");
-        let last = full_name
-            .rsplit("::")
-            .next()
-            .unwrap_or(&full_name)
-            .to_owned();
-        ViewIdentity {
-            app: app.unwrap_or(crate_name).to_owned(),
-            name: name.map_or(last, str::to_owned),
-            full_name,
         }
     }
 

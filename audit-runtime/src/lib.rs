@@ -81,8 +81,8 @@ pub use audit_macros::{audited_view, disable_audit, Audited};
 pub mod __private {
     pub use crate::identity::ViewIdentity;
     pub use crate::view::{
-        CatchUnwind, DescViaAny, DescViaDisplay, IdViaDisplay, IdViaOption, ViaAny, ViaDebug,
-        ViaDisplay, ViaError, ViewGuard, Wrap,
+        handler_identity, CatchUnwind, DescViaAny, DescViaDisplay, IdViaDisplay, IdViaOption,
+        ViaAny, ViaDebug, ViaDisplay, ViaError, ViewGuard, Wrap,
     };
     pub use bson;
     pub use inventory;

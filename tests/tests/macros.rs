@@ -146,6 +146,81 @@ mod jobs {
         Err((418, "teapot".to_owned()))
     }
 
+    // Each handler below is one whose path, as the compiler prints it, is not
+    // `module::Type::function`: the stored name must not be that path with bits removed.
+
+    pub(crate) struct Boxed<T>(pub(crate) T);
+
+    impl<T: Copy> Boxed<T> {
+        /// Printed `macros::jobs::Boxed<_>::get`.
+        #[audited_view]
+        pub fn get(&self) -> T {
+            self.0
+        }
+    }
+
+    pub(crate) trait Tick {
+        fn tick(&self) -> u32;
+
+        /// A trait's default method: named after the trait.
+        #[audited_view]
+        fn tick_twice(&self) -> u32 {
+            self.tick() * 2
+        }
+    }
+
+    impl Tick for Worker {
+        /// Printed `<macros::jobs::Worker as macros::jobs::Tick>::tick`.
+        #[audited_view]
+        fn tick(&self) -> u32 {
+            self.base
+        }
+    }
+
+    impl Worker {
+        /// An associated function without `self`.
+        #[audited_view]
+        pub async fn build() -> Worker {
+            Worker { base: 1 }
+        }
+    }
+
+    pub(crate) mod elsewhere {
+        use audit_runtime::audited_view;
+
+        impl super::Worker {
+            /// An impl in another module than its type, printed
+            /// `macros::jobs::elsewhere::<impl macros::jobs::Worker>::from_elsewhere`.
+            #[audited_view]
+            pub fn from_elsewhere(&self) -> u32 {
+                self.base
+            }
+        }
+    }
+
+    /// Handlers declared in a closure and in an async block: neither appears in the name.
+    pub(crate) fn in_closure() -> u8 {
+        let f = || {
+            #[audited_view]
+            fn closure_inner() -> u8 {
+                1
+            }
+            closure_inner()
+        };
+        f()
+    }
+
+    pub(crate) async fn in_async_block() -> u8 {
+        async {
+            #[audited_view]
+            async fn async_inner() -> u8 {
+                2
+            }
+            async_inner().await
+        }
+        .await
+    }
+
     /// Arguments tell this test's calls apart from any other test's.
     #[audited_view(args(label))]
     pub fn standalone_probe(label: &str) -> usize {
@@ -696,6 +771,44 @@ async fn query_by_url_is_unaffected_by_standalone_records() {
         .unwrap();
     assert_eq!(exact.len(), 1);
     assert_eq!(exact[0].view.full_name, "macros::http_view");
+}
+
+/// Names are `module::function` or `module::Type::function`, from `module_path!()` and the
+/// item's name: the module of the `impl` block, the type's bare name (no generic arguments, not
+/// the trait), never a closure or an async block. Each handler here is one whose path, as the
+/// compiler prints it, spells something else.
+#[tokio::test]
+async fn names_are_built_from_module_type_and_function() {
+    global_auditor(); // installed before the first audited call
+    let w = jobs::Worker { base: 4 };
+    assert_eq!(jobs::Boxed(9u8).get(), 9);
+    assert_eq!(jobs::Tick::tick(&w), 4);
+    assert_eq!(jobs::Tick::tick_twice(&w), 8);
+    assert_eq!(jobs::Worker::build().await.base, 1);
+    assert_eq!(w.from_elsewhere(), 4);
+    assert_eq!(jobs::in_closure(), 1);
+    assert_eq!(jobs::in_async_block().await, 2);
+    for (name, short) in [
+        ("macros::jobs::Boxed::get", "get"),
+        ("macros::jobs::Worker::tick", "tick"),
+        ("macros::jobs::Tick::tick_twice", "tick_twice"),
+        ("macros::jobs::Worker::build", "build"),
+        (
+            "macros::jobs::elsewhere::Worker::from_elsewhere",
+            "from_elsewhere",
+        ),
+        ("macros::jobs::in_closure::closure_inner", "closure_inner"),
+        ("macros::jobs::in_async_block::async_inner", "async_inner"),
+    ] {
+        let got = accesses_of(name).await;
+        assert_eq!(got.len(), 1, "{name} recorded once");
+        assert_eq!(got[0].view.name, short);
+        assert_eq!(got[0].view.app, "macros");
+        assert!(
+            registry::get_view(name).unwrap().audited,
+            "{name} registered"
+        );
+    }
 }
 
 /// Nothing on an audited async handler's path is boxed: its future holds the body's state
