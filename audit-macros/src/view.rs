@@ -1,24 +1,35 @@
 //! Expansion of `#[audited_view]` and `#[disable_audit]`.
 //!
-//! The handler keeps its signature, attributes and visibility; its body is wrapped:
+//! Both give the handler an identity and a registration, declared at the top of its body:
 //!
 //! ```text
-//! fn handler(args) -> R {
-//!     fn __audit_here() {}                  // the probe: its type name tells the enclosing `impl`
-//!     fn __audit_view() -> &'static ViewIdentity { /* handler_identity(probe, module_path!(), "handler", ..), once */ }
-//!     inventory::submit! { ViewRegistration::new(__audit_view, audited) }
-//!     let __audit_guard = ViewGuard::enter(__audit_view(), <named args>);
-//!     let __audit_out = __audit_guard.run_sync(move || -> R { <body> })  // `return`, `?` stay inside;
-//!         .unwrap_or_else(|panic| __audit_guard.panicked(panic));       // records, resumes the panic
-//!     __audit_guard.finish(outcome_of(&__audit_out));         // `Err(e)` becomes the exception
-//!     __audit_out
-//! }
+//! fn __audit_here() {}                      // the probe: its type name tells the enclosing `impl`
+//! fn __audit_view() -> &'static ViewIdentity { /* handler_identity(probe, module_path!(), "name", ..), once */ }
+//! inventory::submit! { ViewRegistration::new(__audit_view, audited) }
 //! ```
 //!
-//! The name is `module_path!()` and the function's name, plus the enclosing type for a function in
-//! an `impl` block: the attribute sees neither the `impl` nor its type, so the runtime reads that
-//! one part from the probe's type name (`handler_identity`). The identity and the registration
-//! live in the body because a `static` (which a registration is) cannot be emitted inside an
+//! `#[audited_view]` then wraps the body:
+//!
+//! ```text
+//! let __audit_guard = ViewGuard::enter(__audit_view(), <named args>);
+//! let __audit_out: R = match __audit_guard.run_sync(move || -> R { <body> }) {  // `return`, `?` stay inside
+//!     Ok(v) => v,
+//!     Err(panic) => __audit_guard.panicked(panic),   // records the panic, then resumes it
+//! };
+//! __audit_guard.finish(outcome_of(&__audit_out));    // `Err(e)` becomes the exception
+//! __audit_out
+//! ```
+//!
+//! (async: `run_async(async move { <body> }).await`, the same otherwise). `#[disable_audit]` only
+//! marks the current request as not to be recorded and runs the body as it is:
+//!
+//! ```text
+//! disable_current();
+//! { <body> }
+//! ```
+//!
+//! Why the identity and registration live in the body: an attribute on a method sees neither its
+//! `impl` nor its type, and a `static` (which a registration is) cannot be emitted inside an
 //! `impl` block; inventory allows it in a function body.
 
 use crate::attr::ViewArgs;
@@ -88,12 +99,12 @@ pub(crate) fn expand(
             quote!(#func)
         }
         ViewKind::Audited => {
-            func.block = syn::parse2(wrapped_body(&args, &func, kind))?;
+            func.block = syn::parse2(audited_body(&args, &func))?;
             quote!(#func)
         }
         ViewKind::Disabled => {
             func.attrs.retain(|a| !is_attr(a, ViewKind::Audited));
-            func.block = syn::parse2(wrapped_body(&args, &func, kind))?;
+            func.block = syn::parse2(disabled_body(&args, &func))?;
             quote!(#func)
         }
     };
@@ -139,18 +150,57 @@ fn runtime_path(args: &ViewArgs) -> TokenStream2 {
         .map_or_else(|| quote!(::audit_runtime), |p| quote!(#p))
 }
 
-fn wrapped_body(args: &ViewArgs, func: &ItemFn, kind: ViewKind) -> TokenStream2 {
+/// The probe, the identity and the registration (see the module docs).
+fn identity_items(args: &ViewArgs, func: &ItemFn, kind: ViewKind) -> TokenStream2 {
     let krate = runtime_path(args);
-    let audited = kind == ViewKind::Audited;
-    let app = match &args.app {
+    let lit = |l: &Option<syn::LitStr>| match l {
         Some(lit) => quote!(::core::option::Option::Some(#lit)),
         None => quote!(::core::option::Option::None),
     };
-    let name = match &args.name {
-        Some(lit) => quote!(::core::option::Option::Some(#lit)),
-        None => quote!(::core::option::Option::None),
-    };
+    let (app, name) = (lit(&args.app), lit(&args.name));
     let function = func.sig.ident.unraw().to_string();
+    let audited = kind == ViewKind::Audited;
+    quote! {
+        fn __audit_here() {}
+        fn __audit_view() -> &'static #krate::__private::ViewIdentity {
+            static __AUDIT_VIEW: #krate::__private::OnceLock<#krate::__private::ViewIdentity> =
+                #krate::__private::OnceLock::new();
+            __AUDIT_VIEW.get_or_init(|| {
+                #krate::__private::handler_identity(
+                    #krate::__private::type_name_of_val(&__audit_here),
+                    ::core::module_path!(),
+                    #function,
+                    ::core::env!("CARGO_CRATE_NAME"),
+                    #app,
+                    #name,
+                )
+            })
+        }
+        #krate::__private::inventory::submit! {
+            #krate::ViewRegistration::new(__audit_view, #audited)
+        }
+    }
+}
+
+/// `#[disable_audit]`: the identity, the registration, the mark, the body untouched. The body
+/// stays a block of its own, so its items and locals cannot clash with the generated ones.
+fn disabled_body(args: &ViewArgs, func: &ItemFn) -> TokenStream2 {
+    let krate = runtime_path(args);
+    let identity = identity_items(args, func, ViewKind::Disabled);
+    let block = &func.block;
+    quote! {
+        {
+            #identity
+            #krate::__private::disable_current();
+            #block
+        }
+    }
+}
+
+/// `#[audited_view]`: the identity, the registration, and the body run under the guard.
+fn audited_body(args: &ViewArgs, func: &ItemFn) -> TokenStream2 {
+    let krate = runtime_path(args);
+    let identity = identity_items(args, func, ViewKind::Audited);
     let arg_pairs = args.args.iter().flat_map(|a| &a.names).map(|n| {
         let key = n.unraw().to_string();
         // Spanned on the user's name: a type without `AuditValue` is reported there.
@@ -158,57 +208,32 @@ fn wrapped_body(args: &ViewArgs, func: &ItemFn, kind: ViewKind) -> TokenStream2 
     });
 
     let block = &func.block;
-    let is_async = func.sig.asyncness.is_some();
     let output_ty: Option<Type> = match &func.sig.output {
         ReturnType::Default => Some(syn::parse_quote!(())),
         ReturnType::Type(_, ty) if contains_impl_trait(ty) => None,
         ReturnType::Type(_, ty) => Some((**ty).clone()),
     };
+    // The declared return type stays in charge of inference (tracing's fake return edge), so a
+    // type error points at the user's code.
     let annotate = output_ty.as_ref().map(|t| quote!(: #t));
     let closure_ret = output_ty.as_ref().map(|t| quote!(-> #t));
-
-    let run = if is_async {
-        quote! {
-            let __audit_out #annotate = match __audit_guard.run_async(async move #block).await {
-                ::core::result::Result::Ok(v) => v,
-                ::core::result::Result::Err(panic) => __audit_guard.panicked(panic),
-            };
-        }
+    let run = if func.sig.asyncness.is_some() {
+        quote!(__audit_guard.run_async(async move #block).await)
     } else {
-        quote! {
-            let __audit_out #annotate = match __audit_guard.run_sync(move || #closure_ret #block) {
-                ::core::result::Result::Ok(v) => v,
-                ::core::result::Result::Err(panic) => __audit_guard.panicked(panic),
-            };
-        }
+        quote!(__audit_guard.run_sync(move || #closure_ret #block))
     };
 
     quote! {
         {
-            fn __audit_here() {}
-            fn __audit_view() -> &'static #krate::__private::ViewIdentity {
-                static __AUDIT_VIEW: #krate::__private::OnceLock<#krate::__private::ViewIdentity> =
-                    #krate::__private::OnceLock::new();
-                __AUDIT_VIEW.get_or_init(|| {
-                    #krate::__private::handler_identity(
-                        #krate::__private::type_name_of_val(&__audit_here),
-                        ::core::module_path!(),
-                        #function,
-                        ::core::env!("CARGO_CRATE_NAME"),
-                        #app,
-                        #name,
-                    )
-                })
-            }
-            #krate::__private::inventory::submit! {
-                #krate::ViewRegistration::new(__audit_view, #audited)
-            }
+            #identity
             let __audit_guard = #krate::__private::ViewGuard::enter(
                 __audit_view(),
                 &[#(#arg_pairs),*],
-                #audited,
             );
-            #run
+            let __audit_out #annotate = match #run {
+                ::core::result::Result::Ok(v) => v,
+                ::core::result::Result::Err(panic) => __audit_guard.panicked(panic),
+            };
             {
                 #[allow(unused_imports)]
                 use #krate::__private::{ViaAny as _, ViaDebug as _, ViaDisplay as _, ViaError as _};
@@ -364,6 +389,56 @@ mod tests {
         expand(args, item, kind).unwrap().to_string()
     }
 
+    /// `#[disable_audit]` alone: the registration and the mark, none of the guard's machinery.
+    #[test]
+    fn disabled_expands_to_registration_and_mark_only() {
+        let out = expansion(
+            quote!(),
+            quote!(
+                async fn f(x: u8) -> u8 {
+                    x
+                }
+            ),
+            ViewKind::Disabled,
+        );
+        assert!(out.contains("inventory :: submit !"), "{out}");
+        assert!(
+            out.contains("ViewRegistration :: new (__audit_view , false)"),
+            "{out}"
+        );
+        assert!(out.contains("disable_current ()"), "{out}");
+        for machinery in [
+            "ViewGuard",
+            "run_async",
+            "run_sync",
+            "panicked",
+            "finish",
+            "Wrap",
+        ] {
+            assert!(!out.contains(machinery), "{machinery} in {out}");
+        }
+    }
+
+    #[test]
+    fn audited_expansion_registers_and_guards() {
+        let out = expansion(
+            quote!(),
+            quote!(
+                async fn f(x: u8) -> u8 {
+                    x
+                }
+            ),
+            ViewKind::Audited,
+        );
+        assert!(
+            out.contains("ViewRegistration :: new (__audit_view , true)"),
+            "{out}"
+        );
+        assert!(out.contains("run_async"), "{out}");
+        // Nothing on the handler's path is boxed by the expansion.
+        assert!(!out.contains("Box"), "{out}");
+    }
+
     /// The name is built from `module_path!()` and the function's own name (without `r#`).
     #[test]
     fn identity_is_module_path_and_function_name() {
@@ -410,7 +485,7 @@ mod tests {
         );
         assert!(!outer_disabled.contains("audited_view"), "{outer_disabled}");
         assert!(
-            outer_disabled.contains("ViewRegistration :: new (__audit_view , false)"),
+            outer_disabled.contains("disable_current"),
             "{outer_disabled}"
         );
     }

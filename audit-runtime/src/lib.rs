@@ -79,6 +79,7 @@ pub use audit_macros::{audited_view, disable_audit, Audited};
 // Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::context::disable_current;
     pub use crate::identity::ViewIdentity;
     pub use crate::view::{
         handler_identity, CatchUnwind, DescViaAny, DescViaDisplay, IdViaDisplay, IdViaOption,

@@ -188,17 +188,17 @@ impl Drop for InView {
     }
 }
 
-/// Guard of one audited call. Used by generated code.
+/// Guard of one audited call. Used by generated code (`#[audited_view]` only: `#[disable_audit]`
+/// needs none, it marks the current request and returns).
 pub struct ViewGuard {
     state: Arc<RequestState>,
     ident: &'static ViewIdentity,
     owner: bool,
-    audited: bool,
 }
 
 impl ViewGuard {
     /// Joins the current request context, or opens a standalone one.
-    pub fn enter(ident: &'static ViewIdentity, args: &[(&str, Bson)], audited: bool) -> Self {
+    pub fn enter(ident: &'static ViewIdentity, args: &[(&str, Bson)]) -> Self {
         install_panic_hook();
         let (state, owner) = match context::current() {
             Some(s) => (s, false),
@@ -209,9 +209,7 @@ impl ViewGuard {
         };
         {
             let mut inner = state.lock();
-            if !audited {
-                inner.disabled = true;
-            } else if inner.view.is_none() {
+            if inner.view.is_none() {
                 inner.view = Some(ident);
                 let policy = crate::redact::policy_of(state.auditor.as_ref());
                 for (k, v) in args {
@@ -225,7 +223,6 @@ impl ViewGuard {
             state,
             ident,
             owner,
-            audited,
         }
     }
 
@@ -255,7 +252,7 @@ impl ViewGuard {
     /// Records a panic as the exception (type `panic`, its message, the backtrace) and resumes it,
     /// so the host's panic handling is unchanged.
     pub fn panicked(&self, payload: Box<dyn Any + Send>) -> ! {
-        if self.audited && self.is_primary() {
+        if self.is_primary() {
             let message = payload
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
@@ -277,7 +274,7 @@ impl ViewGuard {
 
     /// Records the outcome of a returned value (`Err` becomes the exception).
     pub fn finish(&self, outcome: Outcome) {
-        if !self.audited || !self.is_primary() {
+        if !self.is_primary() {
             return;
         }
         if let Some(e) = outcome.exception {

@@ -227,6 +227,12 @@ mod jobs {
         label.len()
     }
 
+    /// A disabled function called outside any request calls an audited one.
+    #[disable_audit]
+    pub fn disabled_caller(label: &str) -> usize {
+        standalone_probe(label)
+    }
+
     /// Holds a large buffer across an await: its future is only as large as that if nothing in
     /// the wrapper boxes the body.
     #[audited_view]
@@ -809,6 +815,19 @@ async fn names_are_built_from_module_type_and_function() {
             "{name} registered"
         );
     }
+}
+
+/// `#[disable_audit]` acts on the current request; outside any there is none, and an audited
+/// function it calls records its own access as usual.
+#[tokio::test]
+async fn disabled_function_outside_a_request_leaves_audited_calls_alone() {
+    global_auditor(); // installed before the first audited call
+    let label = unique("under-disabled");
+    assert_eq!(jobs::disabled_caller(&label), label.len());
+    assert_eq!(probe_accesses(&label).await.len(), 1);
+    assert!(accesses_of("macros::jobs::disabled_caller")
+        .await
+        .is_empty());
 }
 
 /// Nothing on an audited async handler's path is boxed: its future holds the body's state
