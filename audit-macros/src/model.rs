@@ -61,9 +61,12 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
         return Ok(TokenStream2::new());
     };
 
-    let krate = container
+    // The generated code names the runtime through one alias (serde's `use #path as _serde`), so
+    // a wrong `crate = "..."` is one unresolved import, not an error at every use.
+    let path = container
         .krate
         .map_or_else(|| quote!(::audit_runtime), |p| quote!(#p));
+    let krate = quote!(__audit_rt);
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let app = container
@@ -123,6 +126,8 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
     let doc_var = format_ident!("__audit_doc");
     let out = quote! {
         const _: () = {
+            use #path as __audit_rt;
+
             #[automatically_derived]
             impl #impl_generics #krate::Audited for #ident #ty_generics #where_clause {
                 const MODEL: #krate::ModelIdentity = #krate::ModelIdentity {

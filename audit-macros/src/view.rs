@@ -3,6 +3,7 @@
 //! Both give the handler an identity and a registration, declared at the top of its body:
 //!
 //! ```text
+//! use ::audit_runtime as __audit_rt;       // or the `crate = "..."` path: the one place it is named
 //! fn __audit_here() {}                      // the probe: its type name tells the enclosing `impl`
 //! fn __audit_view() -> &'static ViewIdentity { /* handler_identity(probe, module_path!(), "name", ..), once */ }
 //! inventory::submit! { ViewRegistration::new(__audit_view, audited) }
@@ -144,15 +145,20 @@ fn check(cx: &Ctxt, args: &ViewArgs, func: &ItemFn, kind: ViewKind) {
     }
 }
 
-fn runtime_path(args: &ViewArgs) -> TokenStream2 {
-    args.krate
+/// `use <runtime> as __audit_rt;`: the generated code names the runtime through this one alias
+/// (serde's `use #path as _serde`), so a wrong `crate = "..."` is one unresolved import, not an
+/// error at every use.
+fn runtime_alias(args: &ViewArgs) -> TokenStream2 {
+    let path = args
+        .krate
         .as_ref()
-        .map_or_else(|| quote!(::audit_runtime), |p| quote!(#p))
+        .map_or_else(|| quote!(::audit_runtime), |p| quote!(#p));
+    quote!(use #path as __audit_rt;)
 }
 
 /// The probe, the identity and the registration (see the module docs).
 fn identity_items(args: &ViewArgs, func: &ItemFn, kind: ViewKind) -> TokenStream2 {
-    let krate = runtime_path(args);
+    let krate = quote!(__audit_rt);
     let lit = |l: &Option<syn::LitStr>| match l {
         Some(lit) => quote!(::core::option::Option::Some(#lit)),
         None => quote!(::core::option::Option::None),
@@ -185,11 +191,13 @@ fn identity_items(args: &ViewArgs, func: &ItemFn, kind: ViewKind) -> TokenStream
 /// `#[disable_audit]`: the identity, the registration, the mark, the body untouched. The body
 /// stays a block of its own, so its items and locals cannot clash with the generated ones.
 fn disabled_body(args: &ViewArgs, func: &ItemFn) -> TokenStream2 {
-    let krate = runtime_path(args);
+    let alias = runtime_alias(args);
+    let krate = quote!(__audit_rt);
     let identity = identity_items(args, func, ViewKind::Disabled);
     let block = &func.block;
     quote! {
         {
+            #alias
             #identity
             #krate::__private::disable_current();
             #block
@@ -199,7 +207,8 @@ fn disabled_body(args: &ViewArgs, func: &ItemFn) -> TokenStream2 {
 
 /// `#[audited_view]`: the identity, the registration, and the body run under the guard.
 fn audited_body(args: &ViewArgs, func: &ItemFn) -> TokenStream2 {
-    let krate = runtime_path(args);
+    let alias = runtime_alias(args);
+    let krate = quote!(__audit_rt);
     let identity = identity_items(args, func, ViewKind::Audited);
     let arg_pairs = args.args.iter().flat_map(|a| &a.names).map(|n| {
         let key = n.unraw().to_string();
@@ -225,6 +234,7 @@ fn audited_body(args: &ViewArgs, func: &ItemFn) -> TokenStream2 {
 
     quote! {
         {
+            #alias
             #identity
             let __audit_guard = #krate::__private::ViewGuard::enter(
                 __audit_view(),
