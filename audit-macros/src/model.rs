@@ -1,29 +1,19 @@
-//! Expansion of `#[derive(Audited)]`: parse (container and field attributes, errors collected),
-//! then generate `Audited`, `AuditValue` and the inventory registration inside `const _: () = {}`.
+//! Expansion of `#[derive(Audited)]`: parse (container and field attributes, in `attr.rs`, errors
+//! collected), then generate `Audited`, `AuditValue` and the inventory registration inside
+//! `const _: () = {}`.
 
+use crate::attr;
 use crate::ctxt::Ctxt;
 use proc_macro2::TokenStream as TokenStream2;
 use quote::{format_ident, quote};
 use syn::{Data, DeriveInput, Fields, Ident, LitStr};
 
-#[derive(Default)]
-struct FieldAttrs {
-    id: bool,
-    skip: bool,
-    mask: bool,
-    capture: bool,
-    display: bool,
-    serde: bool,
-    rename: Option<LitStr>,
-}
-
 struct Field<'a> {
     ident: &'a Ident,
-    attrs: FieldAttrs,
+    attrs: attr::Field,
 }
 
 pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
-    let mut cx = Ctxt::default();
     let fields = match &input.data {
         Data::Struct(s) => match &s.fields {
             Fields::Named(named) => Some(&named.named),
@@ -38,101 +28,17 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
         ));
     };
 
-    // Container attributes.
-    let mut app: Option<LitStr> = None;
-    let mut krate: Option<syn::Path> = None;
-    for attr in input.attrs.iter().filter(|a| a.path().is_ident("audit")) {
-        let res = attr.parse_nested_meta(|meta| {
-            if meta.path.is_ident("app") {
-                // #[audit(app = "polls")]
-                let v: LitStr = meta.value()?.parse()?;
-                if app.replace(v).is_some() {
-                    cx.error_spanned_by(&meta.path, "duplicate audit attribute `app`");
-                }
-            } else if meta.path.is_ident("crate") {
-                // #[audit(crate = "my::audit_runtime")]
-                let v: LitStr = meta.value()?.parse()?;
-                if krate.replace(v.parse()?).is_some() {
-                    cx.error_spanned_by(&meta.path, "duplicate audit attribute `crate`");
-                }
-            } else {
-                let name = meta
-                    .path
-                    .get_ident()
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                cx.error_spanned_by(
-                    &meta.path,
-                    format!("unknown audit container attribute `{name}`"),
-                );
-            }
-            Ok(())
-        });
-        if let Err(e) = res {
-            cx.push(e);
-        }
-    }
-
-    // Field attributes.
-    let mut parsed = Vec::new();
-    for f in fields {
-        let ident = f.ident.as_ref().expect("named fields have idents");
-        let mut a = FieldAttrs::default();
-        for attr in f.attrs.iter().filter(|a| a.path().is_ident("audit")) {
-            let res = attr.parse_nested_meta(|meta| {
-                let key = meta
-                    .path
-                    .get_ident()
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
-                let flag = match key.as_str() {
-                    // #[audit(id)]
-                    "id" => Some(&mut a.id),
-                    // #[audit(skip)]
-                    "skip" => Some(&mut a.skip),
-                    // #[audit(mask)]
-                    "mask" => Some(&mut a.mask),
-                    // #[audit(capture)]
-                    "capture" => Some(&mut a.capture),
-                    // #[audit(display)]
-                    "display" => Some(&mut a.display),
-                    // #[audit(serde)]
-                    "serde" => Some(&mut a.serde),
-                    _ => None,
-                };
-                if let Some(flag) = flag {
-                    if std::mem::replace(flag, true) {
-                        cx.error_spanned_by(
-                            &meta.path,
-                            format!("duplicate audit attribute `{key}`"),
-                        );
-                    }
-                } else if key == "rename" {
-                    // #[audit(rename = "foo")]
-                    let v: LitStr = meta.value()?.parse()?;
-                    if a.rename.replace(v).is_some() {
-                        cx.error_spanned_by(&meta.path, "duplicate audit attribute `rename`");
-                    }
-                } else {
-                    cx.error_spanned_by(
-                        &meta.path,
-                        format!("unknown audit field attribute `{key}`"),
-                    );
-                }
-                Ok(())
-            });
-            if let Err(e) = res {
-                cx.push(e);
-            }
-        }
-        if a.mask && a.capture {
-            cx.error_spanned_by(ident, "`mask` and `capture` cannot be combined");
-        }
-        if a.display && a.serde {
-            cx.error_spanned_by(ident, "`display` and `serde` cannot be combined");
-        }
-        parsed.push(Field { ident, attrs: a });
-    }
+    let cx = Ctxt::new();
+    let container = attr::Container::from_ast(&cx, &input);
+    let parsed: Vec<Field<'_>> = fields
+        .iter()
+        .filter_map(|f| {
+            Some(Field {
+                ident: f.ident.as_ref()?,
+                attrs: attr::Field::from_ast(&cx, f),
+            })
+        })
+        .collect();
 
     let marked: Vec<&Field<'_>> = parsed.iter().filter(|f| f.attrs.id).collect();
     if marked.len() > 1 {
@@ -142,19 +48,30 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
         .first()
         .copied()
         .or_else(|| parsed.iter().find(|f| f.ident == "id"));
-    if id_field.is_none() {
+    let id_ident = id_field.map(|f| f.ident);
+    if id_ident.is_none() {
         cx.error_spanned_by(
             &input.ident,
             "`#[derive(Audited)]` needs an id field: name one `id` or mark it with `#[audit(id)]`",
         );
     }
     cx.check()?;
-    let id_ident = id_field.map(|f| f.ident).expect("checked above");
+    // Reported above: `check` has returned the error.
+    let Some(id_ident) = id_ident else {
+        return Ok(TokenStream2::new());
+    };
 
-    let krate = krate.map_or_else(|| quote!(::audit_runtime), |p| quote!(#p));
+    // The generated code names the runtime through one alias (serde's `use #path as _serde`), so
+    // a wrong `crate = "..."` is one unresolved import, not an error at every use.
+    let path = container
+        .krate
+        .map_or_else(|| quote!(::audit_runtime), |p| quote!(#p));
+    let krate = quote!(__audit_rt);
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    let app = app.map_or_else(|| quote!(::core::env!("CARGO_CRATE_NAME")), |l| quote!(#l));
+    let app = container
+        .app
+        .map_or_else(|| quote!(::core::env!("CARGO_CRATE_NAME")), |l| quote!(#l));
 
     let mut names = Vec::new();
     let inserts = parsed.iter().filter(|f| !f.attrs.skip).map(|f| {
@@ -209,6 +126,8 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
     let doc_var = format_ident!("__audit_doc");
     let out = quote! {
         const _: () = {
+            use #path as __audit_rt;
+
             #[automatically_derived]
             impl #impl_generics #krate::Audited for #ident #ty_generics #where_clause {
                 const MODEL: #krate::ModelIdentity = #krate::ModelIdentity {

@@ -11,7 +11,7 @@ use crate::auditor::Auditor;
 use crate::document::{
     Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView,
 };
-use crate::view::ViewIdentity;
+use crate::identity::ViewIdentity;
 use bson::{oid::ObjectId, Bson, Document};
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -42,6 +42,7 @@ pub mod document;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 pub mod index;
+mod identity;
 pub mod journal;
 pub mod keys;
 pub mod model;
@@ -60,7 +61,7 @@ pub mod writer;
 pub use actions::{record_create, record_delete, record_update};
 pub use auditor::{AuditError, Auditor, AuditorBuilder};
 pub use context::{add_custom, current_access_id, disable_current, set_user};
-pub use view::ViewIdentity;
+pub use identity::{ModelIdentity, ViewIdentity};
 pub use writer::{MetricsSnapshot, WriterGuard};
 
 pub use blacklist::Blacklist;
@@ -70,7 +71,7 @@ pub use document::{
     Action, AuditDocument, Collection, Items, ModelAction, ModelActionContent, ModelActionInstance,
     ModelActionModel, Process, UserId,
 };
-pub use model::{AuditValue, Audited, ModelIdentity};
+pub use model::{AuditValue, Audited};
 pub use query::{Query, QueryError, UrlMatch};
 pub use registry::{ModelRegistration, RegistryError, ViewRegistration};
 pub use store::{Filter, FindOptions, Order, Store, StoreError};
@@ -86,9 +87,11 @@ pub use bson;
 // Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::context::disable_current;
+    pub use crate::identity::ViewIdentity;
     pub use crate::view::{
-        CatchUnwind, DescViaAny, DescViaDisplay, IdViaDisplay, IdViaOption, ViaAny, ViaDebug,
-        ViaDisplay, ViaError, ViewGuard, ViewIdentity, Wrap,
+        handler_identity, CatchUnwind, DescViaAny, DescViaDisplay, IdViaDisplay, IdViaOption,
+        ViaAny, ViaDebug, ViaDisplay, ViaError, ViewGuard, Wrap,
     };
     pub use bson;
     pub use inventory;

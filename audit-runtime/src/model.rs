@@ -5,6 +5,7 @@
 //! they keep full precision and types: datetimes keep their time of day and zone, strings keep
 //! their Unicode, decimals keep every digit (stored as their exact decimal string).
 
+use crate::identity::ModelIdentity;
 use bson::{doc, Bson, Document};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -35,17 +36,6 @@ pub fn field_value(
     } else {
         value
     }
-}
-
-/// A model's identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ModelIdentity {
-    /// The Rust path of the type.
-    pub full_name: &'static str,
-    /// The crate name, or the `#[audit(app = "...")]` override.
-    pub app: &'static str,
-    /// The type name.
-    pub name: &'static str,
 }
 
 /// A model whose create, update and delete actions can be recorded. Derive it.

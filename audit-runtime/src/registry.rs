@@ -6,7 +6,7 @@
 //! crate's registrations silently go missing. Write `use my_handlers as _;` in the binary.
 
 use crate::config::AuditConfig;
-use crate::view::ViewIdentity;
+use crate::identity::ViewIdentity;
 use std::collections::BTreeSet;
 use std::sync::RwLock;
 

@@ -145,6 +145,119 @@ mod jobs {
     pub fn debug_error() -> Result<(), (u16, String)> {
         Err((418, "teapot".to_owned()))
     }
+
+    // Each handler below is one whose path, as the compiler prints it, is not
+    // `module::Type::function`: the stored name must not be that path with bits removed.
+
+    pub(crate) struct Boxed<T>(pub(crate) T);
+
+    impl<T: Copy> Boxed<T> {
+        /// Printed `macros::jobs::Boxed<_>::get`.
+        #[audited_view]
+        pub fn get(&self) -> T {
+            self.0
+        }
+    }
+
+    pub(crate) trait Tick {
+        fn tick(&self) -> u32;
+
+        /// A trait's default method: named after the trait.
+        #[audited_view]
+        fn tick_twice(&self) -> u32 {
+            self.tick() * 2
+        }
+    }
+
+    impl Tick for Worker {
+        /// Printed `<macros::jobs::Worker as macros::jobs::Tick>::tick`.
+        #[audited_view]
+        fn tick(&self) -> u32 {
+            self.base
+        }
+    }
+
+    impl Worker {
+        /// An associated function without `self`.
+        #[audited_view]
+        pub async fn build() -> Worker {
+            Worker { base: 1 }
+        }
+    }
+
+    pub(crate) mod elsewhere {
+        use audit_runtime::audited_view;
+
+        impl super::Worker {
+            /// An impl in another module than its type, printed
+            /// `macros::jobs::elsewhere::<impl macros::jobs::Worker>::from_elsewhere`.
+            #[audited_view]
+            pub fn from_elsewhere(&self) -> u32 {
+                self.base
+            }
+        }
+    }
+
+    /// Handlers declared in a closure and in an async block: neither appears in the name.
+    pub(crate) fn in_closure() -> u8 {
+        let f = || {
+            #[audited_view]
+            fn closure_inner() -> u8 {
+                1
+            }
+            closure_inner()
+        };
+        f()
+    }
+
+    pub(crate) async fn in_async_block() -> u8 {
+        async {
+            #[audited_view]
+            async fn async_inner() -> u8 {
+                2
+            }
+            async_inner().await
+        }
+        .await
+    }
+
+    /// Arguments tell this test's calls apart from any other test's.
+    #[audited_view(args(label))]
+    pub fn standalone_probe(label: &str) -> usize {
+        label.len()
+    }
+
+    /// A disabled function called outside any request calls an audited one.
+    #[disable_audit]
+    pub fn disabled_caller(label: &str) -> usize {
+        standalone_probe(label)
+    }
+
+    /// Holds a large buffer across an await: its future is only as large as that if nothing in
+    /// the wrapper boxes the body.
+    #[audited_view]
+    pub async fn large_state() -> u8 {
+        let buffer = [3u8; 8192];
+        tokio::task::yield_now().await;
+        buffer[8191]
+    }
+}
+
+/// Every test that calls `jobs::generic` holds this lock, so a count before and after one call
+/// sees that call alone.
+static GENERIC_CALLS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Accesses of `jobs::standalone_probe` called with `label`.
+async fn probe_accesses(label: &str) -> Vec<Access> {
+    accesses_of("macros::jobs::standalone_probe")
+        .await
+        .into_iter()
+        .filter(|a| a.view.kwargs.get_str("label") == Ok(label))
+        .collect()
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", bson::oid::ObjectId::new().to_hex())
 }
 
 #[tokio::test]
@@ -302,8 +415,17 @@ async fn methods_generics_and_patterns() {
             .kwargs,
         doc! { "a": 1_i64, "b": 2_i64 }
     );
-    assert_eq!(jobs::generic(1u8, vec![2u32, 3u32]), 6);
-    assert!(!accesses_of("macros::jobs::generic").await.is_empty());
+    {
+        let _only_caller = GENERIC_CALLS.lock().await;
+        let before = accesses_of("macros::jobs::generic").await.len();
+        assert_eq!(jobs::generic(1u8, vec![2u32, 3u32]), 6);
+        let after = accesses_of("macros::jobs::generic").await.len();
+        assert_eq!(
+            after,
+            before + 1,
+            "this call of a generic handler is recorded"
+        );
+    }
     assert_eq!(jobs::returns_impl_trait(3).count(), 3);
 }
 
@@ -617,14 +739,107 @@ fn register_models_names_the_unknown_model() {
 
 #[tokio::test]
 async fn query_by_url_is_unaffected_by_standalone_records() {
-    global_auditor(); // installed before the first audited call
-    jobs::generic(1u8, Vec::<u8>::new());
-    let store = global_auditor().store().unwrap();
-    global_auditor().flush().await;
-    assert!(Access::objects()
-        .filter_by_url(UrlMatch::exact("/never"))
+    let auditor = global_auditor();
+    let store = auditor.store().unwrap();
+    // An access of an HTTP request, so the URL query has something to find.
+    let path = format!("/{}", unique("url-probe"));
+    store
+        .insert(&audit_tests::access(
+            &path,
+            chrono::Utc::now(),
+            "macros::http_view",
+        ))
+        .await
+        .unwrap();
+    // A standalone record, told apart by its argument.
+    let label = unique("standalone");
+    jobs::standalone_probe(&label);
+    auditor.flush().await;
+    let standalone = probe_accesses(&label).await;
+    assert_eq!(standalone.len(), 1, "the standalone call is stored");
+    assert_eq!(standalone[0].request.path, "", "with no request path");
+
+    // Any path at all: the request's access is found, the standalone one is not.
+    let by_url = Access::objects()
+        .filter_by_url(UrlMatch::regex("."))
         .fetch(store)
         .await
-        .unwrap()
+        .unwrap();
+    assert!(by_url.iter().any(|a| a.request.path == path), "{by_url:?}");
+    assert!(
+        by_url.iter().all(|a| a.id != standalone[0].id),
+        "a standalone record answers a URL query"
+    );
+    let exact = Access::objects()
+        .filter_by_url(UrlMatch::exact(path.as_str()))
+        .fetch(store)
+        .await
+        .unwrap();
+    assert_eq!(exact.len(), 1);
+    assert_eq!(exact[0].view.full_name, "macros::http_view");
+}
+
+/// Names are `module::function` or `module::Type::function`, from `module_path!()` and the
+/// item's name: the module of the `impl` block, the type's bare name (no generic arguments, not
+/// the trait), never a closure or an async block. Each handler here is one whose path, as the
+/// compiler prints it, spells something else.
+#[tokio::test]
+async fn names_are_built_from_module_type_and_function() {
+    global_auditor(); // installed before the first audited call
+    let w = jobs::Worker { base: 4 };
+    assert_eq!(jobs::Boxed(9u8).get(), 9);
+    assert_eq!(jobs::Tick::tick(&w), 4);
+    assert_eq!(jobs::Tick::tick_twice(&w), 8);
+    assert_eq!(jobs::Worker::build().await.base, 1);
+    assert_eq!(w.from_elsewhere(), 4);
+    assert_eq!(jobs::in_closure(), 1);
+    assert_eq!(jobs::in_async_block().await, 2);
+    for (name, short) in [
+        ("macros::jobs::Boxed::get", "get"),
+        ("macros::jobs::Worker::tick", "tick"),
+        ("macros::jobs::Tick::tick_twice", "tick_twice"),
+        ("macros::jobs::Worker::build", "build"),
+        (
+            "macros::jobs::elsewhere::Worker::from_elsewhere",
+            "from_elsewhere",
+        ),
+        ("macros::jobs::in_closure::closure_inner", "closure_inner"),
+        ("macros::jobs::in_async_block::async_inner", "async_inner"),
+    ] {
+        let got = accesses_of(name).await;
+        assert_eq!(got.len(), 1, "{name} recorded once");
+        assert_eq!(got[0].view.name, short);
+        assert_eq!(got[0].view.app, "macros");
+        assert!(
+            registry::get_view(name).unwrap().audited,
+            "{name} registered"
+        );
+    }
+}
+
+/// `#[disable_audit]` acts on the current request; outside any there is none, and an audited
+/// function it calls records its own access as usual.
+#[tokio::test]
+async fn disabled_function_outside_a_request_leaves_audited_calls_alone() {
+    global_auditor(); // installed before the first audited call
+    let label = unique("under-disabled");
+    assert_eq!(jobs::disabled_caller(&label), label.len());
+    assert_eq!(probe_accesses(&label).await.len(), 1);
+    assert!(accesses_of("macros::jobs::disabled_caller")
+        .await
         .is_empty());
+}
+
+/// Nothing on an audited async handler's path is boxed: its future holds the body's state
+/// inline.
+#[tokio::test]
+async fn async_handler_state_is_not_boxed() {
+    global_auditor(); // installed before the first audited call
+    let fut = jobs::large_state();
+    assert!(
+        std::mem::size_of_val(&fut) >= 8192,
+        "{} bytes",
+        std::mem::size_of_val(&fut)
+    );
+    assert_eq!(fut.await, 3);
 }

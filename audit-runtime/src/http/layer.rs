@@ -4,7 +4,7 @@ use super::capture::Capture;
 use super::service::AuditService;
 use crate::auditor::Auditor;
 use crate::document::AccessUser;
-use crate::view::ViewIdentity;
+use crate::identity::ViewIdentity;
 use http::Method;
 use std::collections::HashMap;
 use std::fmt;
