@@ -83,9 +83,9 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
             .map_or_else(|| fi.to_string(), LitStr::value);
         names.push(key.clone());
         let value = if f.attrs.display {
-            quote!(#krate::model::display_value(&self.#fi))
+            quote!(#krate::__private::display_value(&self.#fi))
         } else if f.attrs.serde {
-            quote!(#krate::model::serde_value(&self.#fi))
+            quote!(#krate::__private::serde_value(&self.#fi))
         } else {
             quote!(#krate::AuditValue::to_audit_bson(&self.#fi))
         };
@@ -97,7 +97,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
             __audit_doc.push(#key, {
                 static __AUDIT_SECRET: #krate::__private::OnceLock<bool> =
                     #krate::__private::OnceLock::new();
-                #krate::model::field_value(
+                #krate::__private::field_value(
                     &__AUDIT_SECRET,
                     &[#ident_name, #key],
                     #mask,
@@ -151,8 +151,8 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
                     )
                 }
 
-                fn audit_snapshot(&self) -> #krate::model::Snapshot {
-                    let mut #doc_var = #krate::model::Snapshot::with_capacity(#n_fields);
+                fn audit_snapshot(&self) -> #krate::Snapshot {
+                    let mut #doc_var = #krate::Snapshot::with_capacity(#n_fields);
                     #(#inserts)*
                     #doc_var
                 }

@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p audit-runtime --bench derive`
 
-use audit_runtime::model::diff_snapshots;
+use audit_runtime::internals::diff_snapshots;
 use audit_runtime::Audited;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use serde::Serialize;

@@ -6,12 +6,13 @@
 //!
 //! `cargo bench -p audit-runtime --bench stores` (`-- --quick` for a short run).
 
-use audit_runtime::store::sqlite::{create_index_sql, open_connection};
-use audit_runtime::store::{default_indexes, Filter, FindOptions};
+use audit_runtime::internals::default_indexes;
+use audit_runtime::internals::{create_index_sql, open_connection};
 use audit_runtime::{
     Access, AccessResponse, AccessUser, AccessView, AuditConfig, Collection, DbConnection, Store,
     UrlMatch,
 };
+use audit_runtime::{Filter, FindOptions};
 use bson::doc;
 use chrono::{Duration, TimeZone, Utc};
 use std::time::Instant;

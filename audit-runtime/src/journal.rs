@@ -37,13 +37,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Marks the start of every entry.
-pub const MAGIC: [u8; 4] = [0xA7, b'A', b'J', b'1'];
+pub(crate) const MAGIC: [u8; 4] = [0xA7, b'A', b'J', b'1'];
 /// Bytes before an entry's payload: magic, tag, length, checksum.
-pub const HEADER_LEN: usize = 13;
+pub(crate) const HEADER_LEN: usize = 13;
 /// The longest payload an entry may have; a longer length field is damage.
-pub const MAX_PAYLOAD: u32 = 64 * 1024 * 1024;
+pub(crate) const MAX_PAYLOAD: u32 = 64 * 1024 * 1024;
 /// The tag of raw bytes kept from a damaged region.
-pub const RAW_TAG: u8 = b'x';
+pub(crate) const RAW_TAG: u8 = b'x';
 /// Damaged regions are handed back in pieces of at most this many bytes.
 const MAX_CORRUPT_PIECE: u64 = 1024 * 1024;
 /// How much is read at a time while looking for the next entry.
@@ -123,7 +123,7 @@ fn frame(buf: &mut Vec<u8>, tag: u8, payload: &[u8]) -> std::io::Result<()> {
 /// Opens `path` for appending (creating it with mode 0600 whatever the umask), refusing to follow
 /// a symlink: an audit file must never be redirected to somewhere else by whoever can write the
 /// directory. A file that exists with looser permissions is tightened to 0600.
-pub fn open_private(path: &Path, truncate: bool) -> std::io::Result<File> {
+pub(crate) fn open_private(path: &Path, truncate: bool) -> std::io::Result<File> {
     let mut o = OpenOptions::new();
     o.create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW);
     if truncate {

@@ -27,8 +27,8 @@ compile_error!(
 );
 
 mod actions;
-pub mod auditor;
-pub mod blacklist;
+mod auditor;
+mod blacklist;
 #[cfg(feature = "cli")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
@@ -36,45 +36,55 @@ pub mod config;
 #[cfg(feature = "console")]
 #[cfg_attr(docsrs, doc(cfg(feature = "console")))]
 pub mod console;
-pub mod context;
-pub mod document;
+mod context;
+mod document;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
-pub mod index;
 mod identity;
-pub mod journal;
+// Items of the modules below that are `pub` but not re-exported here are reached by this
+// workspace's tests and benchmarks through `internals` (a feature applications do not enable).
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
+mod index;
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
+mod journal;
 pub mod keys;
-pub mod model;
-pub mod process;
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
+mod model;
+mod process;
 #[cfg(feature = "http")]
 mod provider;
-pub mod query;
-pub mod redact;
+mod query;
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
+mod redact;
 pub mod registry;
 pub mod seal;
 mod secret;
-pub mod store;
-pub mod view;
-pub mod writer;
+#[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
+mod store;
+mod view;
+mod writer;
 
 pub use actions::{record_create, record_delete, record_update};
 pub use auditor::{AuditError, Auditor, AuditorBuilder};
+pub use blacklist::{Blacklist, BlacklistError};
+pub use config::{AuditConfig, CaptureConfig, ConfigError, DbConnection, FullPolicy};
 pub use context::{add_custom, current_access_id, disable_current, set_user};
-pub use identity::{ModelIdentity, ViewIdentity};
-pub use writer::{MetricsSnapshot, WriterGuard};
-
-pub use blacklist::Blacklist;
-pub use config::{AuditConfig, ConfigError, DbConnection, FullPolicy};
 pub use document::{
     Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView,
-    Action, AuditDocument, Collection, Items, ModelAction, ModelActionContent, ModelActionInstance,
-    ModelActionModel, Process, UserId,
+    Action, AuditDocument, Collection, InstanceLookup, Items, ModelAction, ModelActionContent,
+    ModelActionInstance, ModelActionModel, Process, UserId, UserLookup,
 };
-pub use model::{AuditValue, Audited};
+pub use identity::{ModelIdentity, ViewIdentity};
+pub use index::IndexSpec;
+pub use model::{AuditValue, Audited, Snapshot};
 pub use query::{Query, QueryError, UrlMatch};
+pub use redact::{Redaction, MASK};
 pub use registry::{ModelRegistration, RegistryError, ViewRegistration};
-pub use store::{Filter, FindOptions, Order, Store, StoreError};
+pub use store::filter::{Filter, FindOptions, Order};
+pub use store::index::{EnsuredIndex, IndexInfo};
+pub use store::{Store, StoreError};
+pub use writer::{MetricsSnapshot, WriterGuard};
 
 #[cfg(feature = "macros")]
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
@@ -84,11 +94,28 @@ pub use audit_macros::{audited_view, disable_audit, Audited};
 /// dependency of their own (and never a second, mismatched version).
 pub use bson;
 
+/// Not public API: internals that this workspace's tests and benchmarks reach into (the spill
+/// journal's format, the SQLite schema, the diff). Behind the `internals` feature, which
+/// applications do not enable; no stability promise.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::index::{default_indexes, validate_index_path};
+    pub use crate::journal::{Item, Journal};
+    pub use crate::model::{diff, diff_snapshots, finalize_masks};
+    pub use crate::redact::default_policy;
+    pub use crate::store::degrade::MARKER_KEY;
+    pub use crate::store::encode;
+    #[cfg(feature = "embedded-store")]
+    pub use crate::store::sqlite::{create_index_sql, open_connection, prepare_connection};
+}
+
 // Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::context::disable_current;
     pub use crate::identity::ViewIdentity;
+    pub use crate::model::{display_value, field_value, serde_value};
     pub use crate::view::{
         handler_identity, CatchUnwind, DescViaAny, DescViaDisplay, IdViaDisplay, IdViaOption,
         ViaAny, ViaDebug, ViaDisplay, ViaError, ViewGuard, Wrap,

@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 
 /// What a masked value is stored as.
-pub use crate::redact::MASK;
+pub(crate) use crate::redact::MASK;
 
 /// True when a field of this name is masked unless `#[audit(capture)]` says otherwise: the
 /// decision of the one redaction policy ([`crate::redact`]), with its default settings.
-pub fn is_secret_name(name: &str) -> bool {
+pub(crate) fn is_secret_name(name: &str) -> bool {
     crate::redact::is_secret_name(name)
 }
 
@@ -332,7 +332,7 @@ fn mask_tag(fingerprint: u64) -> u64 {
 }
 
 /// Masks a value: a per-process keyed fingerprint, replaced by [`MASK`] before storage.
-pub fn mask_value(v: &Bson) -> Bson {
+pub(crate) fn mask_value(v: &Bson) -> Bson {
     let mut h = mask_keys().0.build_hasher();
     let mut bytes = Vec::new();
     // A document wrapper makes every BSON value serialisable; failure cannot happen for owned values.

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 /// What identifies a process, before it is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessInfo {
+pub(crate) struct ProcessInfo {
     /// Program name: the basename of `argv[0]`, or the sub-command of a `manage.py`-style launcher.
     pub name: String,
     /// The remaining arguments joined by spaces, `None` when there are none.
@@ -25,7 +25,7 @@ pub struct ProcessInfo {
 
 impl ProcessInfo {
     /// The info of this process (cached per pid).
-    pub fn current() -> ProcessInfo {
+    pub(crate) fn current() -> ProcessInfo {
         static CACHE: Mutex<Option<ProcessInfo>> = Mutex::new(None);
         let pid = std::process::id();
         let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
@@ -57,7 +57,7 @@ impl ProcessInfo {
     }
 
     /// The document to upsert (a fresh id; the store returns the stored one if it exists).
-    pub fn to_process(&self) -> Process {
+    pub(crate) fn to_process(&self) -> Process {
         Process {
             id: ObjectId::new(),
             interlink_id: None,
@@ -75,7 +75,7 @@ impl ProcessInfo {
 /// sub-command; an empty argv (embedded interpreters) gives `unknown`. Secrets in the arguments (a
 /// connection string with a password, the value of `--password`-like flags) are masked: the
 /// process document is stored in the trail like everything else.
-pub fn name_and_args(argv: &[String]) -> (String, Option<String>) {
+pub(crate) fn name_and_args(argv: &[String]) -> (String, Option<String>) {
     let base = |s: &str| {
         std::path::Path::new(s)
             .file_name()

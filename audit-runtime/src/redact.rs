@@ -21,7 +21,7 @@
 //! name, and exempts a name that normalises to it).
 
 use crate::document::AccessException;
-pub use crate::secret::{normalize, split_userinfo};
+pub(crate) use crate::secret::{normalize, split_userinfo};
 use bson::Bson;
 use regex::Regex;
 use std::borrow::Cow;
@@ -31,7 +31,7 @@ use std::sync::OnceLock;
 pub const MASK: &str = "********";
 
 /// Normalised names containing one of these anywhere are secrets.
-pub const SECRET_ANYWHERE: &[&str] = &[
+pub(crate) const SECRET_ANYWHERE: &[&str] = &[
     "password",
     "passwd",
     "passphrase",
@@ -55,25 +55,25 @@ pub const SECRET_ANYWHERE: &[&str] = &[
 
 /// Normalised names with one of these as a whole `_`-separated word are secrets (short words
 /// would match harmless names as substrings: `spinner`, `design`, `author`).
-pub const SECRET_WORDS: &[&str] = &[
+pub(crate) const SECRET_WORDS: &[&str] = &[
     "pwd", "pass", "pin", "sig", "auth", "otp", "cvv", "cvc", "cookie", "sid", "ssn",
 ];
 
 /// Normalised names that are secrets only as the whole name (`?code=` of an OAuth redirect,
 /// `?key=` of an API key; `zip_code` or `sort_key` are not).
-pub const SECRET_NAMES: &[&str] = &["code", "key"];
+pub(crate) const SECRET_NAMES: &[&str] = &["code", "key"];
 
 /// Names that the word rule would take for secrets but that only name a method (MongoDB's
 /// `authSource` and `authMechanism` options).
-pub const NOT_SECRET_NAMES: &[&str] = &["auth_source", "auth_mechanism"];
+pub(crate) const NOT_SECRET_NAMES: &[&str] = &["auth_source", "auth_mechanism"];
 
 /// Headers masked by name besides those whose name is a secret by the rules above: they carry
 /// credentials under names that do not say so.
-pub const SECRET_HEADERS: &[&str] = &["sec_websocket_protocol", "set_cookie", "cookie"];
+pub(crate) const SECRET_HEADERS: &[&str] = &["sec_websocket_protocol", "set_cookie", "cookie"];
 
 /// Headers whose value is a URL of another page or site: every query value and any password in
 /// them is masked, whatever its name (a third party's parameters are not known here).
-pub const URL_HEADERS: &[&str] = &[
+pub(crate) const URL_HEADERS: &[&str] = &[
     "referer",
     "origin",
     "location",
@@ -83,7 +83,7 @@ pub const URL_HEADERS: &[&str] = &[
 ];
 
 /// Default cap of an exception's message and of its trace, in bytes.
-pub const DEFAULT_MAX_EXCEPTION_BYTES: usize = 16 * 1024;
+pub(crate) const DEFAULT_MAX_EXCEPTION_BYTES: usize = 16 * 1024;
 
 /// What a policy is built from: the redaction settings of the `[capture]` table
 /// (`CaptureConfig::redaction_rules`). The policy depends on these plain values rather than on the
@@ -149,7 +149,7 @@ pub fn default_policy() -> &'static Redaction {
 
 /// The policy of a `[capture]` table, built once per distinct table (the HTTP layer, URL
 /// parameters and exceptions of one application all share it).
-pub fn policy_for(c: &Rules) -> std::sync::Arc<Redaction> {
+pub(crate) fn policy_for(c: &Rules) -> std::sync::Arc<Redaction> {
     use std::sync::{Arc, Mutex};
     static CACHE: Mutex<Vec<(Rules, Arc<Redaction>)>> = Mutex::new(Vec::new());
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
@@ -166,7 +166,7 @@ pub fn policy_for(c: &Rules) -> std::sync::Arc<Redaction> {
 }
 
 /// True when a name is a secret under the default policy.
-pub fn is_secret_name(name: &str) -> bool {
+pub(crate) fn is_secret_name(name: &str) -> bool {
     default_policy().is_secret_key(name)
 }
 
@@ -577,7 +577,7 @@ fn scheme_re() -> &'static Regex {
 /// `#`). A password that holds an unencoded `/`, `?` or `#` ends the authority early; such a
 /// `user:...` (a `:` not followed by a port number) is still taken for user info, up to the `@`
 /// that [`split_userinfo`] finds in the rest of the word.
-pub fn mask_userinfo(s: &str) -> Cow<'_, str> {
+pub(crate) fn mask_userinfo(s: &str) -> Cow<'_, str> {
     if !s.contains("://") {
         return Cow::Borrowed(s);
     }

@@ -7,7 +7,7 @@
 /// info ends at the last `@` whose host part (up to `/` or `?`) is a plain host list, not a query
 /// option: a password may hold `/`, `?` or `@` when it was not percent-encoded, and must then
 /// neither be shown as a host nor as a database name.
-pub fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
+pub(crate) fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
     let at = rest
         .char_indices()
         .rev()
@@ -24,7 +24,7 @@ pub fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
 
 /// A name in the matcher's normal form: camelCase split, lower case, `-`/`.`/space/`_` as `_`,
 /// `http_` and `x_` prefixes removed.
-pub fn normalize(name: &str) -> String {
+pub(crate) fn normalize(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 4);
     let mut prev: Option<char> = None;
     for c in name.chars() {

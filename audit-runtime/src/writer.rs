@@ -53,7 +53,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Most records written in one store call.
-pub const MAX_BATCH: usize = 512;
+pub(crate) const MAX_BATCH: usize = 512;
 
 /// A record to store, already encoded: it is serialised on the request path (about a
 /// microsecond for a 2 KB access), which keeps queued records compact (their BSON bytes, not their
@@ -121,7 +121,7 @@ enum Job {
 
 /// Counters of the writer, readable at any time.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     enqueued: AtomicU64,
     written: AtomicU64,
     retried: AtomicU64,

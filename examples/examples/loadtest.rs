@@ -13,8 +13,8 @@
 
 use audit_runtime::bson;
 use audit_runtime::http::AuditLayer;
-use audit_runtime::store::default_indexes;
-use audit_runtime::store::sqlite::{create_index_sql, open_connection};
+use audit_runtime::internals::default_indexes;
+use audit_runtime::internals::{create_index_sql, open_connection};
 use audit_runtime::{Access, AuditConfig, Auditor, Collection, DbConnection, Filter, WriterGuard};
 use axum::extract::Path;
 use axum::routing::get;

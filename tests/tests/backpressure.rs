@@ -13,7 +13,7 @@ struct StoreLock(rusqlite::Connection);
 
 impl StoreLock {
     fn take(db: &std::path::Path) -> StoreLock {
-        let conn = audit_runtime::store::sqlite::open_connection(db).unwrap();
+        let conn = audit_runtime::internals::open_connection(db).unwrap();
         conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
         StoreLock(conn)
     }

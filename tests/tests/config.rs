@@ -2,7 +2,7 @@
 //! every invalid value rejected with a message naming the setting.
 
 use audit_runtime::config::{parse_connection_str, MongoParts};
-use audit_runtime::store::IndexSpec;
+use audit_runtime::IndexSpec;
 use audit_runtime::{AuditConfig, Blacklist, Collection, DbConnection, FullPolicy};
 use std::collections::BTreeMap;
 use std::path::Path;

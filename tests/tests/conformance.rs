@@ -1,13 +1,13 @@
 //! One conformance suite, run unchanged against both stores: every test below is instantiated once
 //! for SQLite and once for MongoDB (the test server started by `scripts/test.sh`).
 
-use audit_runtime::model::Snapshot;
-use audit_runtime::store::{Filter, FindOptions, IndexSpec, Order};
+use audit_runtime::Snapshot;
 use audit_runtime::{
     Access, AccessException, AccessResponse, AccessUser, Action, AuditConfig, Audited, Collection,
     ModelAction, ModelActionContent, ModelActionInstance, ModelActionModel, ModelIdentity, Process,
     QueryError, Store, StoreError, UrlMatch,
 };
+use audit_runtime::{Filter, FindOptions, IndexSpec, Order};
 use audit_tests::{access, at, TestStore};
 use bson::{doc, oid::ObjectId, Bson};
 use chrono::{Duration, Utc};

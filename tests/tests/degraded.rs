@@ -2,8 +2,8 @@
 //! markers naming them — or, when even that is refused, quarantined to a file; never dropped, and
 //! never in the way of the records after them.
 
-use audit_runtime::store::degrade::MARKER_KEY;
-use audit_runtime::store::FindOptions;
+use audit_runtime::internals::MARKER_KEY;
+use audit_runtime::FindOptions;
 use audit_runtime::{Access, AccessView, AuditConfig, Auditor, Collection, DbConnection, Filter};
 use bson::doc;
 
@@ -151,12 +151,12 @@ async fn records_the_store_refuses_do_not_block_the_others(conn: DbConnection) {
         .unwrap();
     assert!(get.contains_key(MARKER_KEY), "bodies are trimmed: {get}");
 
-    let kept = audit_runtime::journal::Journal::new(&quarantine)
+    let kept = audit_runtime::internals::Journal::new(&quarantine)
         .read_all()
         .unwrap();
     assert_eq!(kept.len(), 1, "the record refused even trimmed is kept");
     match &kept[0] {
-        audit_runtime::journal::Item::Entry(Collection::Access, d) => {
+        audit_runtime::internals::Item::Entry(Collection::Access, d) => {
             assert_eq!(d.get_object_id("_id").unwrap(), huge.id)
         }
         other => panic!("unexpected quarantine item {other:?}"),
@@ -197,9 +197,9 @@ async fn a_journal_entry_the_store_refuses_does_not_wedge_the_replay() {
         job_access(&format!("/{}", "p".repeat(17 * MIB))),
         job_access("/j/2"),
     ];
-    let j = audit_runtime::journal::Journal::new(&journal);
+    let j = audit_runtime::internals::Journal::new(&journal);
     for d in &docs {
-        let raw = audit_runtime::store::encode(d).unwrap();
+        let raw = audit_runtime::internals::encode(d).unwrap();
         j.append([(Collection::Access, &raw)]).unwrap();
     }
     let toml = format!("run_async = true\nspill_path = {:?}", journal.display());
@@ -227,7 +227,7 @@ async fn a_journal_entry_the_store_refuses_does_not_wedge_the_replay() {
         "{m:?}"
     );
     assert!(!journal.exists());
-    let kept = audit_runtime::journal::Journal::new(dir.path().join("audit.spill.quarantine"))
+    let kept = audit_runtime::internals::Journal::new(dir.path().join("audit.spill.quarantine"))
         .read_all()
         .unwrap();
     assert_eq!(kept.len(), 1);

@@ -1,8 +1,8 @@
 //! The documents as the original defined them: field names and order, `items()`,
 //! the exact strings, the accessors; plus key escaping and the snapshot diff.
 
+use audit_runtime::internals::diff;
 use audit_runtime::keys::{escape_document, escape_key, unescape_key};
-use audit_runtime::model::diff;
 use audit_runtime::{
     Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView,
     Action, Items, ModelAction, ModelActionContent, ModelActionInstance, ModelActionModel, Process,

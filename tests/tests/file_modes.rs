@@ -88,7 +88,7 @@ async fn audit_files_are_private_and_never_written_through_a_symlink() {
     assert_eq!(mode(&quarantine), 0o600, "the quarantine file");
 
     // The store locked by another connection: the writer spills to the journal.
-    let locker = audit_runtime::store::sqlite::open_connection(&db).unwrap();
+    let locker = audit_runtime::internals::open_connection(&db).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     auditor.record_access(job_access("/two")).await;
     wait_for(&auditor, "the spill", |m| m.spilled >= 1).await;
@@ -123,7 +123,7 @@ async fn audit_files_are_private_and_never_written_through_a_symlink() {
         .unwrap()
         .with_connection(DbConnection::Sqlite(db.clone()));
     let (auditor, guard) = Auditor::start(cfg).await.unwrap();
-    let locker = audit_runtime::store::sqlite::open_connection(&db).unwrap();
+    let locker = audit_runtime::internals::open_connection(&db).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     auditor.record_access(job_access("/three")).await;
     // The journal refuses the link, so the record stays in memory and the store is retried.

@@ -207,7 +207,7 @@ proptest! {
 
     #[test]
     fn secret_names_are_secrets_in_any_spelling(name in spelled_secret_name()) {
-        let policy = audit_runtime::redact::Redaction::default();
+        let policy = audit_runtime::Redaction::default();
         prop_assert!(policy.is_secret_key(&name), "{:?}", name);
         prop_assert!(policy.is_secret_header(&name), "{:?}", name);
     }

@@ -622,9 +622,9 @@ fn derive_diff_shows_masked_changes_without_values() {
     new.password = "correct horse".into();
     new.votes = Some(4);
     let mut changes =
-        audit_runtime::model::diff_snapshots(&old.audit_snapshot(), &new.audit_snapshot())
+        audit_runtime::internals::diff_snapshots(&old.audit_snapshot(), &new.audit_snapshot())
             .into_document();
-    let by_documents = audit_runtime::model::diff(
+    let by_documents = audit_runtime::internals::diff(
         &old.audit_snapshot().into_document(),
         &new.audit_snapshot().into_document(),
     );
@@ -632,7 +632,7 @@ fn derive_diff_shows_masked_changes_without_values() {
         changes, by_documents,
         "the positional diff agrees with the document diff"
     );
-    audit_runtime::model::finalize_masks(&mut changes);
+    audit_runtime::internals::finalize_masks(&mut changes);
     assert_eq!(
         changes,
         doc! {
@@ -642,7 +642,7 @@ fn derive_diff_shows_masked_changes_without_values() {
     );
     // Same values: no change, masked or not.
     assert!(
-        audit_runtime::model::diff_snapshots(&old.audit_snapshot(), &old.audit_snapshot())
+        audit_runtime::internals::diff_snapshots(&old.audit_snapshot(), &old.audit_snapshot())
             .is_empty()
     );
 }

@@ -19,7 +19,7 @@ struct StoreLock(rusqlite::Connection);
 
 impl StoreLock {
     fn take(db: &std::path::Path) -> StoreLock {
-        let conn = audit_runtime::store::sqlite::open_connection(db).unwrap();
+        let conn = audit_runtime::internals::open_connection(db).unwrap();
         conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
         StoreLock(conn)
     }
@@ -411,9 +411,9 @@ async fn replaying_twice_never_duplicates() {
     let docs: Vec<Access> = (0..10).map(|i| job_access(format!("/r/{i}"))).collect();
     let raw: Vec<bson::RawDocumentBuf> = docs
         .iter()
-        .map(|d| audit_runtime::store::encode(d).unwrap())
+        .map(|d| audit_runtime::internals::encode(d).unwrap())
         .collect();
-    let journal = audit_runtime::journal::Journal::new(&journal_path);
+    let journal = audit_runtime::internals::Journal::new(&journal_path);
     // Half of them already made it to the store before a crash (a timeout that actually wrote).
     let cfg = config(DbConnection::Sqlite(db), &journal_path, "");
     let store = Store::connect(&cfg).await.unwrap();
@@ -555,10 +555,10 @@ async fn shutdown_without_a_journal_counts_every_record_it_could_not_store() {
 
 /// Writes `docs` to a journal as the writer would.
 fn journal_of(path: &std::path::Path, docs: &[Access]) -> Vec<u64> {
-    let journal = audit_runtime::journal::Journal::new(path);
+    let journal = audit_runtime::internals::Journal::new(path);
     let mut ends = Vec::new();
     for d in docs {
-        let raw = audit_runtime::store::encode(d).unwrap();
+        let raw = audit_runtime::internals::encode(d).unwrap();
         journal.append([(Collection::Access, &raw)]).unwrap();
         ends.push(std::fs::metadata(path).unwrap().len());
     }
@@ -596,11 +596,11 @@ async fn a_corrupt_journal_entry_is_quarantined_and_the_others_replayed() {
         "everything in it was stored or quarantined"
     );
     let quarantine =
-        audit_runtime::journal::Journal::new(dir.path().join("audit.spill.quarantine"));
+        audit_runtime::internals::Journal::new(dir.path().join("audit.spill.quarantine"));
     let kept = quarantine.read_all().unwrap();
     assert_eq!(
         kept,
-        vec![audit_runtime::journal::Item::Raw(
+        vec![audit_runtime::internals::Item::Raw(
             bytes[ends[0] as usize..ends[1] as usize].to_vec()
         )],
         "the damaged entry's bytes are kept"
@@ -660,12 +660,12 @@ async fn a_file_that_is_not_a_journal_is_quarantined_not_deleted() {
         "{m:?}"
     );
     assert!(!journal.exists());
-    let kept = audit_runtime::journal::Journal::new(dir.path().join("audit.spill.quarantine"))
+    let kept = audit_runtime::internals::Journal::new(dir.path().join("audit.spill.quarantine"))
         .read_all()
         .unwrap();
     assert_eq!(
         kept,
-        vec![audit_runtime::journal::Item::Raw(foreign)],
+        vec![audit_runtime::internals::Item::Raw(foreign)],
         "its bytes are kept whole"
     );
 }

@@ -1,8 +1,8 @@
 //! SQLite-only checks: the indexed query shapes use their expression indexes, the file round-trips
 //! raw BSON, and the pragmas are the durable ones.
 
-use audit_runtime::store::{Filter, FindOptions, Order};
 use audit_runtime::{Access, Collection, Store, UrlMatch};
+use audit_runtime::{Filter, FindOptions, Order};
 use audit_tests::sqlite_store;
 
 async fn plan(store: &Store, c: Collection, opts: FindOptions) -> String {
@@ -108,7 +108,7 @@ async fn the_file_is_wal_with_full_sync() {
     // by the store; this one proves the store's setup sets FULL itself, from OFF.
     let conn = rusqlite::Connection::open(dir.path().join("prepared.db")).unwrap();
     conn.pragma_update(None, "synchronous", "OFF").unwrap();
-    audit_runtime::store::sqlite::prepare_connection(&conn).unwrap();
+    audit_runtime::internals::prepare_connection(&conn).unwrap();
     let sync: i64 = conn
         .query_row("PRAGMA synchronous", [], |r| r.get(0))
         .unwrap();

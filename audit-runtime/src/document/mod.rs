@@ -15,10 +15,10 @@ pub(crate) mod serde_util;
 
 pub use access::{
     Access, AccessException, AccessRequest, AccessResponse, AccessTime, AccessUser, AccessView,
-    UserId,
+    UserId, UserLookup,
 };
 pub use model_action::{
-    Action, ModelAction, ModelActionContent, ModelActionInstance, ModelActionModel,
+    Action, InstanceLookup, ModelAction, ModelActionContent, ModelActionInstance, ModelActionModel,
 };
 pub use process::Process;
 
@@ -26,11 +26,11 @@ use bson::{Bson, Document};
 use serde::Serialize;
 
 /// Name of the collection (MongoDB) or table (SQLite) holding [`Access`] documents.
-pub const ACCESS_COLLECTION: &str = "audit_access";
+pub(crate) const ACCESS_COLLECTION: &str = "audit_access";
 /// Name of the collection (MongoDB) or table (SQLite) holding [`Process`] documents.
-pub const PROCESS_COLLECTION: &str = "audit_process";
+pub(crate) const PROCESS_COLLECTION: &str = "audit_process";
 /// Name of the collection (MongoDB) or table (SQLite) holding [`ModelAction`] documents.
-pub const MODEL_ACTION_COLLECTION: &str = "audit_model_action";
+pub(crate) const MODEL_ACTION_COLLECTION: &str = "audit_model_action";
 /// The collection of the hash chain that makes edits to the trail evident.
 pub const SEAL_COLLECTION: &str = "audit_seal";
 

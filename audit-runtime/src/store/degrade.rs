@@ -54,7 +54,7 @@ fn bulky_parts(c: Collection) -> &'static [&'static str] {
 }
 
 /// The marker standing for `original`, of the same BSON type where that matters to readers.
-pub fn marker(original: &Bson, text: String) -> Bson {
+pub(crate) fn marker(original: &Bson, text: String) -> Bson {
     match original {
         Bson::Document(_) => {
             let mut d = Document::new();
@@ -126,7 +126,7 @@ fn degrade_fields(
 /// Encodes `value`; when that fails, encodes it with each part that cannot be encoded replaced by
 /// a marker. Returns the document and the paths of the parts replaced (empty when it encoded
 /// whole). `Err` only when even the degraded document cannot be encoded.
-pub fn encode_or_degrade<T: serde::Serialize>(
+pub(crate) fn encode_or_degrade<T: serde::Serialize>(
     value: &T,
 ) -> StoreResult<(RawDocumentBuf, Vec<String>)> {
     let first = match super::encode(value) {
@@ -142,7 +142,7 @@ pub fn encode_or_degrade<T: serde::Serialize>(
 
 /// The record with its free-form parts replaced by markers that give `why` the store refused it.
 /// Returns the trimmed document and the paths replaced (empty when there was nothing to trim).
-pub fn trim_for_store(
+pub(crate) fn trim_for_store(
     c: Collection,
     doc: &RawDocumentBuf,
     why: &StoreError,

@@ -3,7 +3,7 @@
 //! configuration; they are re-exported here so `store::IndexSpec` and `store::default_indexes`
 //! keep working.
 
-pub use crate::index::{default_indexes, validate_index_path, IndexSpec};
+pub(crate) use crate::index::{default_indexes, IndexSpec};
 
 use crate::document::Collection;
 

@@ -5,17 +5,17 @@
 //! [`Store`] is an enum rather than a trait object: there are exactly two stores, and an enum keeps
 //! every call statically dispatched and the futures `Send` without boxing.
 
-pub mod degrade;
-pub mod filter;
-pub mod index;
+pub(crate) mod degrade;
+pub(crate) mod filter;
+pub(crate) mod index;
 #[cfg(feature = "mongodb")]
-pub mod mongo;
+pub(crate) mod mongo;
 mod prune;
 #[cfg(feature = "embedded-store")]
-pub mod sqlite;
+pub(crate) mod sqlite;
 
-pub use filter::{CmpOp, Filter, FindOptions, Order};
-pub use index::{default_indexes, EnsuredIndex, IndexInfo, IndexSpec};
+pub(crate) use filter::{CmpOp, Filter, FindOptions, Order};
+pub(crate) use index::{default_indexes, EnsuredIndex, IndexInfo, IndexSpec};
 
 use crate::config::{AuditConfig, DbConnection};
 use crate::document::{AuditDocument, Collection, Process};
@@ -82,7 +82,7 @@ pub enum StoreError {
 
 /// The largest document a store accepts: MongoDB's limit, which the SQLite store enforces too, so
 /// a record is refused (and then stored trimmed) the same way on both.
-pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 
 /// MongoDB server error codes that mean "this document will never be accepted": retrying cannot
 /// help, only changing the document can.
@@ -186,7 +186,7 @@ impl From<mongodb::error::Error> for StoreError {
 }
 
 /// Result of store operations.
-pub type StoreResult<T> = Result<T, StoreError>;
+pub(crate) type StoreResult<T> = Result<T, StoreError>;
 
 /// Encodes a document straight to BSON bytes (no intermediate `Document`).
 pub fn encode<T: serde::Serialize>(doc: &T) -> StoreResult<RawDocumentBuf> {

@@ -541,7 +541,7 @@ pub fn prepare_connection(conn: &Connection) -> rusqlite::Result<()> {
 
 /// The table of one collection: a rowid, the document's hex ObjectId (unique: the `_id_` index) and
 /// the raw BSON.
-pub fn table_sql(c: Collection) -> String {
+pub(crate) fn table_sql(c: Collection) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {} (rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, doc BLOB NOT NULL);",
         c.name()
