@@ -235,7 +235,7 @@ async fn print_trail(
     // The same trail in a browser: the console reads the store the tour just wrote.
     println!(
         "\nLook at this trail in the console (then open http://127.0.0.1:8080/):\n  \
-         cargo run -p audit-runtime --bin audit -- --db {} serve --addr 127.0.0.1:8080",
+         cargo run -p audit-runtime --features cli --bin audit -- --db {} serve --addr 127.0.0.1:8080",
         console_db_arg(&auditor.config().db_connection)
     );
     Ok(())

@@ -127,6 +127,11 @@ on_both_stores!(
 
 /// A client chooses its path and its user name: neither may forge a row of the table or send
 /// escape sequences to the operator's terminal.
+/// How many records `collection` holds.
+async fn count(store: &Store, collection: Collection) -> u64 {
+    store.count(collection, &Filter::all()).await.unwrap()
+}
+
 async fn list_prints_control_characters_escaped(kind: &str) {
     let env = target(kind);
     let store = env.store().await;
@@ -221,13 +226,7 @@ async fn prepare_and_remove_are_idempotent(kind: &str) {
         .clone();
     assert_eq!(stdout(&again).trim(), "nothing to remove");
     let store = env.store().await;
-    assert_eq!(
-        store
-            .count(Collection::Access, &Filter::all())
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(count(&store, Collection::Access).await, 1);
     let names: Vec<String> = store
         .list_indexes(Collection::Access)
         .await
@@ -242,24 +241,12 @@ async fn prepare_and_remove_are_idempotent(kind: &str) {
         .write_stdin("\n")
         .assert()
         .success();
-    assert_eq!(
-        store
-            .count(Collection::Access, &Filter::all())
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(count(&store, Collection::Access).await, 1);
     env.audit()
         .args(["remove", "--purge", "--yes"])
         .assert()
         .success();
-    assert_eq!(
-        store
-            .count(Collection::Access, &Filter::all())
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(count(&store, Collection::Access).await, 0);
 }
 
 async fn drop_rejects_bad_arguments_and_deletes_nothing(kind: &str) {
@@ -300,10 +287,7 @@ async fn drop_rejects_bad_arguments_and_deletes_nothing(kind: &str) {
         stderr(&e)
     );
     assert_eq!(
-        store
-            .count(Collection::Access, &Filter::all())
-            .await
-            .unwrap(),
+        count(&store, Collection::Access).await,
         1,
         "nothing deleted"
     );
@@ -341,10 +325,7 @@ async fn drop_deletes_to_the_end_of_the_last_day(kind: &str) {
         stdout(&dry)
     );
     assert_eq!(
-        store
-            .count(Collection::Access, &Filter::all())
-            .await
-            .unwrap(),
+        count(&store, Collection::Access).await,
         4,
         "dry run deletes nothing"
     );
@@ -374,22 +355,10 @@ async fn drop_deletes_to_the_end_of_the_last_day(kind: &str) {
         .args(["drop", "02/02/2000", "--yes"])
         .assert()
         .success();
-    assert_eq!(
-        store
-            .count(Collection::Access, &Filter::all())
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(count(&store, Collection::Access).await, 1);
     // No date: everything, and the store stays ready.
     env.audit().args(["drop", "--yes"]).assert().success();
-    assert_eq!(
-        store
-            .count(Collection::Access, &Filter::all())
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(count(&store, Collection::Access).await, 0);
     assert!(store
         .list_indexes(Collection::Process)
         .await
@@ -420,25 +389,13 @@ async fn drop_asks_with_no_as_the_default(kind: &str) {
             "{answer:?}"
         );
     }
-    assert_eq!(
-        store
-            .count(Collection::Access, &Filter::all())
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(count(&store, Collection::Access).await, 1);
     env.audit()
         .args(["drop", "01/01/2001", "01/01/2001"])
         .write_stdin("y\n")
         .assert()
         .success();
-    assert_eq!(
-        store
-            .count(Collection::Access, &Filter::all())
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(count(&store, Collection::Access).await, 0);
 }
 
 async fn drop_keeps_referenced_processes(kind: &str) {
@@ -543,14 +500,7 @@ async fn orphaned_processes_are_those_no_remaining_record_references(kind: &str)
     let mut expected = vec![stored[0], stored[1], stored[5]];
     expected.sort();
     assert_eq!(orphans, expected);
-    assert_eq!(
-        store
-            .count(Collection::Process, &Filter::all())
-            .await
-            .unwrap(),
-        6,
-        "it only reads"
-    );
+    assert_eq!(count(&store, Collection::Process).await, 6, "it only reads");
 }
 
 async fn list_filters_and_json_round_trip(kind: &str) {
