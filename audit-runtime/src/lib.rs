@@ -6,17 +6,18 @@
 //! **process** that served them, in MongoDB or — by default, with no server — in an embedded
 //! SQLite file.
 //!
-//! The pieces, each in its module:
-//! - [`document`]: the three documents, with the original's exact field and collection names;
-//! - [`config`]: every setting, loaded once from TOML and `AUDIT_*` variables, validated;
-//! - [`store`]: the SQLite and MongoDB stores behind one [`Store`];
-//! - [`query`]: the original's query helpers (`filter_by_url`, `filter_by_view`, ...), typed;
-//! - [`registry`] and [`model`]: what the macros register and implement;
-//! - [`auditor`], [`context`], [`view`] and [`writer`]: recording (the request context, the
-//!   handler wrapper, the batching writer);
-//! - [`http`]: the tower layer that captures HTTP accesses;
+//! What you use:
+//! - [`Auditor`]: started from an [`AuditConfig`] (TOML and `AUDIT_*` variables, validated once),
+//!   it owns the [`Store`] and the background writer; [`WriterGuard`] flushes at shutdown;
+//! - [`http::AuditLayer`]: the tower layer that records one [`Access`] per request;
+//! - `#[audited_view]`, `#[disable_audit]` and `#[derive(Audited)]`, and
+//!   [`Auditor::record_update`] (and create, delete) for [`ModelAction`]s;
+//! - [`Access::objects`] and [`ModelAction::objects`]: the original's query helpers
+//!   (`filter_by_url`, `filter_by_view`, ...), typed;
 //! - [`seal`]: the hash chain (optionally signed) that makes edits to the trail evident;
-//! - `console`: the read-only JSON API and web pages over the trail (`audit serve`).
+//! - `console` and `cli`: the read-only console and the `audit` command line (opt-in features);
+//! - [`config`], [`keys`] and [`registry`]: the settings, how keys are escaped for storage, and
+//!   what the macros registered.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]

@@ -137,7 +137,7 @@ pub struct AuditConfig {
 
 /// The `[capture]` table: what the HTTP layer stores of a request and its response.
 ///
-/// Which names are secrets is decided by one policy, [`crate::redact`]: its built-in patterns are
+/// Which names are secrets is decided by one policy, [`Redaction`](crate::Redaction): its built-in patterns are
 /// always on (unless `redact = false`); `redact_keys` and `redact_headers` *add* to them, and only
 /// `unredact_keys` / `unredact_headers` take a default away.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -68,7 +68,7 @@ pub enum StoreError {
     /// A file of the store could not be created or opened.
     #[error("store file: {0}")]
     Io(#[from] std::io::Error),
-    /// A document is over the size limit both stores share ([`MAX_DOCUMENT_BYTES`]).
+    /// A document is over the size limit both stores share (16 MiB, MongoDB's).
     #[error(
         "document of {size} bytes in {collection} is over the {MAX_DOCUMENT_BYTES}-byte limit"
     )]
