@@ -15,6 +15,8 @@
 //! - [`auditor`], [`context`], [`view`] and [`writer`]: recording (the request context, the
 //!   handler wrapper, the batching writer);
 //! - [`http`]: the tower layer that captures HTTP accesses;
+//! - `sea_orm`: model actions recorded by SeaORM's hooks, only once they commit; [`Tracked`] does
+//!   the snapshotting for other data layers;
 //! - [`seal`]: the hash chain (optionally signed) that makes edits to the trail evident;
 //! - `console`: the read-only JSON API and web pages over the trail (`audit serve`).
 
@@ -58,10 +60,14 @@ mod query;
 #[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
 mod redact;
 pub mod registry;
+#[cfg(feature = "sea-orm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sea-orm")))]
+pub mod sea_orm;
 pub mod seal;
 mod secret;
 #[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
 mod store;
+mod tracked;
 mod view;
 mod writer;
 
@@ -84,6 +90,7 @@ pub use registry::{ModelRegistration, RegistryError, ViewRegistration};
 pub use store::filter::{Filter, FindOptions, Order};
 pub use store::index::{EnsuredIndex, IndexInfo};
 pub use store::{Store, StoreError};
+pub use tracked::Tracked;
 pub use writer::{MetricsSnapshot, WriterGuard};
 
 #[cfg(feature = "macros")]
