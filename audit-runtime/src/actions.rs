@@ -59,14 +59,36 @@ impl Auditor {
         .await
     }
 
-    async fn record_action<T: Audited>(
+    pub(crate) async fn record_action<T: Audited>(
         &self,
         action: Action,
         old: Snapshot,
         new: Snapshot,
         obj: &T,
     ) -> Option<ObjectId> {
-        if !self.is_active() || !registry::is_recorded(T::MODEL.full_name, self.config()) {
+        let model_action = self.model_action(action, old, new, obj)?;
+        let id = model_action.id;
+        self.record_model_action(model_action).await;
+        Some(id)
+    }
+
+    /// True when this auditor records actions of `T` (it is active and `T` is among the logged
+    /// models): callers check it before loading anything for a record.
+    pub(crate) fn records<T: Audited>(&self) -> bool {
+        self.is_active() && registry::is_recorded(T::MODEL.full_name, self.config())
+    }
+
+    /// The model action, built now (linked to the current access, timed now) but not stored:
+    /// one that waits for its transaction to commit is stored later, as it was at the statement.
+    /// `None` when this auditor does not record `T`.
+    pub(crate) fn model_action<T: Audited>(
+        &self,
+        action: Action,
+        old: Snapshot,
+        new: Snapshot,
+        obj: &T,
+    ) -> Option<ModelAction> {
+        if !self.records::<T>() {
             return None;
         }
         let mut changes = diff_snapshots(&old, &new).into_document();
@@ -74,7 +96,7 @@ impl Auditor {
         for d in [&mut old, &mut new, &mut changes] {
             finalize_masks(d);
         }
-        let model_action = ModelAction {
+        Some(ModelAction {
             id: ObjectId::new(),
             model: ModelActionModel {
                 full_name: T::MODEL.full_name.to_owned(),
@@ -90,10 +112,7 @@ impl Auditor {
             timestamp: Utc::now(),
             access: context::current_access_id(),
             process: None,
-        };
-        let id = model_action.id;
-        self.record_model_action(model_action).await;
-        Some(id)
+        })
     }
 }
 

@@ -14,6 +14,8 @@
 //!   [`Auditor::record_update`] (and create, delete) for [`ModelAction`]s;
 //! - [`Access::objects`] and [`ModelAction::objects`]: the original's query helpers
 //!   (`filter_by_url`, `filter_by_view`, ...), typed;
+//! - `sea_orm` (feature `sea-orm`): model actions recorded by SeaORM's hooks, only once they
+//!   commit; [`Tracked`] does the snapshotting for other data layers;
 //! - [`seal`]: the hash chain (optionally signed) that makes edits to the trail evident;
 //! - `console` and `cli`: the read-only console and the `audit` command line (opt-in features);
 //! - [`config`], [`keys`] and [`registry`]: the settings, how keys are escaped for storage, and
@@ -59,10 +61,14 @@ mod query;
 #[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
 mod redact;
 pub mod registry;
+#[cfg(feature = "sea-orm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sea-orm")))]
+pub mod sea_orm;
 pub mod seal;
 mod secret;
 #[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
 mod store;
+mod tracked;
 mod view;
 mod writer;
 
@@ -85,6 +91,7 @@ pub use registry::{ModelRegistration, RegistryError, ViewRegistration};
 pub use store::filter::{Filter, FindOptions, Order};
 pub use store::index::{EnsuredIndex, IndexInfo};
 pub use store::{Store, StoreError};
+pub use tracked::Tracked;
 pub use writer::{MetricsSnapshot, WriterGuard};
 
 #[cfg(feature = "macros")]

@@ -2,6 +2,10 @@
 //! against a real axum server on a loopback port and prints the recorded trail;
 //! `cargo run --example demo -- serve --addr 127.0.0.1:8000 [--db PATH_OR_URI]` serves it.
 //!
+//! The polls are kept in a SQLite file of their own, `demo-polls.db` beside the audit store's file
+//! (in the working directory with a MongoDB store), created on first run; `--polls PATH` names
+//! another.
+//!
 //! Configuration comes from `examples/demo.toml` (or the file named by `AUDIT_CONFIG`) and
 //! `AUDIT_*` environment variables, e.g. `AUDIT_RUN_ASYNC=true`.
 
@@ -17,6 +21,9 @@ struct Cli {
     /// Where to store the trail: a SQLite path or a mongodb:// URI (default: the config's).
     #[arg(long, global = true)]
     db: Option<String>,
+    /// The polls' own SQLite file (default: `demo-polls.db` beside the audit store's).
+    #[arg(long, global = true)]
+    polls: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -49,7 +56,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(db) = &cli.db {
         config = config.with_connection(parse_connection_str(db)?);
     }
-    let polls = Polls::default();
+    let polls_file = cli
+        .polls
+        .clone()
+        .unwrap_or_else(|| polls_beside(&config.db_connection));
+    let polls = Polls::open(&polls_file).await?;
     let (auditor, guard) = demo::auditor_builder(config, &polls).start().await?;
     auditor.install_global();
     let app = demo::app(auditor.clone(), polls);
@@ -93,6 +104,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// `demo-polls.db` in the directory of the audit store's file: beside it, never inside it.
+fn polls_beside(conn: &audit_runtime::DbConnection) -> std::path::PathBuf {
+    match conn {
+        audit_runtime::DbConnection::Sqlite(p) => p.with_file_name("demo-polls.db"),
+        audit_runtime::DbConnection::Mongo { .. } => "demo-polls.db".into(),
+    }
 }
 
 async fn shutdown_signal() {
@@ -211,13 +230,13 @@ async fn print_trail(
         actions.len()
     );
     println!(
-        "  {:<12} {:<12} {:<7} {:<9} {:<20} changed fields",
+        "  {:<12} {:<18} {:<7} {:<9} {:<20} changed fields",
         "time", "model", "action", "instance", "description"
     );
     for m in &actions {
         let changed: Vec<&str> = m.content.changes.keys().map(String::as_str).collect();
         println!(
-            "  {:<12} {:<12} {:<7} {:<9} {:<20} {}",
+            "  {:<12} {:<18} {:<7} {:<9} {:<20} {}",
             m.timestamp.format("%H:%M:%S%.3f"),
             m.model.full_name,
             m.action.as_str(),

@@ -5,60 +5,163 @@
 //! `/access/exception/`, `/access/panic/`, `/access/args/{n}/`, `/access/last/`,
 //! `/access/disabled/`, `/access/slow/?ms=N`, `POST /login/`, `POST /modelaction/create/`, `/modelaction/update/`,
 //! `/modelaction/delete/`, `GET /modelaction/last/`, `GET /api/polls/`.
+//!
+//! The polls live in a SQLite file of the application's own (beside the audit store, never inside
+//! it), through SeaORM; their entity's hooks record every create, update and delete, so the routes
+//! that write never call the auditor themselves.
 
 use audit_runtime::bson;
 use audit_runtime::http::{AuditLayer, ProviderContext};
 use audit_runtime::{
-    audited_view, disable_audit, Access, AccessUser, AuditDocument, Audited, Auditor,
-    AuditorBuilder, ModelAction, Query,
+    audited_view, disable_audit, Access, AccessUser, AuditDocument, Auditor, AuditorBuilder,
+    ModelAction, Query,
 };
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait,
+    ModelTrait, QueryOrder, Schema, Set,
+};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The demo's model.
-#[derive(Audited, Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Poll {
-    /// Its id.
-    pub id: i64,
-    /// The question.
-    pub question: String,
-    /// When it was created or last changed.
-    pub updated: chrono::DateTime<chrono::Utc>,
-    /// A secret-looking field: masked in snapshots by name.
-    #[serde(skip_serializing)]
-    pub admin_token: String,
-}
+/// The demo's model: a SeaORM entity whose model is also `Audited`, and whose hooks record its
+/// model actions.
+#[allow(unreachable_pub)] // SeaORM's entity items are `pub` by convention, and re-exported.
+pub mod poll {
+    use sea_orm::entity::prelude::*;
+    use serde::{Deserialize, Serialize};
 
-impl fmt::Display for Poll {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.question)
+    /// A poll, as stored (and as recorded, under `demo::poll::Model`).
+    #[derive(
+        Clone,
+        Debug,
+        PartialEq,
+        Eq,
+        DeriveEntityModel,
+        audit_runtime::Audited,
+        Serialize,
+        Deserialize,
+    )]
+    #[sea_orm(table_name = "poll")]
+    pub struct Model {
+        /// Its id.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        /// The question.
+        pub question: String,
+        /// When it was created or last changed.
+        pub updated: DateTimeUtc,
+        /// A secret-looking field: masked in snapshots by name.
+        #[serde(skip_serializing)]
+        pub admin_token: String,
+    }
+
+    /// Polls relate to nothing else.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {
+        audit_runtime::sea_orm::audit_hooks!();
+    }
+
+    impl std::fmt::Display for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.question)
+        }
     }
 }
 
-/// The in-memory "database" of polls.
-#[derive(Clone, Default)]
+/// The demo's model.
+pub type Poll = poll::Model;
+
+/// The polls database: a SQLite file of the application's own, through SeaORM.
+#[derive(Clone)]
 pub struct Polls {
-    rows: Arc<Mutex<BTreeMap<i64, Poll>>>,
-    next: Arc<AtomicI64>,
+    db: DatabaseConnection,
+    /// The last id given: ids are chosen here, so that a poll's default question can name its id
+    /// and still be written by one insert.
+    last_id: Arc<AtomicI64>,
+    /// The questions, in id order, as of the last write: the `polls` provider reads them when a
+    /// request ends, in code that cannot wait for the database.
+    names: Arc<Mutex<Vec<String>>>,
+    /// The directory of a temporary database, removed with the last clone.
+    _dir: Option<Arc<tempfile::TempDir>>,
 }
 
 impl Polls {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, Poll>> {
-        self.rows.lock().unwrap_or_else(|p| p.into_inner())
+    /// Opens the polls database at `path`, creating the file and its table on first run.
+    pub async fn open(path: &std::path::Path) -> Result<Polls, DbErr> {
+        Self::connect(path, None).await
     }
 
-    /// The questions, in id order.
-    pub fn names(&self) -> Vec<String> {
-        self.lock().values().map(|p| p.question.clone()).collect()
+    /// A fresh database in a temporary directory, removed with the last clone (tests).
+    pub async fn temporary() -> Result<Polls, DbErr> {
+        let dir = tempfile::tempdir().map_err(|e| DbErr::Custom(e.to_string()))?;
+        Self::connect(&dir.path().join("polls.db"), Some(Arc::new(dir))).await
     }
+
+    async fn connect(
+        path: &std::path::Path,
+        dir: Option<Arc<tempfile::TempDir>>,
+    ) -> Result<Polls, DbErr> {
+        let db = Database::connect(format!("sqlite://{}?mode=rwc", path.display())).await?;
+        let schema = Schema::new(db.get_database_backend());
+        db.execute(
+            schema
+                .create_table_from_entity(poll::Entity)
+                .if_not_exists(),
+        )
+        .await?;
+        let last = poll::Entity::find()
+            .order_by_desc(poll::Column::Id)
+            .one(&db)
+            .await?
+            .map(|p| p.id);
+        let polls = Polls {
+            db,
+            last_id: Arc::new(AtomicI64::new(last.unwrap_or(0))),
+            names: Arc::default(),
+            _dir: dir,
+        };
+        polls.refresh().await?;
+        Ok(polls)
+    }
+
+    /// The connection.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The questions, in id order, as of the last write.
+    pub fn names(&self) -> Vec<String> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Every poll, in id order.
+    async fn all(&self) -> Result<Vec<Poll>, DbErr> {
+        poll::Entity::find()
+            .order_by_asc(poll::Column::Id)
+            .all(&self.db)
+            .await
+    }
+
+    /// Rereads the questions after a write.
+    async fn refresh(&self) -> Result<(), DbErr> {
+        let names = self.all().await?.into_iter().map(|p| p.question).collect();
+        *self.names.lock().unwrap_or_else(|p| p.into_inner()) = names;
+        Ok(())
+    }
+}
+
+/// A database failure, as the demo answers it.
+fn db_error(e: impl fmt::Display) -> (StatusCode, String) {
+    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
 /// The application state.
@@ -237,15 +340,29 @@ pub struct PollForm {
 
 impl PollForm {
     /// The poll the form names, else the newest one.
-    fn target(&self, polls: &Polls) -> Result<i64, (StatusCode, String)> {
-        self.id
-            .or_else(|| polls.lock().keys().next_back().copied())
-            .ok_or((StatusCode::NOT_FOUND, "no poll".into()))
+    async fn target<C: ConnectionTrait>(&self, db: &C) -> Result<Poll, (StatusCode, String)> {
+        let found = match self.id {
+            Some(id) => poll::Entity::find_by_id(id).one(db).await,
+            None => {
+                poll::Entity::find()
+                    .order_by_desc(poll::Column::Id)
+                    .one(db)
+                    .await
+            }
+        }
+        .map_err(db_error)?;
+        found.ok_or_else(|| match self.id {
+            Some(id) => (StatusCode::NOT_FOUND, format!("no poll {id}")),
+            None => (StatusCode::NOT_FOUND, "no poll".into()),
+        })
     }
 }
 
 #[audited_view]
-async fn create_poll(State(s): State<AppState>, Form(f): Form<PollForm>) -> Json<Poll> {
+async fn create_poll(
+    State(s): State<AppState>,
+    Form(f): Form<PollForm>,
+) -> Result<Json<Poll>, (StatusCode, String)> {
     create(&s, |id| f.question.unwrap_or_else(|| format!("Poll {id}"))).await
 }
 
@@ -264,45 +381,71 @@ pub struct SlowQuery {
 async fn slow_view(
     State(s): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<SlowQuery>,
-) -> Json<Poll> {
+) -> Result<Json<Poll>, (StatusCode, String)> {
     tokio::time::sleep(std::time::Duration::from_millis(q.ms.min(60_000))).await;
     create(&s, |_| format!("Slow poll after {} ms", q.ms)).await
 }
 
-/// Creates a poll whose question is made from its new id, and records it.
-async fn create(s: &AppState, question: impl FnOnce(i64) -> String) -> Json<Poll> {
-    let id = s.polls.next.fetch_add(1, Ordering::SeqCst) + 1;
-    let poll = Poll {
-        id,
-        question: question(id),
-        updated: chrono::Utc::now(),
-        admin_token: format!("token-{id}"),
-    };
-    s.polls.lock().insert(id, poll.clone());
-    // Recorded after the change is "committed": a change rolled back is never recorded.
-    s.auditor.record_create(&poll).await;
-    Json(poll)
+/// Creates a poll whose question is made from its new id. The entity's hooks record it once the
+/// insert has run: nothing here calls the auditor.
+async fn create(
+    s: &AppState,
+    question: impl FnOnce(i64) -> String,
+) -> Result<Json<Poll>, (StatusCode, String)> {
+    let id = s.polls.last_id.fetch_add(1, Ordering::SeqCst) + 1;
+    let poll = poll::ActiveModel {
+        id: Set(id),
+        question: Set(question(id)),
+        updated: Set(chrono::Utc::now()),
+        admin_token: Set(format!("token-{}", bson::oid::ObjectId::new())),
+    }
+    .insert(s.polls.connection())
+    .await
+    .map_err(db_error)?;
+    s.polls.refresh().await.map_err(db_error)?;
+    Ok(Json(poll))
 }
 
+/// What a route answers when it cannot do what it was asked; `Display`, so that a transaction can
+/// end with it.
+#[derive(Debug)]
+pub struct Refused(StatusCode, String);
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.0, self.1)
+    }
+}
+
+/// Changes a poll's question in a transaction: its update is recorded when the transaction
+/// commits, with the row as it was before and after.
 #[audited_view]
 async fn update_poll(
     State(s): State<AppState>,
     Form(f): Form<PollForm>,
 ) -> Result<Json<Poll>, (StatusCode, String)> {
-    let id = f.target(&s.polls)?;
-    let old = s
-        .polls
-        .lock()
-        .get(&id)
-        .cloned()
-        .ok_or((StatusCode::NOT_FOUND, format!("no poll {id}")))?;
-    let mut new = old.clone();
-    new.question = f
-        .question
-        .unwrap_or_else(|| format!("{} (modified)", old.question));
-    new.updated = chrono::Utc::now();
-    s.polls.lock().insert(id, new.clone());
-    s.auditor.record_update(&old, &new).await;
+    let new = audit_runtime::sea_orm::transaction(s.polls.connection(), |txn| {
+        Box::pin(async move {
+            let old = f.target(txn).await.map_err(|(s, m)| Refused(s, m))?;
+            let question = f
+                .question
+                .clone()
+                .unwrap_or_else(|| format!("{} (modified)", old.question));
+            let mut poll: poll::ActiveModel = old.into();
+            poll.question = Set(question);
+            poll.updated = Set(chrono::Utc::now());
+            poll.update(txn).await.map_err(|e| {
+                let (s, m) = db_error(e);
+                Refused(s, m)
+            })
+        })
+    })
+    .await
+    .map_err(|e| match e {
+        sea_orm::TransactionError::Transaction(Refused(s, m)) => (s, m),
+        sea_orm::TransactionError::Connection(e) => db_error(e),
+    })?;
+    s.polls.refresh().await.map_err(db_error)?;
     Ok(Json(new))
 }
 
@@ -311,13 +454,10 @@ async fn delete_poll(
     State(s): State<AppState>,
     Form(f): Form<PollForm>,
 ) -> Result<Json<Poll>, (StatusCode, String)> {
-    let id = f.target(&s.polls)?;
-    let old = s
-        .polls
-        .lock()
-        .remove(&id)
-        .ok_or((StatusCode::NOT_FOUND, format!("no poll {id}")))?;
-    s.auditor.record_delete(&old).await;
+    let db = s.polls.connection();
+    let old = f.target(db).await?;
+    old.clone().delete(db).await.map_err(db_error)?;
+    s.polls.refresh().await.map_err(db_error)?;
     Ok(Json(old))
 }
 
@@ -327,6 +467,6 @@ async fn last_model_action(State(s): State<AppState>) -> Json<serde_json::Value>
 }
 
 #[audited_view]
-async fn api_polls(State(s): State<AppState>) -> Json<Vec<Poll>> {
-    Json(s.polls.lock().values().cloned().collect())
+async fn api_polls(State(s): State<AppState>) -> Result<Json<Vec<Poll>>, (StatusCode, String)> {
+    Ok(Json(s.polls.all().await.map_err(db_error)?))
 }

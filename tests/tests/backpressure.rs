@@ -25,14 +25,14 @@ impl StoreLock {
 
 /// Starts an auditor with the demo's provider registered (the demo config names it).
 async fn start(cfg: AuditConfig) -> (Auditor, audit_runtime::WriterGuard) {
-    demo::auditor_builder(cfg, &demo::Polls::default())
+    demo::auditor_builder(cfg, &demo::Polls::temporary().await.unwrap())
         .start()
         .await
         .unwrap()
 }
 
 async fn serve(auditor: Auditor) -> (String, tokio::task::JoinHandle<()>) {
-    let app = demo::app(auditor, demo::Polls::default());
+    let app = demo::app(auditor, demo::Polls::temporary().await.unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {

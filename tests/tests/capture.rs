@@ -102,7 +102,7 @@ async fn serve(
 
 async fn demo_server(kind: &str, env: &[(&str, &str)]) -> Server {
     let (config, dir) = config(kind, DEMO_TOML, env);
-    let polls = demo::Polls::default();
+    let polls = demo::Polls::temporary().await.unwrap();
     let (auditor, guard) = demo::auditor_builder(config, &polls).start().await.unwrap();
     serve(demo::app(auditor.clone(), polls), auditor, guard, dir).await
 }
@@ -661,7 +661,7 @@ async fn failing_providers_never_stop_the_record(kind: &str) {
 
 async fn activate_off_records_nothing_and_passes_through(kind: &str) {
     let (config, dir) = config(kind, DEMO_TOML, &[("AUDIT_ACTIVATE", "false")]);
-    let polls = demo::Polls::default();
+    let polls = demo::Polls::temporary().await.unwrap();
     let (auditor, guard) = demo::auditor_builder(config.clone(), &polls)
         .start()
         .await

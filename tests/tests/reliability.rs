@@ -89,13 +89,13 @@ fn config(conn: DbConnection, journal: &std::path::Path, extra: &str) -> AuditCo
 async fn start(
     cfg: AuditConfig,
 ) -> Result<(Auditor, audit_runtime::WriterGuard), audit_runtime::AuditError> {
-    demo::auditor_builder(cfg, &demo::Polls::default())
+    demo::auditor_builder(cfg, &demo::Polls::temporary().await.unwrap())
         .start()
         .await
 }
 
 async fn serve(auditor: Auditor) -> (String, tokio::task::JoinHandle<()>) {
-    let polls = demo::Polls::default();
+    let polls = demo::Polls::temporary().await.unwrap();
     let app = demo::app(auditor, polls);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -383,10 +383,12 @@ fn with_time_limit<R>(
     conn.progress_handler(
         PROGRESS_STEPS,
         Some(move || std::time::Instant::now() >= deadline),
-    );
+    )?;
     let res = f(conn);
-    conn.progress_handler(PROGRESS_STEPS, None::<fn() -> bool>);
-    res.map_err(|e| match e {
+    // Removing it fails only where installing it did (a connection rusqlite does not own), so
+    // this error is reported only if the query itself succeeded.
+    let removed = conn.progress_handler(PROGRESS_STEPS, None::<fn() -> bool>);
+    res.and_then(|r| removed.map(|()| r)).map_err(|e| match e {
         rusqlite::Error::SqliteFailure(f, _)
             if f.code == rusqlite::ErrorCode::OperationInterrupted =>
         {
