@@ -29,6 +29,15 @@ check clippy --workspace --all-targets --all-features --keep-going -- -D warning
 # doc comment fails here instead of showing up broken after a release.
 RUSTDOCFLAGS="-D warnings" check doc --workspace --no-deps --all-features --keep-going
 
+# No database driver type in audit-runtime's public API (a public variant, parameter or return
+# type): it would tie the crate's API to the driver's version, so a driver upgrade would break
+# users. Read from the documentation just built, which shows exactly what is public.
+drivers="$(grep -rlE 'rusqlite|mongodb::|mongodb/' target/doc/audit_runtime 2>/dev/null | head -5)"
+if [ -n "$drivers" ]; then
+  echo "driver types in the public API of audit-runtime, in: $drivers" >&2
+  failed+=("driver types in the public API (see the pages above)")
+fi
+
 # The examples in the docs: `--all-targets` leaves doctests out, so this is the only run of them.
 check test --workspace --doc
 

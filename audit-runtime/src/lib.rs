@@ -90,6 +90,10 @@ pub use redact::{Redaction, MASK};
 pub use registry::{ModelRegistration, RegistryError, ViewRegistration};
 pub use store::filter::{Filter, FindOptions, Order};
 pub use store::index::{EnsuredIndex, IndexInfo};
+#[cfg(feature = "mongodb")]
+pub use store::MongoError;
+#[cfg(feature = "embedded-store")]
+pub use store::SqliteError;
 pub use store::{Store, StoreError};
 pub use tracked::Tracked;
 pub use writer::{MetricsSnapshot, WriterGuard};

@@ -28,11 +28,11 @@ pub enum StoreError {
     /// The SQLite database failed.
     #[cfg(feature = "embedded-store")]
     #[error("sqlite store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(SqliteError),
     /// The MongoDB server or driver failed.
     #[cfg(feature = "mongodb")]
     #[error("mongodb store: {0}")]
-    Mongo(Box<mongodb::error::Error>),
+    Mongo(MongoError),
     /// A document could not be encoded.
     #[error("cannot encode document: {0}")]
     Encode(#[from] bson::ser::Error),
@@ -108,7 +108,7 @@ impl StoreError {
     pub fn is_permanent(&self) -> bool {
         match self {
             #[cfg(feature = "embedded-store")]
-            StoreError::Sqlite(e) => match e {
+            StoreError::Sqlite(e) => match &e.0 {
                 rusqlite::Error::SqliteFailure(f, _) => matches!(
                     f.code,
                     rusqlite::ErrorCode::TooBig
@@ -119,7 +119,7 @@ impl StoreError {
                 _ => false,
             },
             #[cfg(feature = "mongodb")]
-            StoreError::Mongo(e) => mongo_is_permanent(e),
+            StoreError::Mongo(e) => mongo_is_permanent(&e.0),
             StoreError::Encode(_)
             | StoreError::RawEncode(_)
             | StoreError::Decode(_)
@@ -178,10 +178,60 @@ fn mongo_is_permanent(e: &mongodb::error::Error) -> bool {
     }
 }
 
+/// The SQLite driver's error. Opaque, so that the driver's version is not part of this crate's
+/// API; its message is the driver's, and [`source`](std::error::Error::source) gives the
+/// driver's error itself.
+#[cfg(feature = "embedded-store")]
+#[derive(Debug)]
+pub struct SqliteError(pub(crate) rusqlite::Error);
+
+/// The MongoDB driver's error, opaque for the same reason as [`SqliteError`].
 #[cfg(feature = "mongodb")]
+#[derive(Debug)]
+pub struct MongoError(pub(crate) Box<mongodb::error::Error>);
+
+#[cfg(feature = "embedded-store")]
+impl std::fmt::Display for SqliteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(feature = "embedded-store")]
+impl std::error::Error for SqliteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+#[cfg(feature = "mongodb")]
+impl std::fmt::Display for MongoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(feature = "mongodb")]
+impl std::error::Error for MongoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+// For `?` on driver calls inside the crate; hidden, since the drivers' types are not public API.
+#[cfg(feature = "embedded-store")]
+#[doc(hidden)]
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(SqliteError(e))
+    }
+}
+
+#[cfg(feature = "mongodb")]
+#[doc(hidden)]
 impl From<mongodb::error::Error> for StoreError {
     fn from(e: mongodb::error::Error) -> Self {
-        StoreError::Mongo(Box::new(e))
+        StoreError::Mongo(MongoError(Box::new(e)))
     }
 }
 
@@ -542,7 +592,7 @@ mod tests {
     #[test]
     fn sqlite_busy_and_locked_pass_too_big_does_not() {
         let sqlite = |code| {
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            StoreError::from(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(code),
                 None,
             ))

@@ -394,7 +394,7 @@ fn with_time_limit<R>(
         {
             StoreError::TimeLimit(limit)
         }
-        e => StoreError::Sqlite(e),
+        e => StoreError::from(e),
     })
 }
 
@@ -485,7 +485,7 @@ fn duplicate(c: Collection, e: rusqlite::Error) -> StoreError {
                 detail: msg.unwrap_or_else(|| f.to_string()),
             }
         }
-        e => StoreError::Sqlite(e),
+        e => StoreError::from(e),
     }
 }
 
