@@ -90,19 +90,19 @@ pub(crate) const DEFAULT_MAX_EXCEPTION_BYTES: usize = 16 * 1024;
 /// settings type, so that the settings can use the policy (to show connection strings without
 /// their passwords).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rules {
+pub(crate) struct Rules {
     /// `capture.redact`: false turns every built-in pattern off.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// `capture.redact_keys`: more names that are secrets wherever they appear.
-    pub redact_keys: Vec<String>,
+    pub(crate) redact_keys: Vec<String>,
     /// `capture.redact_headers`: more headers masked whole.
-    pub redact_headers: Vec<String>,
+    pub(crate) redact_headers: Vec<String>,
     /// `capture.unredact_keys`: built-in patterns taken away.
-    pub unredact_keys: Vec<String>,
+    pub(crate) unredact_keys: Vec<String>,
     /// `capture.unredact_headers`: built-in headers taken away.
-    pub unredact_headers: Vec<String>,
+    pub(crate) unredact_headers: Vec<String>,
     /// `capture.max_exception_bytes`.
-    pub max_exception_bytes: usize,
+    pub(crate) max_exception_bytes: usize,
 }
 
 impl Default for Rules {
@@ -173,7 +173,7 @@ pub(crate) fn is_secret_name(name: &str) -> bool {
 impl Redaction {
     /// The policy of the `[capture]` settings: defaults, plus `redact_keys` / `redact_headers`,
     /// minus `unredact_keys` / `unredact_headers`.
-    pub fn new(c: &Rules) -> Self {
+    pub(crate) fn new(c: &Rules) -> Self {
         let exempt_keys: Vec<String> = c.unredact_keys.iter().map(|k| normalize(k)).collect();
         let keep = |list: &[&str]| -> Vec<String> {
             list.iter()

@@ -727,7 +727,7 @@ fn parse_providers(v: &Value) -> Result<BTreeMap<String, String>, ConfigError> {
 
 impl CaptureConfig {
     /// The redaction settings of this table, from which the one redaction policy is built.
-    pub fn redaction_rules(&self) -> crate::redact::Rules {
+    pub(crate) fn redaction_rules(&self) -> crate::redact::Rules {
         crate::redact::Rules {
             enabled: self.redact,
             redact_keys: self.redact_keys.clone(),
