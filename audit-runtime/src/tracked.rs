@@ -20,7 +20,7 @@ use bson::oid::ObjectId;
 /// # impl std::fmt::Display for Poll {
 /// #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(&self.question) }
 /// # }
-/// # async fn load_poll(id: i64) -> Poll { todo!() }
+/// # async fn load_poll(id: i64) -> Poll { Poll { id, question: "Why?".into() } }
 /// # async fn store_poll(poll: &Poll) {}
 /// # async fn handler(auditor: audit_runtime::Auditor) {
 /// use audit_runtime::Tracked;
