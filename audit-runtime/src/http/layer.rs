@@ -49,15 +49,18 @@ impl fmt::Debug for Shared {
     }
 }
 
-/// Route (method and matched path) → the audited handler that serves it.
+/// Route (matched path, then method) → the audited handler that serves it. Keyed by the path
+/// first so that a lookup borrows the request's path instead of allocating a key.
 #[derive(Debug, Default)]
-pub(crate) struct RouteViews(RwLock<HashMap<(Method, String), &'static ViewIdentity>>);
+pub(crate) struct RouteViews(RwLock<HashMap<String, Vec<(Method, &'static ViewIdentity)>>>);
 
 impl RouteViews {
     pub(crate) fn get(&self, method: &Method, route: &str) -> Option<&'static ViewIdentity> {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
-        // A borrowed key would need an owned `String` to look up: routes are few and short.
-        map.get(&(method.clone(), route.to_owned())).copied()
+        map.get(route)?
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, v)| *v)
     }
 
     pub(crate) fn learn(&self, method: &Method, route: &str, view: &'static ViewIdentity) {
@@ -67,10 +70,12 @@ impl RouteViews {
         {
             return;
         }
-        self.0
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((method.clone(), route.to_owned()), view);
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let views = map.entry(route.to_owned()).or_default();
+        match views.iter_mut().find(|(m, _)| m == method) {
+            Some(entry) => entry.1 = view,
+            None => views.push((method.clone(), view)),
+        }
     }
 }
 
