@@ -1,24 +1,29 @@
 //! The embedded store: one SQLite file (WAL, `synchronous=FULL`), one table per collection holding
 //! each document as a raw BSON blob, so every type round-trips exactly (an Int64 stays Int64).
 //!
-//! Queries and indexes go through one deterministic SQL function, `bson_get(doc, 'dotted.path')`,
-//! which reads a field straight out of the raw BSON without decoding the document. Indexes are
-//! expression indexes on exactly those calls, and the filter translator below emits exactly the
-//! same expressions, so SQLite's planner uses them (checked by `EXPLAIN QUERY PLAN` in the tests).
-//! A second function, `regexp(pattern, value)`, backs `REGEXP` with the `regex` crate.
+//! Every path an index covers also has a column of its own, named `"$path"` (`"$request.path"`),
+//! filled when the row is written: the writer reads those few values out of the raw bytes once,
+//! and the indexes are plain column indexes. (Earlier versions indexed `bson_get(doc, 'path')`
+//! expressions, which SQLite evaluated for every index on every insert, about twenty calls per
+//! access; a file written that way is migrated when it is opened.) Paths without a column are read
+//! with the deterministic SQL function `bson_get(doc, 'dotted.path')`, which gives exactly the
+//! value the column holds, so the filter translator can use either and the planner uses the index
+//! whenever there is one (checked by `EXPLAIN QUERY PLAN` in the tests). A second function,
+//! `regexp(pattern, value)`, backs `REGEXP` with the `regex` crate.
 //!
 //! SQLite is a single writer and its calls block, so all work runs on tokio's blocking pool behind
 //! one mutex-guarded connection; the async executor never waits on disk.
 
 use super::filter::{Filter, FindOptions, Order};
-use super::index::{EnsuredIndex, IndexInfo, IndexSpec};
+use super::index::{default_indexes, EnsuredIndex, IndexInfo, IndexSpec};
 use super::{StoreError, StoreResult};
 use crate::document::{Collection, Process};
 use bson::raw::{RawBsonRef, RawDocument, RawDocumentBuf};
 use bson::{Bson, Document};
 use rusqlite::functions::{Context, FunctionFlags};
-use rusqlite::types::Value;
-use rusqlite::{params_from_iter, Connection, OptionalExtension};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -26,20 +31,73 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    columns: Arc<Mutex<Columns>>,
     path: PathBuf,
 }
+
+/// The paths of each collection that have a column of their own, as of one schema version of the
+/// file. Another connection (the command line, a second process) may add a column for a custom
+/// index, so every write checks the version inside its transaction and reads the list again when
+/// it moved: a row written after the column exists always fills it. Queries use the list as it is;
+/// a path they do not know as a column yet is read with `bson_get`, which gives the same value.
+#[derive(Default)]
+struct Columns {
+    version: i64,
+    paths: BTreeMap<Collection, Arc<[String]>>,
+}
+
+impl Columns {
+    fn read(conn: &Connection) -> rusqlite::Result<Columns> {
+        let version = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+        let mut paths = BTreeMap::new();
+        for c in TABLES {
+            let mut stmt = conn.prepare(&format!("PRAGMA table_info({})", c.name()))?;
+            let names = stmt
+                .query_map([], |r| r.get::<_, String>(1))?
+                .filter_map(|n| match n {
+                    Ok(n) => n.strip_prefix('$').map(|p| Ok(p.to_owned())),
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            paths.insert(c, names.into());
+        }
+        Ok(Columns { version, paths })
+    }
+
+    fn of(&self, c: Collection) -> Arc<[String]> {
+        self.paths.get(&c).cloned().unwrap_or_else(|| Arc::new([]))
+    }
+}
+
+/// Every table of an audit database.
+const TABLES: [Collection; 4] = [
+    Collection::Access,
+    Collection::Process,
+    Collection::ModelAction,
+    Collection::Seal,
+];
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and its three tables.
     pub async fn open(path: &Path) -> StoreResult<Self> {
         let p = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || open_connection(&p))
-            .await
-            .map_err(|e| StoreError::Worker(e.to_string()))??;
+        let (conn, columns) = tokio::task::spawn_blocking(move || {
+            let conn = open_connection(&p)?;
+            let columns = Columns::read(&conn)?;
+            Ok::<_, StoreError>((conn, columns))
+        })
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))??;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            columns: Arc::new(Mutex::new(columns)),
             path: path.to_owned(),
         })
+    }
+
+    /// The column paths of `c` as last read (for translating queries).
+    fn columns_of(&self, c: Collection) -> Arc<[String]> {
+        lock(&self.columns).of(c)
     }
 
     /// The database file.
@@ -88,7 +146,7 @@ impl SqliteStore {
                 let id = s
                     .get_object_id("_id")
                     .map_err(|_| StoreError::Raw("seal has no ObjectId `_id`".into()))?;
-                Ok::<_, StoreError>((id.to_hex(), s.into_bytes()))
+                Ok::<_, StoreError>((id.to_hex(), s))
             })
             .transpose()?;
         let rows = docs
@@ -97,30 +155,25 @@ impl SqliteStore {
                 let id = d
                     .get_object_id("_id")
                     .map_err(|_| StoreError::Raw("document has no ObjectId `_id`".into()))?;
-                Ok((id.to_hex(), d.into_bytes()))
+                Ok((id.to_hex(), d))
             })
             .collect::<StoreResult<Vec<_>>>()?;
+        let columns = self.columns.clone();
         self.run(move |conn| {
             let tx = conn.transaction()?;
             let mut n = 0;
+            let cols = fresh_columns(&tx, &columns, c)?;
             {
-                let mut stmt = tx.prepare_cached(&format!(
-                    "INSERT INTO {} (id, doc) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
-                    c.name()
-                ))?;
-                for (id, blob) in &rows {
-                    n += stmt
-                        .execute(rusqlite::params![id, blob])
-                        .map_err(|e| duplicate(c, e))? as u64;
+                let mut stmt = tx.prepare_cached(&insert_sql(c, &cols))?;
+                for (id, doc) in &rows {
+                    n += insert_row(&mut stmt, id, doc, &cols).map_err(|e| duplicate(c, e))? as u64;
                 }
             }
-            if let Some((id, blob)) = &seal {
-                tx.prepare_cached(&format!(
-                    "INSERT INTO {} (id, doc) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
-                    Collection::Seal.name()
-                ))?
-                .execute(rusqlite::params![id, blob])
-                .map_err(|e| duplicate(Collection::Seal, e))?;
+            if let Some((id, doc)) = &seal {
+                let cols = fresh_columns(&tx, &columns, Collection::Seal)?;
+                let mut stmt = tx.prepare_cached(&insert_sql(Collection::Seal, &cols))?;
+                insert_row(&mut stmt, id, doc, &cols)
+                    .map_err(|e| duplicate(Collection::Seal, e))?;
             }
             tx.commit()?;
             Ok(n)
@@ -129,24 +182,27 @@ impl SqliteStore {
     }
 
     pub(crate) async fn upsert_process(&self, p: &Process) -> StoreResult<Process> {
-        let doc = bson::to_document(p)?;
-        let mut blob = Vec::new();
-        doc.to_writer(&mut blob)?;
+        let doc = RawDocumentBuf::from_document(&bson::to_document(p)?)?;
         let id = p.id.to_hex();
         let (pid, machine, created) =
             (p.pid, p.machine.clone(), p.creation_time.timestamp_millis());
+        let columns = self.columns.clone();
         let stored: Vec<u8> = self
             .run(move |conn| {
+                let c = Collection::Process;
                 let tx = conn.transaction()?;
+                let cols = fresh_columns(&tx, &columns, c)?;
                 // `ON CONFLICT DO NOTHING` without a target covers the unique (pid, machine,
-                // creation_time) expression index, so concurrent first calls store one document.
-                tx.execute(
-                    "INSERT INTO audit_process (id, doc) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                    rusqlite::params![id, blob],
-                )?;
+                // creation_time) index, so concurrent first calls store one document.
+                let sql = insert_sql(c, &cols).replace(" ON CONFLICT (id) ", " ON CONFLICT ");
+                insert_row(&mut tx.prepare(&sql)?, &id, &doc, &cols)?;
                 let stored = tx.query_row(
-                    "SELECT doc FROM audit_process WHERE bson_get(doc,'pid') = ?1 \
-                     AND bson_get(doc,'machine') = ?2 AND bson_get(doc,'creation_time') = ?3",
+                    &format!(
+                        "SELECT doc FROM audit_process WHERE {} = ?1 AND {} = ?2 AND {} = ?3",
+                        expr(&cols, "pid"),
+                        expr(&cols, "machine"),
+                        expr(&cols, "creation_time")
+                    ),
                     rusqlite::params![pid, machine, created],
                     |r| r.get(0),
                 )?;
@@ -171,7 +227,7 @@ impl SqliteStore {
 
     /// The stored bytes of the documents matching `opts`, within its time limit.
     async fn find_blobs(&self, c: Collection, opts: &FindOptions) -> StoreResult<Vec<Vec<u8>>> {
-        let (mut sql, params) = select_sql(c, opts)?;
+        let (mut sql, params) = select_sql(c, &self.columns_of(c), opts)?;
         let limit = opts.limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
         sql.push_str(&format!(
             " LIMIT {limit} OFFSET {}",
@@ -195,7 +251,7 @@ impl SqliteStore {
         let sql = format!(
             "SELECT COUNT(*) FROM {} WHERE {}",
             c.name(),
-            where_sql(filter, &mut params)?
+            where_sql(filter, &self.columns_of(c), &mut params)?
         );
         self.run(move |conn| {
             let n: i64 = conn
@@ -211,19 +267,25 @@ impl SqliteStore {
         let sql = format!(
             "DELETE FROM {} WHERE {}",
             c.name(),
-            where_sql(filter, &mut params)?
+            where_sql(filter, &self.columns_of(c), &mut params)?
         );
         self.run(move |conn| Ok(conn.execute(&sql, params_from_iter(params.iter()))? as u64))
             .await
     }
 
     pub(crate) async fn drop_collection(&self, c: Collection) -> StoreResult<()> {
+        let columns = self.columns.clone();
         self.run(move |conn| {
-            conn.execute_batch(&format!(
-                "DROP TABLE IF EXISTS {}; {}",
-                c.name(),
-                table_sql(c)
-            ))?;
+            // The new table keeps the columns the old one had (and the defaults), so rows
+            // written next fill them; `ensure_indexes` builds the indexes again.
+            let mut paths = default_paths(c);
+            paths.extend(lock(&columns).of(c).iter().cloned());
+            let tx = conn.transaction()?;
+            tx.execute_batch(&format!("DROP TABLE IF EXISTS {};", c.name()))?;
+            tx.execute_batch(&table_sql(c, &[]))?;
+            ensure_columns(&tx, c, &paths)?;
+            tx.commit()?;
+            *lock(&columns) = Columns::read(conn)?;
             Ok(())
         })
         .await
@@ -235,8 +297,20 @@ impl SqliteStore {
         specs: &[IndexSpec],
     ) -> StoreResult<Vec<EnsuredIndex>> {
         let specs = specs.to_vec();
+        let columns = self.columns.clone();
         self.run(move |conn| {
             let mut out = Vec::new();
+            let paths: Vec<String> = specs
+                .iter()
+                .flat_map(|s| s.keys.iter().map(|(p, _)| p.clone()))
+                .collect();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if ensure_columns(&tx, c, &paths)? {
+                tx.commit()?;
+                *lock(&columns) = Columns::read(conn)?;
+            } else {
+                tx.commit()?;
+            }
             for spec in &specs {
                 let name = index_name(c, spec);
                 let exists = conn
@@ -315,7 +389,7 @@ impl SqliteStore {
     /// The query plan SQLite picks for `filter` on `collection` (`EXPLAIN QUERY PLAN` detail rows), so
     /// tests and operators can check that a query shape uses an index.
     pub async fn explain(&self, c: Collection, opts: &FindOptions) -> StoreResult<Vec<String>> {
-        let (select, params) = select_sql(c, opts)?;
+        let (select, params) = select_sql(c, &self.columns_of(c), opts)?;
         let sql = format!("EXPLAIN QUERY PLAN {select}");
         self.run(move |conn| {
             let mut stmt = conn.prepare(&sql)?;
@@ -337,11 +411,26 @@ impl SqliteStore {
             .get_object_id("_id")
             .map_err(|_| StoreError::Raw("document has no ObjectId `_id`".into()))?
             .to_hex();
+        let columns = self.columns.clone();
         self.run(move |conn| {
-            let n = conn.execute(
-                &format!("UPDATE {} SET doc = ?2 WHERE id = ?1", c.name()),
-                rusqlite::params![id, doc.into_bytes()],
+            let tx = conn.transaction()?;
+            let cols = fresh_columns(&tx, &columns, c)?;
+            // The columns change with the bytes, so the indexes keep telling the truth.
+            let sets: String = (0..cols.len())
+                .map(|i| format!(", {} = ?{}", column(&cols[i]), i + 3))
+                .collect();
+            let mut values = vec![
+                ToSqlOutput::from(id.as_str()),
+                ToSqlOutput::from(doc.as_bytes()),
+            ];
+            for p in cols.iter() {
+                values.push(cell(&doc, p)?);
+            }
+            let n = tx.execute(
+                &format!("UPDATE {} SET doc = ?2{sets} WHERE id = ?1", c.name()),
+                params_from_iter(values.iter()),
             )?;
+            tx.commit()?;
             Ok(n == 1)
         })
         .await
@@ -410,7 +499,7 @@ impl SqliteStore {
         let sql = format!(
             "SELECT COUNT(*) FROM {} WHERE {}",
             c.name(),
-            where_sql(filter, &mut params)?
+            where_sql(filter, &self.columns_of(c), &mut params)?
         );
         self.run(move |conn| {
             with_time_limit(conn, max_time, |conn| {
@@ -432,8 +521,9 @@ impl SqliteStore {
         opts: &FindOptions,
         paths: &[&str],
     ) -> StoreResult<Vec<Vec<Bson>>> {
-        let (select, params) = select_sql(c, opts)?;
-        let cols: Vec<String> = paths.iter().map(|p| expr(p)).collect();
+        let columns = self.columns_of(c);
+        let (select, params) = select_sql(c, &columns, opts)?;
+        let cols: Vec<String> = paths.iter().map(|p| expr(&columns, p)).collect();
         let limit = opts.limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64);
         let sql = format!(
             "SELECT {} FROM {} LIMIT {limit} OFFSET {}",
@@ -469,9 +559,10 @@ impl SqliteStore {
     }
 }
 
-fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves the connection usable (SQLite rolls back an open
-    // transaction when the `Transaction` guard drops), so a poisoned lock is taken over.
+    // transaction when the `Transaction` guard drops), and the column list is replaced whole, so a
+    // poisoned lock is taken over.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -516,17 +607,154 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Opens a connection with the store's pragmas and SQL functions, and creates the tables. A new
-/// database file is created with mode 0600.
+/// Opens a connection with the store's pragmas and SQL functions, creates the tables, and moves a
+/// file written by an earlier version (indexes on `bson_get` expressions) onto indexed columns. A
+/// new database file is created with mode 0600.
 pub fn open_connection(path: &Path) -> StoreResult<Connection> {
     create_private(path)?;
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     prepare_connection(&conn)?;
-    for c in Collection::ALL {
-        conn.execute_batch(&table_sql(c))?;
+    for c in TABLES {
+        conn.execute_batch(&table_sql(c, &default_paths(c)))?;
     }
-    conn.execute_batch(&table_sql(Collection::Seal))?;
+    if needs_migration(&conn)? {
+        migrate(&mut conn)?;
+    }
     Ok(conn)
+}
+
+/// The paths the default indexes of `c` cover, each once.
+fn default_paths(c: Collection) -> Vec<String> {
+    let mut paths: Vec<String> = Vec::new();
+    for spec in default_indexes(c) {
+        for (p, _) in spec.keys {
+            if !paths.contains(&p) {
+                paths.push(p);
+            }
+        }
+    }
+    paths
+}
+
+/// The indexes of `c` still built on `bson_get` expressions: `(name, sql)`.
+fn expression_indexes(conn: &Connection, c: Collection) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 \
+         AND sql LIKE '%bson_get(doc,%'",
+    )?;
+    let rows = stmt.query_map([c.name()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+/// Whether a default column is missing or an index is still on an expression (a read-only look, so
+/// opening an up-to-date file never takes the write lock).
+fn needs_migration(conn: &Connection) -> rusqlite::Result<bool> {
+    let columns = Columns::read(conn)?;
+    for c in TABLES {
+        let have = columns.of(c);
+        if default_paths(c).iter().any(|p| !have.contains(p))
+            || !expression_indexes(conn, c)?.is_empty()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Adds the default columns (filled from the stored documents) and rebuilds every expression
+/// index on columns, under its own name, in one write transaction: a second process opening the
+/// file at the same time waits, then finds the work done.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for c in TABLES {
+        let legacy = expression_indexes(&tx, c)?;
+        let mut paths = default_paths(c);
+        for (_, sql) in &legacy {
+            paths.extend(parse_index_keys(sql).into_iter().map(|(p, _)| p));
+        }
+        ensure_columns(&tx, c, &paths)?;
+        let cols: Vec<String> = Columns::read(&tx)?.of(c).to_vec();
+        for (name, sql) in legacy {
+            let keys = parse_index_keys(&sql);
+            tx.execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))?;
+            tx.execute_batch(&index_sql(
+                c,
+                &name,
+                &keys,
+                sql.starts_with("CREATE UNIQUE"),
+                &cols,
+            ))?;
+        }
+    }
+    tx.commit()
+}
+
+/// Adds a column for each of `paths` that has none yet and fills it from the stored documents;
+/// `true` when one was added.
+fn ensure_columns(conn: &Connection, c: Collection, paths: &[String]) -> rusqlite::Result<bool> {
+    let have = Columns::read(conn)?.of(c);
+    let mut added = Vec::new();
+    for p in paths {
+        if p == "_id" || have.contains(p) || added.contains(p) {
+            continue;
+        }
+        conn.execute_batch(&format!(
+            "ALTER TABLE {t} ADD COLUMN {col}; UPDATE {t} SET {col} = bson_get(doc,'{path}');",
+            t = c.name(),
+            col = column(p),
+            path = p.replace('\'', "''"),
+        ))?;
+        added.push(p.clone());
+    }
+    Ok(!added.is_empty())
+}
+
+/// The column paths of `c` for a write inside `tx`: the cached list, read again first if the
+/// schema changed since (another connection added a column).
+fn fresh_columns(
+    tx: &Connection,
+    cache: &Mutex<Columns>,
+    c: Collection,
+) -> rusqlite::Result<Arc<[String]>> {
+    let version: i64 = tx.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+    let mut cache = lock(cache);
+    if cache.version != version {
+        *cache = Columns::read(tx)?;
+    }
+    Ok(cache.of(c))
+}
+
+/// `INSERT ... (id, doc, "$path", ...) VALUES (?1, ?2, ?3, ...)`, idempotent by id.
+fn insert_sql(c: Collection, cols: &[String]) -> String {
+    let names: String = cols.iter().map(|p| format!(", {}", column(p))).collect();
+    let marks: String = (0..cols.len()).map(|i| format!(", ?{}", i + 3)).collect();
+    format!(
+        "INSERT INTO {} (id, doc{names}) VALUES (?1, ?2{marks}) ON CONFLICT (id) DO NOTHING",
+        c.name()
+    )
+}
+
+/// Executes an [`insert_sql`] statement for one document: the indexed values are read out of its
+/// raw bytes here, once, borrowing them where SQLite can take them as they are.
+fn insert_row(
+    stmt: &mut rusqlite::Statement<'_>,
+    id: &str,
+    doc: &RawDocument,
+    cols: &[String],
+) -> rusqlite::Result<usize> {
+    let mut values = Vec::with_capacity(cols.len() + 2);
+    values.push(ToSqlOutput::from(id));
+    values.push(ToSqlOutput::from(doc.as_bytes()));
+    for p in cols {
+        values.push(cell(doc, p)?);
+    }
+    stmt.execute(params_from_iter(values.iter()))
+}
+
+/// The quoted column name of a path. `$` cannot start a path (nor any of the table's own
+/// columns), so no path's column collides with another name.
+fn column(path: &str) -> String {
+    format!("\"${}\"", path.replace('"', "\"\""))
 }
 
 /// Sets WAL + `synchronous=FULL` and registers `bson_get` and `regexp` on a connection. Every
@@ -541,11 +769,17 @@ pub fn prepare_connection(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The table of one collection: a rowid, the document's hex ObjectId (unique: the `_id_` index) and
-/// the raw BSON.
-pub(crate) fn table_sql(c: Collection) -> String {
+/// The table of one collection: a rowid, the document's hex ObjectId (unique: the `_id_` index),
+/// the raw BSON, and a column for each of `paths`. The columns have no declared type, so SQLite
+/// keeps each value exactly as given, as it did for the expression `bson_get` yields.
+fn table_sql(c: Collection, paths: &[String]) -> String {
+    let cols: String = paths
+        .iter()
+        .filter(|p| *p != "_id")
+        .map(|p| format!(", {}", column(p)))
+        .collect();
     format!(
-        "CREATE TABLE IF NOT EXISTS {} (rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, doc BLOB NOT NULL);",
+        "CREATE TABLE IF NOT EXISTS {} (rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, doc BLOB NOT NULL{cols});",
         c.name()
     )
 }
@@ -554,53 +788,76 @@ fn index_name(c: Collection, spec: &IndexSpec) -> String {
     format!("{}.{}", c.name(), spec.name())
 }
 
-/// The `CREATE INDEX` statement of one index spec.
-pub fn create_index_sql(c: Collection, spec: &IndexSpec) -> String {
-    let cols: Vec<String> = spec
-        .keys
+/// The `CREATE INDEX` statement of one index spec, on the columns of its paths (which
+/// [`ensure_columns`] adds first).
+fn create_index_sql(c: Collection, spec: &IndexSpec) -> String {
+    let cols: Vec<String> = spec.keys.iter().map(|(p, _)| p.clone()).collect();
+    index_sql(c, &index_name(c, spec), &spec.keys, spec.unique, &cols)
+}
+
+fn index_sql(
+    c: Collection,
+    name: &str,
+    keys: &[(String, i32)],
+    unique: bool,
+    cols: &[String],
+) -> String {
+    let keys: Vec<String> = keys
         .iter()
-        .map(|(p, d)| format!("{}{}", expr(p), if *d < 0 { " DESC" } else { "" }))
+        .map(|(p, d)| format!("{}{}", expr(cols, p), if *d < 0 { " DESC" } else { "" }))
         .collect();
     format!(
         "CREATE {}INDEX IF NOT EXISTS \"{}\" ON {} ({});",
-        if spec.unique { "UNIQUE " } else { "" },
-        index_name(c, spec).replace('"', "\"\""),
+        if unique { "UNIQUE " } else { "" },
+        name.replace('"', "\"\""),
         c.name(),
-        cols.join(", ")
+        keys.join(", ")
     )
 }
 
+/// The `(path, direction)` keys of an index's SQL: on columns (`"$path"`), or on the `bson_get`
+/// expressions of earlier versions.
 fn parse_index_keys(sql: &str) -> Vec<(String, i32)> {
     static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     let re = RE.get_or_init(|| {
-        regex::Regex::new(r"bson_get\(doc,'((?:[^']|'')*)'\)( DESC)?").expect("static regex")
+        regex::Regex::new(r#"(?:bson_get\(doc,'((?:[^']|'')*)'\)|"\$((?:[^"]|"")*)")( DESC)?"#)
+            .expect("static regex")
     });
     re.captures_iter(sql)
         .map(|c| {
-            (
-                c[1].replace("''", "'"),
-                if c.get(2).is_some() { -1 } else { 1 },
-            )
+            let path = match (c.get(1), c.get(2)) {
+                (Some(p), _) => p.as_str().replace("''", "'"),
+                (_, Some(p)) => p.as_str().replace("\"\"", "\""),
+                _ => unreachable!("one alternative matched"),
+            };
+            (path, if c.get(3).is_some() { -1 } else { 1 })
         })
         .collect()
 }
 
-/// The SQL expression for a dotted path: exactly the text the indexes are built on.
-fn expr(path: &str) -> String {
+/// The SQL expression for a dotted path: its column when it has one (what the indexes are built
+/// on), `bson_get` otherwise.
+fn expr(cols: &[String], path: &str) -> String {
     if path == "_id" {
         "id".to_owned()
+    } else if cols.iter().any(|c| c == path) {
+        column(path)
     } else {
         format!("bson_get(doc,'{}')", path.replace('\'', "''"))
     }
 }
 
 /// `SELECT doc ... WHERE ... ORDER BY ...` for `opts` (without the window), and its parameters.
-fn select_sql(c: Collection, opts: &FindOptions) -> StoreResult<(String, Vec<Value>)> {
+fn select_sql(
+    c: Collection,
+    cols: &[String],
+    opts: &FindOptions,
+) -> StoreResult<(String, Vec<Value>)> {
     let mut params = Vec::new();
     let mut sql = format!(
         "SELECT doc FROM {} WHERE {}",
         c.name(),
-        where_sql(&opts.filter, &mut params)?
+        where_sql(&opts.filter, cols, &mut params)?
     );
     if !opts.sort.is_empty() {
         let keys: Vec<String> = opts
@@ -609,7 +866,7 @@ fn select_sql(c: Collection, opts: &FindOptions) -> StoreResult<(String, Vec<Val
             .map(|(p, o)| {
                 format!(
                     "{} {}",
-                    expr(p),
+                    expr(cols, p),
                     if *o == Order::Asc { "ASC" } else { "DESC" }
                 )
             })
@@ -620,7 +877,8 @@ fn select_sql(c: Collection, opts: &FindOptions) -> StoreResult<(String, Vec<Val
 }
 
 /// Translates a filter into a `WHERE` clause, pushing its parameters.
-fn where_sql(f: &Filter, params: &mut Vec<Value>) -> StoreResult<String> {
+fn where_sql(f: &Filter, cols: &[String], params: &mut Vec<Value>) -> StoreResult<String> {
+    let expr = |p: &str| expr(cols, p);
     Ok(match f {
         Filter::Eq(p, Bson::Null) => format!("{} IS NULL", expr(p)),
         Filter::Eq(p, v) => {
@@ -647,7 +905,11 @@ fn where_sql(f: &Filter, params: &mut Vec<Value>) -> StoreResult<String> {
             // that prefix, so the index narrows the rows the regex has to test (as MongoDB does).
             // Parameters are pushed in the order their placeholders appear.
             let range = match literal_prefix(pattern).filter(|_| !*case_insensitive) {
-                Some(prefix) => Some(where_sql(&Filter::Prefix(path.clone(), prefix), params)?),
+                Some(prefix) => Some(where_sql(
+                    &Filter::Prefix(path.clone(), prefix),
+                    cols,
+                    params,
+                )?),
                 None => None,
             };
             params.push(Value::Text(if *case_insensitive {
@@ -680,7 +942,7 @@ fn where_sql(f: &Filter, params: &mut Vec<Value>) -> StoreResult<String> {
             };
             let parts = fs
                 .iter()
-                .map(|f| where_sql(f, params))
+                .map(|f| where_sql(f, cols, params))
                 .collect::<StoreResult<Vec<_>>>()?;
             format!("({})", parts.join(joiner))
         }
@@ -725,7 +987,8 @@ fn sql_value(v: &Bson) -> StoreResult<Value> {
     })
 }
 
-/// `bson_get(doc, path)`: the value at a dotted path of a raw BSON blob, as an SQL value.
+/// `bson_get(doc, path)`: the value at a dotted path of a raw BSON blob, as an SQL value: the
+/// same value [`cell`] stores in the path's column.
 fn bson_get(ctx: &Context<'_>) -> rusqlite::Result<Value> {
     let blob = ctx
         .get_raw(0)
@@ -737,39 +1000,56 @@ fn bson_get(ctx: &Context<'_>) -> rusqlite::Result<Value> {
         .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
     let doc =
         RawDocument::from_bytes(blob).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
+    Ok(match cell(doc, path)? {
+        ToSqlOutput::Borrowed(v) => {
+            Value::try_from(v).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?
+        }
+        ToSqlOutput::Owned(v) => v,
+        _ => unreachable!("`cell` borrows or owns"),
+    })
+}
+
+/// The value at a dotted path of a raw document, as SQL stores and compares it: dates as
+/// milliseconds, ObjectIds as hex, booleans as 0/1, sub-documents and arrays as their bytes, a
+/// missing path as NULL. Strings and bytes are borrowed from the document.
+fn cell<'a>(doc: &'a RawDocument, path: &str) -> rusqlite::Result<ToSqlOutput<'a>> {
     let mut cur = RawBsonRef::Document(doc);
     for seg in path.split('.') {
         let next = match cur {
             RawBsonRef::Document(d) => d.get(seg),
             RawBsonRef::Array(a) => match seg.parse::<usize>() {
                 Ok(i) => a.get(i),
-                Err(_) => return Ok(Value::Null),
+                Err(_) => return Ok(ToSqlOutput::Owned(Value::Null)),
             },
-            _ => return Ok(Value::Null),
+            _ => return Ok(ToSqlOutput::Owned(Value::Null)),
         };
         match next {
             Ok(Some(v)) => cur = v,
-            Ok(None) => return Ok(Value::Null),
+            Ok(None) => return Ok(ToSqlOutput::Owned(Value::Null)),
             Err(e) => return Err(rusqlite::Error::UserFunctionError(e.into())),
         }
     }
-    Ok(match cur {
-        RawBsonRef::Null | RawBsonRef::Undefined => Value::Null,
-        RawBsonRef::Int32(i) => Value::Integer(i.into()),
-        RawBsonRef::Int64(i) => Value::Integer(i),
-        RawBsonRef::Double(d) => Value::Real(d),
-        RawBsonRef::Boolean(b) => Value::Integer(b.into()),
-        RawBsonRef::String(s) => Value::Text(s.to_owned()),
-        RawBsonRef::DateTime(t) => Value::Integer(t.timestamp_millis()),
-        RawBsonRef::ObjectId(o) => Value::Text(o.to_hex()),
-        RawBsonRef::Decimal128(d) => Value::Text(d.to_string()),
-        RawBsonRef::Symbol(s) => Value::Text(s.to_owned()),
-        RawBsonRef::Timestamp(t) => Value::Integer(((t.time as i64) << 32) | t.increment as i64),
-        RawBsonRef::Document(d) => Value::Blob(d.as_bytes().to_vec()),
-        RawBsonRef::Array(a) => Value::Blob(a.as_bytes().to_vec()),
-        RawBsonRef::Binary(b) => Value::Blob(b.bytes.to_vec()),
-        other => Value::Text(format!("{other:?}")),
-    })
+    let owned = |v: Value| Ok(ToSqlOutput::Owned(v));
+    let borrowed = |v: ValueRef<'a>| Ok(ToSqlOutput::Borrowed(v));
+    match cur {
+        RawBsonRef::Null | RawBsonRef::Undefined => owned(Value::Null),
+        RawBsonRef::Int32(i) => owned(Value::Integer(i.into())),
+        RawBsonRef::Int64(i) => owned(Value::Integer(i)),
+        RawBsonRef::Double(d) => owned(Value::Real(d)),
+        RawBsonRef::Boolean(b) => owned(Value::Integer(b.into())),
+        RawBsonRef::String(s) => borrowed(ValueRef::Text(s.as_bytes())),
+        RawBsonRef::DateTime(t) => owned(Value::Integer(t.timestamp_millis())),
+        RawBsonRef::ObjectId(o) => owned(Value::Text(o.to_hex())),
+        RawBsonRef::Decimal128(d) => owned(Value::Text(d.to_string())),
+        RawBsonRef::Symbol(s) => borrowed(ValueRef::Text(s.as_bytes())),
+        RawBsonRef::Timestamp(t) => {
+            owned(Value::Integer(((t.time as i64) << 32) | t.increment as i64))
+        }
+        RawBsonRef::Document(d) => borrowed(ValueRef::Blob(d.as_bytes())),
+        RawBsonRef::Array(a) => borrowed(ValueRef::Blob(a.as_bytes())),
+        RawBsonRef::Binary(b) => borrowed(ValueRef::Blob(b.bytes)),
+        other => owned(Value::Text(format!("{other:?}"))),
+    }
 }
 
 /// `regexp(pattern, value)`: `value REGEXP pattern` with the `regex` crate; the compiled pattern is
