@@ -305,6 +305,40 @@ impl Auditor {
         }
     }
 
+    /// Room in the queue for an access to be finished later in code that cannot wait; see
+    /// [`Writer::reserve`](crate::writer::Writer::reserve).
+    #[cfg(feature = "http")]
+    pub(crate) fn reserve(
+        &self,
+        bytes: usize,
+    ) -> Result<Option<crate::writer::Reservation>, crate::writer::ReservationWait> {
+        match &self.0.active {
+            Some(active) => active.writer.reserve(bytes),
+            None => Ok(None),
+        }
+    }
+
+    /// Queues an access from synchronous code into the room `reserved` holds (see
+    /// [`Auditor::reserve`]); like [`Auditor::record_access_nowait`] without one.
+    #[cfg(feature = "http")]
+    pub(crate) fn record_access_reserved(
+        &self,
+        mut access: Access,
+        reserved: Option<crate::writer::Reservation>,
+    ) {
+        let Some(active) = &self.0.active else { return };
+        let Some(reserved) = reserved else {
+            return self.record_access_nowait(access);
+        };
+        if access.process.is_none() {
+            access.process = self.cached_process_id();
+        }
+        match Record::access(&access) {
+            Ok(record) => active.writer.submit_reserved(record, reserved),
+            Err(e) => active.writer.count_unencodable(&e),
+        }
+    }
+
     /// Queues an access at once when that needs no wait (async mode, room in the queue);
     /// otherwise gives the wait to run: storing it in sync mode, room in the queue when full.
     #[cfg(feature = "http")]

@@ -30,9 +30,12 @@
 //!   to 10 s) so that its records are counted by what happened to them, not guessed.
 //! - **Memory is bounded** by `queue_capacity` records and by `queue_max_bytes` bytes of encoded
 //!   records, whichever is reached first (`queue_bytes` reports the bytes held). Async
-//!   [`Writer::submit`] under [`FullPolicy::Block`] waits for room for both. Code that cannot wait
-//!   ([`Writer::submit_blocking`]: the end of a streamed body, inside a synchronous poll or drop,
-//!   and standalone calls) never spawns a task per record: when the queue is full but the byte
+//!   [`Writer::submit`] under [`FullPolicy::Block`] waits for room for both. A record finished
+//!   where nothing can wait but whose request could wait earlier (the end of a response body) has
+//!   its room taken beforehand ([`Writer::reserve`], awaited before the response is returned), so
+//!   a store that falls behind slows responses down instead of filling the overflow list. Code
+//!   that cannot wait at all ([`Writer::submit_blocking`]: inside a synchronous poll or drop, and
+//!   standalone calls) never spawns a task per record: when the queue is full but the byte
 //!   bound leaves room, the record waits in an overflow list inside the writer, counted in the
 //!   same byte bound; past the byte bound it is appended to the spill journal when one is
 //!   configured (fsync'd on the calling thread: a last resort under overload), and otherwise
@@ -104,6 +107,21 @@ impl Record {
 
 /// Bytes a queued record is charged beyond its encoded document (the job around it).
 const RECORD_OVERHEAD: usize = 128;
+
+/// Room held in the queue for one record that will be finished later in code that cannot wait (the
+/// end of a response body): a queue slot and the bytes the record is expected to take. Taken (and
+/// waited for)
+/// while the request can still wait, so that under [`FullPolicy::Block`] a slow store slows the
+/// responses down instead of filling the overflow list and then dropping records. Dropping it
+/// gives the room back.
+pub(crate) struct Reservation {
+    slot: mpsc::OwnedPermit<Job>,
+    bytes: OwnedSemaphorePermit,
+}
+
+/// A reservation to wait for.
+pub(crate) type ReservationWait =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Reservation>> + Send>>;
 
 /// How long shutdown waits, past its deadline, for a store call in flight to return.
 const SETTLE_GRACE: Duration = Duration::from_secs(10);
@@ -375,6 +393,69 @@ impl Writer {
                 Ok(())
             }
         }
+    }
+
+    /// Room for one record of about `bytes` to be submitted later with
+    /// [`Writer::submit_reserved`]: at once when the queue has it (`Ok`), or a wait for it under
+    /// [`FullPolicy::Block`] (`Err`). `Ok(None)` under [`FullPolicy::Drop`], whose records are
+    /// never waited for, and when the writer is stopped. A record bigger than its estimate takes
+    /// the rest when it is submitted (or, if the byte bound has no more, goes where records over
+    /// it go).
+    pub(crate) fn reserve(&self, bytes: usize) -> Result<Option<Reservation>, ReservationWait> {
+        if self.policy == FullPolicy::Drop {
+            return Ok(None);
+        }
+        // Never more than the bound itself, which a wait could not get.
+        let n = (bytes + RECORD_OVERHEAD)
+            .min(self.max_bytes)
+            .min(u32::MAX as usize) as u32;
+        let bytes = self.bytes.clone().try_acquire_many_owned(n);
+        let slot = match &bytes {
+            Ok(_) => self.tx.clone().try_reserve_owned(),
+            Err(_) => Err(mpsc::error::TrySendError::Full(self.tx.clone())),
+        };
+        match (slot, bytes) {
+            (Ok(slot), Ok(bytes)) => Ok(Some(Reservation { slot, bytes })),
+            (Err(mpsc::error::TrySendError::Closed(_)), _) => Ok(None),
+            (Err(mpsc::error::TrySendError::Full(tx)), _) => {
+                let semaphore = self.bytes.clone();
+                Err(Box::pin(async move {
+                    // The slot first: records leave the queue in order, and bytes with them.
+                    let slot = tx.reserve_owned().await.ok()?;
+                    let bytes = semaphore.acquire_many_owned(n).await.ok()?;
+                    Some(Reservation { slot, bytes })
+                }))
+            }
+            (Ok(slot), Err(_)) => {
+                let semaphore = self.bytes.clone();
+                Err(Box::pin(async move {
+                    let bytes = semaphore.acquire_many_owned(n).await.ok()?;
+                    Some(Reservation { slot, bytes })
+                }))
+            }
+        }
+    }
+
+    /// Enqueues `record` into the room `reserved` holds: never waits, and never needs the overflow
+    /// list unless the record is bigger than the bytes reserved and the byte bound has no more.
+    pub(crate) fn submit_reserved(&self, record: Record, reserved: Reservation) {
+        let Reservation { slot, mut bytes } = reserved;
+        let n = self.charge(&record) as usize;
+        let held = bytes.num_permits();
+        if n < held {
+            drop(bytes.split(held - n));
+        } else if n > held {
+            match self.bytes.clone().try_acquire_many_owned((n - held) as u32) {
+                Ok(more) => bytes.merge(more),
+                Err(_) => {
+                    drop((slot, bytes));
+                    return self.submit_blocking(record);
+                }
+            }
+        }
+        self.count_degraded(&record);
+        slot.send(Job::Write(record, None, bytes));
+        self.after_send(true);
     }
 
     /// Enqueues from code that cannot wait (a synchronous poll or drop, a standalone call). Never

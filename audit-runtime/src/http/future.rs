@@ -294,8 +294,27 @@ where
             })
         }));
     }
-    let tee = Tee::new(cap.config.max_body_bytes, Box::new(finisher));
-    Step::Ready(Ok(Response::from_parts(head, AuditBody::tee(body, tee))))
+    // The access is finished at the end of the body, where nothing can wait: the room for it in
+    // the queue is taken now, while the response can still wait for it (back-pressure instead of
+    // records dropped when the store falls behind).
+    let max = cap.config.max_body_bytes;
+    let content = body
+        .size_hint()
+        .upper()
+        .map_or(max, |n| (n as usize).min(max));
+    let estimate = finisher.size_hint + content;
+    let tee_response = move |mut finisher: Finisher, reserved| {
+        finisher.reserved = reserved;
+        let tee = Tee::new(max, Box::new(finisher));
+        Ok(Response::from_parts(head, AuditBody::tee(body, tee)))
+    };
+    match finisher.shared.auditor.reserve(estimate) {
+        Ok(reserved) => Step::Ready(tee_response(finisher, reserved)),
+        Err(wait) => Step::Wait(Box::pin(async move {
+            let reserved = wait.await;
+            tee_response(finisher, reserved)
+        })),
+    }
 }
 
 /// Holds the finisher while the request is in the inner service; if the service future is
@@ -359,6 +378,11 @@ pub(crate) struct Finisher {
     pub(crate) provider_headers: Option<HeaderMap>,
     pub(crate) status: Option<u16>,
     pub(crate) content_type: String,
+    /// Room in the queue for the access, when it is finished at the end of the response body.
+    pub(crate) reserved: Option<crate::writer::Reservation>,
+    /// About how many bytes the access takes without its response content (see
+    /// `record_size_hint`): the room reserved for it.
+    pub(crate) size_hint: usize,
 }
 
 impl Finisher {
@@ -470,13 +494,14 @@ impl Finisher {
 }
 
 impl Finish for Finisher {
-    fn finish(self: Box<Self>, kept: Bytes, total: u64, complete: bool) {
+    fn finish(mut self: Box<Self>, kept: Bytes, total: u64, complete: bool) {
         let content =
             self.shared
                 .capture
                 .response_content(&self.content_type, &kept, total, complete);
+        let reserved = self.reserved.take();
         if let Some((auditor, access)) = (*self).build(content) {
-            auditor.record_access_nowait(access);
+            auditor.record_access_reserved(access, reserved);
         }
     }
 }
