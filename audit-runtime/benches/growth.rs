@@ -162,6 +162,24 @@ async fn searches(store: &Store, n: usize) -> serde_json::Value {
     })
 }
 
+/// Bytes of the access table and of its indexes (the `_id` one included), from SQLite's `dbstat`.
+fn table_and_index_bytes(path: &std::path::Path) -> (u64, u64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    audit_runtime::internals::prepare_connection(&conn).unwrap();
+    let sum = |filter: &str| -> u64 {
+        conn.query_row(
+            &format!("SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE {filter}"),
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap() as u64
+    };
+    (
+        sum("name = 'audit_access'"),
+        sum("name IN (SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_access')"),
+    )
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // `cargo test --benches` runs this once, small.
@@ -209,10 +227,13 @@ async fn main() {
             .iter()
             .map(|s| std::fs::metadata(format!("{}{s}", path.display())).map_or(0, |m| m.len()))
             .sum::<u64>();
+        let (table, indexes) = table_and_index_bytes(&path);
         let line = serde_json::json!({
             "documents": n,
             "insert_docs_per_s": rate.round(),
             "file_bytes_per_doc": (bytes as f64 / n as f64).round(),
+            "table_bytes_per_doc": (table as f64 / n as f64).round(),
+            "index_bytes_per_doc": (indexes as f64 / n as f64).round(),
             "first_page": searches(&store, n).await,
         });
         println!("{line}");

@@ -474,19 +474,28 @@ fn target(name: &str, value: Option<f64>, op: &str, limit: f64) -> Value {
     json!({ "target": name, "value": value, "op": op, "limit": limit, "pass": pass })
 }
 
-/// Drives `s` to 100,000 and then 1,000,000 requests in all, reading its memory at both points.
+/// Drives `s` to 1,000,000 requests in all, reading its memory (and the bytes its writer's queue
+/// holds) at 100,000, 250,000, 500,000 and 1,000,000.
 async fn memory_growth(s: &mut Server, concurrency: usize) -> Value {
     let mut at = Vec::new();
-    for goal in [100_000u64, 1_000_000] {
+    for goal in [100_000u64, 250_000, 500_000, 1_000_000] {
         while s.sent < goal {
             let n = (goal - s.sent).min(50_000) as usize;
             let (lat, _) = client::closed_loop(s.addr, n, concurrency).await;
             s.sent += lat.count;
         }
         let stats = s.ask("stats").await;
-        at.push(f(&stats["rss_mb"]));
+        at.push(
+            json!({ "requests": goal, "rss_mb": stats["rss_mb"], "queue_mb": stats["queue_mb"] }),
+        );
     }
-    let m = json!({ "rss_mb_100k": at[0], "rss_mb_1m": at[1], "ratio": round(at[1] / at[0], 2) });
+    let rss = |i: usize| f(&at[i]["rss_mb"]);
+    let m = json!({
+        "rss_mb_100k": rss(0),
+        "rss_mb_1m": rss(3),
+        "ratio": round(rss(3) / rss(0), 2),
+        "series": at,
+    });
     println!("{}", json!({ "memory": m }));
     m
 }

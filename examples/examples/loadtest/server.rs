@@ -104,7 +104,15 @@ pub(crate) fn run(config: &str, dir: &std::path::Path) {
 
     for line in std::io::stdin().lock().lines() {
         match line.expect("stdin").trim() {
-            "stats" => println!("{}", stats()),
+            "stats" => {
+                let mut s = stats();
+                if let Some((auditor, _)) = &audit {
+                    // Records waiting in the writer's queue: bounded memory that fills under load.
+                    let queued = auditor.metrics().queue_bytes as f64 / (1024.0 * 1024.0);
+                    s["queue_mb"] = json!((queued * 10.0).round() / 10.0);
+                }
+                println!("{s}");
+            }
             "finish" => {
                 let mut out = json!({ "records": null });
                 if let Some((auditor, guard)) = audit.take() {
