@@ -14,14 +14,27 @@ use std::time::Instant;
 /// What the writer sends in one store call.
 const BATCH: usize = 512;
 
-/// Copies of `template` with fresh ids, encoded as the request path encodes them.
+/// Copies of `template` with fresh ids, spread over 5,000 paths, 50 views and 1,000 users as a
+/// real trail is (identical values would all land on the same few index pages), encoded as the
+/// request path encodes them.
 pub(crate) fn documents(template: &Access, n: usize) -> Vec<RawDocumentBuf> {
     (0..n)
-        .map(|_| {
-            let a = Access {
+        .map(|i| {
+            let mut a = Access {
                 id: ObjectId::new(),
                 ..template.clone()
             };
+            let view = i % 50;
+            a.request.path = format!("/app{view}/item/{}/", (i * 7919) % 5_000);
+            a.view = AccessView::new(
+                format!("app{view}::views::v{view}"),
+                format!("app{view}"),
+                format!("v{view}"),
+            );
+            a.user = Some(AccessUser::new(
+                ((i * 31) % 1_000) as i64,
+                format!("user{}", (i * 31) % 1_000),
+            ));
             RawDocumentBuf::from_bytes(bson::to_vec(&a).unwrap()).unwrap()
         })
         .collect()
