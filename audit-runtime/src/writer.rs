@@ -117,12 +117,14 @@ const RECORD_OVERHEAD: usize = 128;
 /// while the request can still wait, so that under [`FullPolicy::Block`] a slow store slows the
 /// responses down instead of filling the overflow list and then dropping records. Dropping it
 /// gives the room back.
+#[cfg(feature = "http")]
 pub(crate) struct Reservation {
     slot: mpsc::OwnedPermit<Job>,
     bytes: OwnedSemaphorePermit,
 }
 
 /// A reservation to wait for.
+#[cfg(feature = "http")]
 pub(crate) type ReservationWait =
     std::pin::Pin<Box<dyn std::future::Future<Output = Option<Reservation>> + Send>>;
 
@@ -404,6 +406,7 @@ impl Writer {
     /// never waited for, and when the writer is stopped. A record bigger than its estimate takes
     /// the rest when it is submitted (or, if the byte bound has no more, goes where records over
     /// it go).
+    #[cfg(feature = "http")]
     pub(crate) fn reserve(&self, bytes: usize) -> Result<Option<Reservation>, ReservationWait> {
         if self.policy == FullPolicy::Drop {
             return Ok(None);
@@ -441,6 +444,7 @@ impl Writer {
 
     /// Enqueues `record` into the room `reserved` holds: never waits, and never needs the overflow
     /// list unless the record is bigger than the bytes reserved and the byte bound has no more.
+    #[cfg(feature = "http")]
     pub(crate) fn submit_reserved(&self, record: Record, reserved: Reservation) {
         let Reservation { slot, mut bytes } = reserved;
         let n = self.charge(&record) as usize;
