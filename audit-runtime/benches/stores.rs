@@ -7,7 +7,7 @@
 //! `cargo bench -p audit-runtime --bench stores` (`-- --quick` for a short run).
 
 use audit_runtime::internals::default_indexes;
-use audit_runtime::internals::prepare_connection;
+use audit_runtime::internals::{expression_schema_sql, prepare_connection};
 use audit_runtime::{
     Access, AccessResponse, AccessUser, AccessView, AuditConfig, Collection, DbConnection, Store,
     UrlMatch,
@@ -59,22 +59,11 @@ fn raw_batched(docs: &[Access], batch: usize) -> f64 {
     let (_dir, path) = fresh_sqlite();
     let mut conn = rusqlite::Connection::open(&path).unwrap();
     prepare_connection(&conn).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE audit_access (rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, doc BLOB NOT NULL);",
-    )
+    conn.execute_batch(&expression_schema_sql(
+        Collection::Access,
+        &default_indexes(Collection::Access),
+    ))
     .unwrap();
-    for (i, spec) in default_indexes(Collection::Access).iter().enumerate() {
-        let keys: Vec<String> = spec
-            .keys
-            .iter()
-            .map(|(p, d)| format!("bson_get(doc,'{p}'){}", if *d < 0 { " DESC" } else { "" }))
-            .collect();
-        conn.execute_batch(&format!(
-            "CREATE INDEX i{i} ON audit_access ({});",
-            keys.join(", ")
-        ))
-        .unwrap();
-    }
     let start = Instant::now();
     for chunk in docs.chunks(batch) {
         let tx = conn.transaction().unwrap();

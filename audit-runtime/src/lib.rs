@@ -119,7 +119,7 @@ pub mod internals {
     pub use crate::store::degrade::MARKER_KEY;
     pub use crate::store::encode;
     #[cfg(feature = "embedded-store")]
-    pub use crate::store::sqlite::{open_connection, prepare_connection};
+    pub use crate::store::sqlite::{expression_schema_sql, open_connection, prepare_connection};
 }
 
 // Not public API. Used by generated code.

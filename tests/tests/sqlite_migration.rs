@@ -3,7 +3,9 @@
 //! keeps its name and keys, queries use it, and new rows fill the columns. Also: columns added for
 //! a custom index by one connection are filled by another that opened the file earlier.
 
-use audit_runtime::internals::{default_indexes, encode, prepare_connection};
+use audit_runtime::internals::{
+    default_indexes, encode, expression_schema_sql, prepare_connection,
+};
 use audit_runtime::{
     AccessUser, AuditConfig, Collection, DbConnection, Filter, FindOptions, IndexSpec, Order, Store,
 };
@@ -19,33 +21,10 @@ fn legacy_file(path: &std::path::Path) -> rusqlite::Connection {
         Collection::ModelAction,
         Collection::Seal,
     ] {
-        conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {} (rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, doc BLOB NOT NULL);",
-            c.name()
-        ))
-        .unwrap();
-        for spec in default_indexes(c) {
-            create_legacy_index(&conn, c, &spec);
-        }
+        conn.execute_batch(&expression_schema_sql(c, &default_indexes(c)))
+            .unwrap();
     }
     conn
-}
-
-fn create_legacy_index(conn: &rusqlite::Connection, c: Collection, spec: &IndexSpec) {
-    let cols: Vec<String> = spec
-        .keys
-        .iter()
-        .map(|(p, d)| format!("bson_get(doc,'{p}'){}", if *d < 0 { " DESC" } else { "" }))
-        .collect();
-    conn.execute_batch(&format!(
-        "CREATE {}INDEX IF NOT EXISTS \"{}.{}\" ON {} ({});",
-        if spec.unique { "UNIQUE " } else { "" },
-        c.name(),
-        spec.name(),
-        c.name(),
-        cols.join(", ")
-    ))
-    .unwrap();
 }
 
 fn columns(conn: &rusqlite::Connection, c: Collection) -> Vec<String> {
@@ -75,11 +54,11 @@ async fn a_file_with_expression_indexes_is_moved_onto_indexed_columns() {
     let path = dir.path().join("audit.db");
     let conn = legacy_file(&path);
     // A custom index an earlier version made from the settings, on a path no default covers.
-    create_legacy_index(
-        &conn,
+    conn.execute_batch(&expression_schema_sql(
         Collection::Access,
-        &IndexSpec::from_fields(&["custom.tenant", "-time.request"]),
-    );
+        &[IndexSpec::from_fields(&["custom.tenant", "-time.request"])],
+    ))
+    .unwrap();
     let mut expected_ids = Vec::new();
     for i in 0..50 {
         let mut a = access(

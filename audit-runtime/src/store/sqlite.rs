@@ -815,6 +815,33 @@ fn index_sql(
     )
 }
 
+/// The statements earlier versions created a collection with: its table without indexed columns,
+/// and each of `specs` an index on `bson_get` expressions over the raw BSON, under the name the
+/// store gives it. For the tests of the migration and the benchmarks that compare against that
+/// layout; the store never writes it.
+#[cfg(feature = "internals")]
+pub fn expression_schema_sql(c: Collection, specs: &[IndexSpec]) -> String {
+    let mut sql = table_sql(c, &[]);
+    for spec in specs {
+        let keys: Vec<String> = spec
+            .keys
+            .iter()
+            .map(|(p, d)| {
+                let p = p.replace('\'', "''");
+                format!("bson_get(doc,'{p}'){}", if *d < 0 { " DESC" } else { "" })
+            })
+            .collect();
+        sql.push_str(&format!(
+            "\nCREATE {}INDEX IF NOT EXISTS \"{}\" ON {} ({});",
+            if spec.unique { "UNIQUE " } else { "" },
+            index_name(c, spec).replace('"', "\"\""),
+            c.name(),
+            keys.join(", ")
+        ));
+    }
+    sql
+}
+
 /// The `(path, direction)` keys of an index's SQL: on columns (`"$path"`), or on the `bson_get`
 /// expressions of earlier versions.
 fn parse_index_keys(sql: &str) -> Vec<(String, i32)> {

@@ -4,7 +4,7 @@
 
 use audit_runtime::bson::{self, oid::ObjectId, RawDocumentBuf};
 use audit_runtime::http::{capture_request, Capture};
-use audit_runtime::internals::{default_indexes, prepare_connection};
+use audit_runtime::internals::{default_indexes, expression_schema_sql, prepare_connection};
 use audit_runtime::{
     Access, AccessResponse, AccessUser, AccessView, AuditConfig, Collection, DbConnection, Store,
 };
@@ -61,22 +61,11 @@ pub(crate) fn expression_schema_rate(docs: &[RawDocumentBuf], dir: &Path) -> f64
     let path = dir.join("expression.db");
     let mut conn = rusqlite::Connection::open(&path).unwrap();
     prepare_connection(&conn).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE audit_access (rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, doc BLOB NOT NULL);",
-    )
+    conn.execute_batch(&expression_schema_sql(
+        Collection::Access,
+        &default_indexes(Collection::Access),
+    ))
     .unwrap();
-    for (i, spec) in default_indexes(Collection::Access).iter().enumerate() {
-        let cols: Vec<String> = spec
-            .keys
-            .iter()
-            .map(|(p, d)| format!("bson_get(doc,'{p}'){}", if *d < 0 { " DESC" } else { "" }))
-            .collect();
-        conn.execute_batch(&format!(
-            "CREATE INDEX i{i} ON audit_access ({});",
-            cols.join(", ")
-        ))
-        .unwrap();
-    }
     let start = Instant::now();
     for chunk in docs.chunks(BATCH) {
         let tx = conn.transaction().unwrap();
