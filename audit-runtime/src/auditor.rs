@@ -294,14 +294,25 @@ impl Auditor {
 
     /// Queues an access from synchronous code (the end of a streamed body, a standalone call's
     /// return): never waits.
-    pub(crate) fn record_access_nowait(&self, mut access: Access) {
-        let Some(active) = &self.0.active else { return };
+    pub(crate) fn record_access_nowait(&self, access: Access) {
+        if let Some((active, record)) = self.record_now(access) {
+            active.writer.submit_blocking(record);
+        }
+    }
+
+    /// The record of `access`, for code that cannot wait: the process id only if it is known
+    /// already; an access that cannot be encoded is counted and gives `None`.
+    fn record_now(&self, mut access: Access) -> Option<(&Active, Record)> {
+        let active = self.0.active.as_ref()?;
         if access.process.is_none() {
             access.process = self.cached_process_id();
         }
         match Record::access(&access) {
-            Ok(record) => active.writer.submit_blocking(record),
-            Err(e) => active.writer.count_unencodable(&e),
+            Ok(record) => Some((active, record)),
+            Err(e) => {
+                active.writer.count_unencodable(&e);
+                None
+            }
         }
     }
 
@@ -323,19 +334,15 @@ impl Auditor {
     #[cfg(feature = "http")]
     pub(crate) fn record_access_reserved(
         &self,
-        mut access: Access,
+        access: Access,
         reserved: Option<crate::writer::Reservation>,
     ) {
-        let Some(active) = &self.0.active else { return };
-        let Some(reserved) = reserved else {
-            return self.record_access_nowait(access);
+        let Some((active, record)) = self.record_now(access) else {
+            return;
         };
-        if access.process.is_none() {
-            access.process = self.cached_process_id();
-        }
-        match Record::access(&access) {
-            Ok(record) => active.writer.submit_reserved(record, reserved),
-            Err(e) => active.writer.count_unencodable(&e),
+        match reserved {
+            Some(reserved) => active.writer.submit_reserved(record, reserved),
+            None => active.writer.submit_blocking(record),
         }
     }
 

@@ -127,6 +127,19 @@ pub async fn mongo_store() -> TestStore {
     open(mongo_connection(), None).await
 }
 
+/// The query plan SQLite picks for `opts` on `c` (its `EXPLAIN QUERY PLAN` rows joined by ` | `);
+/// panics unless `store` is SQLite.
+pub async fn sqlite_plan(
+    store: &Store,
+    c: audit_runtime::Collection,
+    opts: &audit_runtime::FindOptions,
+) -> String {
+    let Store::Sqlite(s) = store else {
+        panic!("sqlite store expected")
+    };
+    s.explain(c, opts).await.unwrap().join(" | ")
+}
+
 /// A UTC datetime at millisecond precision (what BSON keeps).
 pub fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, s)

@@ -9,7 +9,7 @@ use audit_runtime::internals::{
 use audit_runtime::{
     AccessUser, AuditConfig, Collection, DbConnection, Filter, FindOptions, IndexSpec, Order, Store,
 };
-use audit_tests::{access, at};
+use audit_tests::{access, at, sqlite_plan};
 
 /// The tables and indexes exactly as earlier versions created them.
 fn legacy_file(path: &std::path::Path) -> rusqlite::Connection {
@@ -126,13 +126,8 @@ async fn a_file_with_expression_indexes_is_moved_onto_indexed_columns() {
     );
 
     // The store finds the old rows through the indexes.
-    let Store::Sqlite(s) = &store else { panic!() };
     let opts = FindOptions::new(Filter::eq("user.id", 2)).sort("time.request", Order::Desc);
-    let plan = s
-        .explain(Collection::Access, &opts)
-        .await
-        .unwrap()
-        .join(" | ");
+    let plan = sqlite_plan(&store, Collection::Access, &opts).await;
     assert!(
         plan.contains("USING INDEX audit_access.user.id_1"),
         "{plan}"
@@ -140,11 +135,7 @@ async fn a_file_with_expression_indexes_is_moved_onto_indexed_columns() {
     let found = store.find_raw(Collection::Access, &opts).await.unwrap();
     assert_eq!(found.len(), (0..50).filter(|i| i % 3 == 2).count());
     let opts = FindOptions::new(Filter::eq("custom.tenant", "t0"));
-    let plan = s
-        .explain(Collection::Access, &opts)
-        .await
-        .unwrap()
-        .join(" | ");
+    let plan = sqlite_plan(&store, Collection::Access, &opts).await;
     assert!(plan.contains("custom.tenant_1_time.request_-1"), "{plan}");
     assert_eq!(
         store
@@ -210,13 +201,8 @@ async fn a_column_added_by_another_connection_is_filled_by_this_one() {
     a.custom = Some(bson::doc! { "tenant": "acme" });
     first.insert(&a).await.unwrap();
     // The other store finds it through its index: the column was filled.
-    let Store::Sqlite(s) = &second else { panic!() };
     let opts = FindOptions::new(Filter::eq("custom.tenant", "acme"));
-    let plan = s
-        .explain(Collection::Access, &opts)
-        .await
-        .unwrap()
-        .join(" | ");
+    let plan = sqlite_plan(&second, Collection::Access, &opts).await;
     assert!(
         plan.contains("USING INDEX audit_access.custom.tenant_1"),
         "{plan}"

@@ -3,13 +3,10 @@
 
 use audit_runtime::{Access, Collection, Store, UrlMatch};
 use audit_runtime::{Filter, FindOptions, Order};
-use audit_tests::sqlite_store;
+use audit_tests::{sqlite_plan, sqlite_store};
 
 async fn plan(store: &Store, c: Collection, opts: FindOptions) -> String {
-    let Store::Sqlite(s) = store else {
-        panic!("sqlite store expected")
-    };
-    s.explain(c, &opts).await.unwrap().join(" | ")
+    sqlite_plan(store, c, &opts).await
 }
 
 #[tokio::test]

@@ -164,14 +164,14 @@ impl SqliteStore {
             let mut n = 0;
             let cols = fresh_columns(&tx, &columns, c)?;
             {
-                let mut stmt = tx.prepare_cached(&insert_sql(c, &cols))?;
+                let mut stmt = tx.prepare_cached(&insert_sql(c, &cols, "(id)"))?;
                 for (id, doc) in &rows {
                     n += insert_row(&mut stmt, id, doc, &cols).map_err(|e| duplicate(c, e))? as u64;
                 }
             }
             if let Some((id, doc)) = &seal {
                 let cols = fresh_columns(&tx, &columns, Collection::Seal)?;
-                let mut stmt = tx.prepare_cached(&insert_sql(Collection::Seal, &cols))?;
+                let mut stmt = tx.prepare_cached(&insert_sql(Collection::Seal, &cols, "(id)"))?;
                 insert_row(&mut stmt, id, doc, &cols)
                     .map_err(|e| duplicate(Collection::Seal, e))?;
             }
@@ -194,8 +194,12 @@ impl SqliteStore {
                 let cols = fresh_columns(&tx, &columns, c)?;
                 // `ON CONFLICT DO NOTHING` without a target covers the unique (pid, machine,
                 // creation_time) index, so concurrent first calls store one document.
-                let sql = insert_sql(c, &cols).replace(" ON CONFLICT (id) ", " ON CONFLICT ");
-                insert_row(&mut tx.prepare(&sql)?, &id, &doc, &cols)?;
+                insert_row(
+                    &mut tx.prepare(&insert_sql(c, &cols, ""))?,
+                    &id,
+                    &doc,
+                    &cols,
+                )?;
                 let stored = tx.query_row(
                     &format!(
                         "SELECT doc FROM audit_process WHERE {} = ?1 AND {} = ?2 AND {} = ?3",
@@ -305,11 +309,10 @@ impl SqliteStore {
                 .flat_map(|s| s.keys.iter().map(|(p, _)| p.clone()))
                 .collect();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if ensure_columns(&tx, c, &paths)? {
-                tx.commit()?;
+            let added = ensure_columns(&tx, c, &paths)?;
+            tx.commit()?;
+            if added {
                 *lock(&columns) = Columns::read(conn)?;
-            } else {
-                tx.commit()?;
             }
             for spec in &specs {
                 let name = index_name(c, spec);
@@ -416,19 +419,14 @@ impl SqliteStore {
             let tx = conn.transaction()?;
             let cols = fresh_columns(&tx, &columns, c)?;
             // The columns change with the bytes, so the indexes keep telling the truth.
-            let sets: String = (0..cols.len())
-                .map(|i| format!(", {} = ?{}", column(&cols[i]), i + 3))
+            let sets: String = cols
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!(", {} = ?{}", column(p), i + 3))
                 .collect();
-            let mut values = vec![
-                ToSqlOutput::from(id.as_str()),
-                ToSqlOutput::from(doc.as_bytes()),
-            ];
-            for p in cols.iter() {
-                values.push(cell(&doc, p)?);
-            }
             let n = tx.execute(
                 &format!("UPDATE {} SET doc = ?2{sets} WHERE id = ?1", c.name()),
-                params_from_iter(values.iter()),
+                params_from_iter(row_values(&id, &doc, &cols)?.iter()),
             )?;
             tx.commit()?;
             Ok(n == 1)
@@ -724,12 +722,13 @@ fn fresh_columns(
     Ok(cache.of(c))
 }
 
-/// `INSERT ... (id, doc, "$path", ...) VALUES (?1, ?2, ?3, ...)`, idempotent by id.
-fn insert_sql(c: Collection, cols: &[String]) -> String {
+/// `INSERT ... (id, doc, "$path", ...) VALUES (?1, ?2, ?3, ...) ON CONFLICT <target> DO NOTHING`:
+/// idempotent by id with the target `(id)`, by any unique index with none.
+fn insert_sql(c: Collection, cols: &[String], conflict_target: &str) -> String {
     let names: String = cols.iter().map(|p| format!(", {}", column(p))).collect();
     let marks: String = (0..cols.len()).map(|i| format!(", ?{}", i + 3)).collect();
     format!(
-        "INSERT INTO {} (id, doc{names}) VALUES (?1, ?2{marks}) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO {} (id, doc{names}) VALUES (?1, ?2{marks}) ON CONFLICT {conflict_target} DO NOTHING",
         c.name()
     )
 }
@@ -742,13 +741,23 @@ fn insert_row(
     doc: &RawDocument,
     cols: &[String],
 ) -> rusqlite::Result<usize> {
+    stmt.execute(params_from_iter(row_values(id, doc, cols)?.iter()))
+}
+
+/// The parameters of one row: `?1` the id, `?2` the document's bytes, then the value of each
+/// column path, in order.
+fn row_values<'a>(
+    id: &'a str,
+    doc: &'a RawDocument,
+    cols: &[String],
+) -> rusqlite::Result<Vec<ToSqlOutput<'a>>> {
     let mut values = Vec::with_capacity(cols.len() + 2);
     values.push(ToSqlOutput::from(id));
     values.push(ToSqlOutput::from(doc.as_bytes()));
     for p in cols {
         values.push(cell(doc, p)?);
     }
-    stmt.execute(params_from_iter(values.iter()))
+    Ok(values)
 }
 
 /// The quoted column name of a path. `$` cannot start a path (nor any of the table's own
@@ -823,21 +832,10 @@ fn index_sql(
 pub fn expression_schema_sql(c: Collection, specs: &[IndexSpec]) -> String {
     let mut sql = table_sql(c, &[]);
     for spec in specs {
-        let keys: Vec<String> = spec
-            .keys
-            .iter()
-            .map(|(p, d)| {
-                let p = p.replace('\'', "''");
-                format!("bson_get(doc,'{p}'){}", if *d < 0 { " DESC" } else { "" })
-            })
-            .collect();
-        sql.push_str(&format!(
-            "\nCREATE {}INDEX IF NOT EXISTS \"{}\" ON {} ({});",
-            if spec.unique { "UNIQUE " } else { "" },
-            index_name(c, spec).replace('"', "\"\""),
-            c.name(),
-            keys.join(", ")
-        ));
+        // With no column paths, every key is a `bson_get` expression.
+        let index = index_sql(c, &index_name(c, spec), &spec.keys, spec.unique, &[]);
+        sql.push('\n');
+        sql.push_str(&index);
     }
     sql
 }
