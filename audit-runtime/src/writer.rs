@@ -58,7 +58,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 /// Most records written in one store call.
 pub(crate) const MAX_BATCH: usize = 512;
 
-/// How long a small batch that nobody waits on waits for more records (see `Consumer::coalesce`).
+/// How long a small batch that nobody waits on waits for more records (see `coalesce`).
 const COALESCE: Duration = Duration::from_millis(5);
 
 /// A record to store, already encoded: it is serialised on the request path (about a
@@ -113,10 +113,9 @@ const RECORD_OVERHEAD: usize = 128;
 
 /// Room held in the queue for one record that will be finished later in code that cannot wait (the
 /// end of a response body): a queue slot and the bytes the record is expected to take. Taken (and
-/// waited for)
-/// while the request can still wait, so that under [`FullPolicy::Block`] a slow store slows the
-/// responses down instead of filling the overflow list and then dropping records. Dropping it
-/// gives the room back.
+/// waited for) while the request can still wait, so that under [`FullPolicy::Block`] a slow store
+/// slows the responses down instead of filling the overflow list and then dropping records.
+/// Dropping it gives the room back.
 #[cfg(feature = "http")]
 pub(crate) struct Reservation {
     slot: mpsc::OwnedPermit<Job>,
@@ -415,31 +414,26 @@ impl Writer {
         let n = (bytes + RECORD_OVERHEAD)
             .min(self.max_bytes)
             .min(u32::MAX as usize) as u32;
-        let bytes = self.bytes.clone().try_acquire_many_owned(n);
-        let slot = match &bytes {
-            Ok(_) => self.tx.clone().try_reserve_owned(),
-            Err(_) => Err(mpsc::error::TrySendError::Full(self.tx.clone())),
+        let Ok(bytes) = self.bytes.clone().try_acquire_many_owned(n) else {
+            return Err(self.wait_for_room(n));
         };
-        match (slot, bytes) {
-            (Ok(slot), Ok(bytes)) => Ok(Some(Reservation { slot, bytes })),
-            (Err(mpsc::error::TrySendError::Closed(_)), _) => Ok(None),
-            (Err(mpsc::error::TrySendError::Full(tx)), _) => {
-                let semaphore = self.bytes.clone();
-                Err(Box::pin(async move {
-                    // The slot first: records leave the queue in order, and bytes with them.
-                    let slot = tx.reserve_owned().await.ok()?;
-                    let bytes = semaphore.acquire_many_owned(n).await.ok()?;
-                    Some(Reservation { slot, bytes })
-                }))
-            }
-            (Ok(slot), Err(_)) => {
-                let semaphore = self.bytes.clone();
-                Err(Box::pin(async move {
-                    let bytes = semaphore.acquire_many_owned(n).await.ok()?;
-                    Some(Reservation { slot, bytes })
-                }))
-            }
+        match self.tx.clone().try_reserve_owned() {
+            Ok(slot) => Ok(Some(Reservation { slot, bytes })),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(self.wait_for_room(n)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(None),
         }
+    }
+
+    /// Waits for a queue slot, then for `n` bytes; `None` when the writer stopped meanwhile.
+    #[cfg(feature = "http")]
+    fn wait_for_room(&self, n: u32) -> ReservationWait {
+        let (tx, semaphore) = (self.tx.clone(), self.bytes.clone());
+        Box::pin(async move {
+            // The slot first: records leave the queue in order, and bytes with them.
+            let slot = tx.reserve_owned().await.ok()?;
+            let bytes = semaphore.acquire_many_owned(n).await.ok()?;
+            Some(Reservation { slot, bytes })
+        })
     }
 
     /// Enqueues `record` into the room `reserved` holds: never waits, and never needs the overflow
@@ -852,7 +846,8 @@ impl Consumer {
             if received == 0 {
                 return;
             }
-            self.coalesce(&mut rx, &mut jobs).await;
+            let may_hold = !self.spilling && !self.stopping.load(Ordering::SeqCst);
+            coalesce(&mut rx, &mut jobs, may_hold).await;
             let mut batch = Vec::new();
             for job in jobs.drain(..) {
                 match job {
@@ -874,34 +869,6 @@ impl Consumer {
             self.process_overflow().await;
             if self.spilling && tokio::time::Instant::now() >= self.next_replay {
                 self.try_replay().await;
-            }
-        }
-    }
-
-    /// Gives a small batch that nobody waits on a moment to grow before it is stored. Each commit
-    /// rewrites every index page it touches and, on SQLite, syncs the file: at a moderate request
-    /// rate, one record per commit cost ten times the CPU and disk writes per record of a batch
-    /// under load. So when nothing in the batch is waited on (no sync-mode request, no flush, no
-    /// shutdown) and the batch is not full, the writer waits [`COALESCE`] for more records first:
-    /// async records reach the store a few milliseconds later, at a fraction of the cost. An idle
-    /// writer still sleeps until the next record, and a busy one finds full batches and never
-    /// waits.
-    async fn coalesce(&self, rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
-        let waited_on = jobs
-            .iter()
-            .any(|j| matches!(j, Job::Flush(_) | Job::Write(_, Some(_), _)));
-        if waited_on
-            || jobs.len() >= MAX_BATCH
-            || self.spilling
-            || self.stopping.load(Ordering::SeqCst)
-        {
-            return;
-        }
-        tokio::time::sleep(COALESCE).await;
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
             }
         }
     }
@@ -1475,6 +1442,30 @@ impl Consumer {
     }
 }
 
+/// Gives a small batch that nobody waits on a moment to grow before it is stored. Each commit
+/// rewrites every index page it touches and, on SQLite, syncs the file: at a moderate request
+/// rate, one record per commit cost ten times the CPU and disk writes per record of a batch under
+/// load. So when nothing in the batch is waited on (no sync-mode request, no flush) and the batch
+/// is not full, the writer waits [`COALESCE`] for more records first, unless `may_hold` is false
+/// (replaying the journal, shutting down): async records reach the store a few milliseconds later,
+/// at a fraction of the cost. An idle writer still sleeps until the next record, and a busy one
+/// finds full batches and never waits.
+async fn coalesce(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>, may_hold: bool) {
+    let waited_on = jobs
+        .iter()
+        .any(|j| matches!(j, Job::Flush(_) | Job::Write(_, Some(_), _)));
+    if waited_on || jobs.len() >= MAX_BATCH || !may_hold {
+        return;
+    }
+    tokio::time::sleep(COALESCE).await;
+    while jobs.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
 /// Consecutive entries of one collection, in batches of at most [`MAX_BATCH`], order kept.
 fn group(entries: Vec<Entry>) -> Vec<(Collection, Vec<RawDocumentBuf>)> {
     let mut out: Vec<(Collection, Vec<RawDocumentBuf>)> = Vec::new();
@@ -1485,4 +1476,63 @@ fn group(entries: Vec<Entry>) -> Vec<(Collection, Vec<RawDocumentBuf>)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::{Access, AccessView};
+
+    /// A write job; with `ack`, one that a sync-mode request waits on.
+    fn write(ack: bool) -> Job {
+        let access = Access::new("/", chrono::Utc::now(), AccessView::new("a::v", "a", "v"));
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        Job::Write(
+            Record::access(&access).unwrap(),
+            ack.then(|| oneshot::channel().0),
+            permit,
+        )
+    }
+
+    /// Sends a write after `after` (virtual time), keeping the channel open a while longer.
+    fn send_later(tx: mpsc::Sender<Job>, after: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            tx.send(write(false)).await.ok();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_small_batch_nobody_waits_on_takes_the_records_of_the_next_milliseconds() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let _soon = send_later(tx.clone(), Duration::from_millis(2));
+        let _late = send_later(tx, COALESCE + Duration::from_millis(5));
+        let mut jobs = vec![write(false)];
+        let start = tokio::time::Instant::now();
+        coalesce(&mut rx, &mut jobs, true).await;
+        assert_eq!(
+            jobs.len(),
+            2,
+            "the record 2 ms later joins, the later one does not"
+        );
+        assert_eq!(start.elapsed(), COALESCE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_someone_waits_on_or_that_may_not_be_held_goes_at_once() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let _soon = send_later(tx, Duration::from_millis(1));
+        let start = tokio::time::Instant::now();
+        for (mut jobs, may_hold) in [
+            (vec![write(true)], true),
+            (vec![write(false), Job::Flush(oneshot::channel().0)], true),
+            (vec![write(false)], false),
+        ] {
+            let n = jobs.len();
+            coalesce(&mut rx, &mut jobs, may_hold).await;
+            assert_eq!(jobs.len(), n);
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "nothing waited");
+    }
 }
