@@ -32,6 +32,18 @@ pub enum AuditError {
     /// `seal_key_file` cannot be read as a signing key.
     #[error("seal_key_file: {0}")]
     SealKey(#[from] crate::seal::KeyError),
+    /// The trail cannot be sealed as it must be: it is signed and no key is configured, or the
+    /// configured key cannot be read.
+    #[error("{0}")]
+    Seal(crate::seal::SealError),
+    /// The spill journal's key file cannot be read or created.
+    #[error("the spill journal's key file {}: {source}", path.display())]
+    JournalKey {
+        /// The key file (`<spill_path>.key`).
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// `custom_provider` names a provider that was not registered.
     #[error(
         "custom_provider.{app}: no provider named `{name}` is registered (registered: {known})"
@@ -123,8 +135,24 @@ impl AuditorBuilder {
                 .await
                 .map_err(store_err)?;
             tracing::debug!(target: "audit", process = %process, "audit process stored");
+            let key = crate::seal::signing_key_for(&store, &config)
+                .await
+                .map_err(|e| match e {
+                    crate::seal::SealError::Key(k) => AuditError::SealKey(k),
+                    e => AuditError::Seal(e),
+                })?;
+            let journal_key = match (&config.spill_path, &key) {
+                (None, _) => None,
+                (Some(_), Some(key)) => Some(crate::journal::JournalKey::derived_from(key)),
+                (Some(path), None) => {
+                    let file = crate::journal::JournalKey::file_beside(path);
+                    Some(
+                        crate::journal::JournalKey::in_file(&file)
+                            .map_err(|source| AuditError::JournalKey { path: file, source })?,
+                    )
+                }
+            };
             let sealing = if config.seal {
-                let key = crate::seal::configured_key(&config)?;
                 Some(writer::Sealing {
                     // A stream per writer, so that writers never coordinate, even two in one
                     // process; the seals also name the process they write for.
@@ -135,7 +163,7 @@ impl AuditorBuilder {
             } else {
                 None
             };
-            let (writer, guard) = writer::spawn(store.clone(), &config, sealing);
+            let (writer, guard) = writer::spawn(store.clone(), &config, sealing, journal_key);
             let active = Active {
                 store,
                 writer,

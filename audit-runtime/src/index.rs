@@ -106,6 +106,10 @@ pub fn default_indexes(collection: Collection) -> Vec<IndexSpec> {
             f(&["model.app", "model.name", "action", "timestamp"]),
             f(&["model.app", "model.name", "instance.id", "timestamp"]),
         ],
-        Collection::Seal => vec![f(&["stream", "seq"]).unique()],
+        // `kind`: an erasure finds the erasure seals that name a record without reading every
+        // batch seal.
+        Collection::Seal => vec![f(&["stream", "seq"]).unique(), f(&["kind"])],
+        // Looked up by `_id` only (the record's).
+        Collection::Salt => Vec::new(),
     }
 }

@@ -35,6 +35,7 @@ mod blacklist;
 #[cfg(feature = "cli")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
+mod commitment;
 pub mod config;
 #[cfg(feature = "console")]
 #[cfg_attr(docsrs, doc(cfg(feature = "console")))]
@@ -113,7 +114,7 @@ pub use bson;
 #[doc(hidden)]
 pub mod internals {
     pub use crate::index::{default_indexes, validate_index_path};
-    pub use crate::journal::{Item, Journal};
+    pub use crate::journal::{Item, Journal, JournalKey};
     pub use crate::model::{diff, diff_snapshots, finalize_masks};
     pub use crate::redact::default_policy;
     pub use crate::store::degrade::MARKER_KEY;

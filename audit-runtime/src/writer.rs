@@ -44,8 +44,8 @@
 
 use crate::config::{AuditConfig, FullPolicy};
 use crate::document::{Access, Collection, ModelAction};
-use crate::journal::{Item, Journal};
-use crate::seal::{self, Sealer};
+use crate::journal::{Item, Journal, JournalKey};
+use crate::seal::{self, Covered, Prepared, Sealer};
 use crate::store::{degrade, Store, StoreError};
 use bson::oid::ObjectId;
 use bson::RawDocumentBuf;
@@ -154,6 +154,7 @@ pub(crate) struct Metrics {
     degraded: AtomicU64,
     quarantined: AtomicU64,
     journal_corrupt: AtomicU64,
+    journal_forged: AtomicU64,
     seals: AtomicU64,
     seals_failed: AtomicU64,
     /// Accepted records not yet written, journaled, quarantined or counted as failed.
@@ -210,6 +211,9 @@ pub struct MetricsSnapshot {
     /// Damaged regions of the spill journal (checksum mismatch, torn append, foreign bytes),
     /// copied to the quarantine file and skipped.
     pub journal_corrupt: u64,
+    /// Entries of the spill journal that failed authentication (a wrong MAC, or none: written by
+    /// hand or by an earlier version), copied to the quarantine file and never stored.
+    pub journal_forged: u64,
     /// Records waiting in the queue (or its overflow list) now.
     pub queue_depth: u64,
     /// Bytes of records held by the writer now (never more than `queue_max_bytes`).
@@ -262,11 +266,16 @@ pub(crate) fn spawn(
     store: Store,
     config: &AuditConfig,
     sealing: Option<Sealing>,
+    journal_key: Option<JournalKey>,
 ) -> (Writer, WriterGuard) {
     let (tx, rx) = mpsc::channel(config.queue_capacity);
     let metrics = Arc::new(Metrics::default());
     let stopping = Arc::new(AtomicBool::new(false));
-    let journal = config.spill_path.as_ref().map(Journal::new);
+    let journal = config
+        .spill_path
+        .as_ref()
+        .zip(journal_key)
+        .map(|(p, key)| Journal::keyed(p, key));
     if let Some(j) = &journal {
         if std::fs::symlink_metadata(j.path()).is_ok_and(|m| m.file_type().is_symlink()) {
             tracing::error!(target: "audit", path = %j.path().display(),
@@ -570,6 +579,7 @@ impl Writer {
             degraded: m.degraded.load(Ordering::Relaxed),
             quarantined: m.quarantined.load(Ordering::Relaxed),
             journal_corrupt: m.journal_corrupt.load(Ordering::Relaxed),
+            journal_forged: m.journal_forged.load(Ordering::Relaxed),
             queue_depth: (self.capacity - self.tx.capacity() + overflow) as u64,
             queue_bytes: (self.max_bytes - self.bytes.available_permits()) as u64,
             seals: m.seals.load(Ordering::Relaxed),
@@ -708,11 +718,12 @@ struct Consumer {
     replay_max_bytes: usize,
     /// The chain this writer extends, when sealing is on.
     sealing: Option<Sealing>,
-    /// What was stored since the last seal: each record's seal entry (collection, id, hash).
-    sealed: Vec<RawDocumentBuf>,
-    /// A seal made but not stored yet (the store failed): stored before the next one is made,
-    /// so the chain stays in order.
-    unstored_seal: Option<RawDocumentBuf>,
+    /// What was stored since the last seal: each record's seal entry (collection, id,
+    /// commitment) and salt.
+    sealed: Vec<Covered>,
+    /// A seal made but not stored yet (the store failed), with its salts: stored before the next
+    /// one is made, so the chain stays in order.
+    unstored_seal: Option<Prepared>,
     seals_since_anchor: u64,
 }
 
@@ -745,8 +756,9 @@ impl Outcome {
 enum ReplayStep {
     /// Records, and the offset after them.
     Entries(Vec<Entry>, u64),
-    /// A damaged region (or raw bytes that do not belong in a journal), and the offset after it.
-    Corrupt(u64, Vec<u8>, u64),
+    /// A damaged region (or raw bytes that do not belong in a journal), and the offset after it;
+    /// `true` when it is an entry that failed authentication rather than damage.
+    Corrupt(u64, Vec<u8>, u64, bool),
     /// Nothing more: the file was this long.
     End(u64),
 }
@@ -781,11 +793,12 @@ fn read_replay_step(
                 }
             }
             Some(other) if entries.is_empty() => {
-                let bytes = match other {
-                    Item::Corrupt { bytes, .. } | Item::Raw(bytes) => bytes,
+                let (bytes, forged) = match other {
+                    Item::Corrupt { bytes, .. } | Item::Raw(bytes) => (bytes, false),
+                    Item::Unauthenticated { bytes, .. } => (bytes, true),
                     Item::Entry(..) => unreachable!("handled above"),
                 };
-                return Ok(ReplayStep::Corrupt(before, bytes, r.offset()));
+                return Ok(ReplayStep::Corrupt(before, bytes, r.offset(), forged));
             }
             // A damaged region after some records: those records first, the region next time.
             Some(_) => return Ok(ReplayStep::Entries(entries, before)),
@@ -815,7 +828,7 @@ impl Consumer {
                 Ok(_) => self.sealed.extend(
                     found
                         .iter()
-                        .map(|d| seal::record_entry(Collection::Process, d)),
+                        .map(|d| sealing.sealer.cover(Collection::Process, d)),
                 ),
                 Err(e) => tracing::warn!(target: "audit", error = %e,
                     "cannot read the process document to seal it"),
@@ -1027,7 +1040,7 @@ impl Consumer {
         c: Collection,
         docs: &[RawDocumentBuf],
     ) -> Result<Option<Outcome>, StoreError> {
-        if c == Collection::Seal || self.unstored_seal.is_some() || docs.is_empty() {
+        if !c.is_record() || self.unstored_seal.is_some() || docs.is_empty() {
             return Ok(None);
         }
         let Some(sealing) = self.sealing.as_ref() else {
@@ -1036,18 +1049,18 @@ impl Consumer {
         // Hashed here rather than on the blocking pool: a copy of the batch for another thread
         // would double the memory a batch holds while the store is down and it is retried.
         let mut entries = self.sealed.clone();
-        entries.extend(docs.iter().map(|d| seal::record_entry(c, d)));
-        let (seal, head) = sealing
+        entries.extend(docs.iter().map(|d| sealing.sealer.cover(c, d)));
+        let prepared = sealing
             .sealer
             .prepare_batch(Some(sealing.process), &entries);
         match self
             .store
-            .insert_raw_documents_sealed(c, docs.to_vec(), seal)
+            .insert_raw_documents_sealed(c, docs.to_vec(), prepared.salts, prepared.seal)
             .await
         {
             Ok(_) => {
                 self.sealed.clear();
-                self.note_seal(head);
+                self.note_seal(prepared.head);
                 self.metrics.seals.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(Outcome {
                     written: docs.len() as u64,
@@ -1078,10 +1091,14 @@ impl Consumer {
         &self,
         c: Collection,
         docs: &[RawDocumentBuf],
-        stored: &mut Vec<RawDocumentBuf>,
+        stored: &mut Vec<Covered>,
     ) -> Result<Outcome, StoreError> {
-        // Seals themselves (replayed from the journal) are part of the chain, not covered by it.
-        let sealing = self.sealing.is_some() && c != Collection::Seal;
+        // Seals and salts (replayed from the journal) are part of the chain, not covered by it.
+        let sealer = self
+            .sealing
+            .as_ref()
+            .map(|s| &s.sealer)
+            .filter(|_| c.is_record());
         let mut out = Outcome::default();
         // Ranges of `docs` still to store, the next one last.
         let mut parts = Vec::with_capacity(16);
@@ -1095,8 +1112,8 @@ impl Consumer {
             {
                 Ok(_) => {
                     out.written += part.len() as u64;
-                    if sealing {
-                        stored.extend(docs[part].iter().map(|d| seal::record_entry(c, d)));
+                    if let Some(sealer) = sealer {
+                        stored.extend(docs[part].iter().map(|d| sealer.cover(c, d)));
                     }
                 }
                 Err(e) if !e.is_permanent() => return Err(e),
@@ -1112,8 +1129,8 @@ impl Consumer {
                 }
                 Err(e) => {
                     let (o, trimmed) = self.refused(c, docs[part.start].clone(), e).await?;
-                    if let (true, Some(t)) = (sealing, trimmed) {
-                        stored.push(seal::record_entry(c, &t));
+                    if let (Some(sealer), Some(t)) = (sealer, trimmed) {
+                        stored.push(sealer.cover(c, &t));
                     }
                     out.add(o)
                 }
@@ -1210,23 +1227,32 @@ impl Consumer {
             let entries = std::mem::take(&mut self.sealed);
             // Made now and stored below, or later, but always before the next one: the head
             // moves on at once.
-            let (seal, head) = sealing
+            let prepared = sealing
                 .sealer
                 .prepare_batch(Some(sealing.process), &entries);
-            self.note_seal(head);
-            self.unstored_seal = Some(seal);
+            self.note_seal(prepared.head.clone());
+            self.unstored_seal = Some(prepared);
         }
-        let Some(seal) = self.unstored_seal.clone() else {
+        let Some(Prepared { seal, salts, .. }) = self.unstored_seal.clone() else {
             return;
         };
         let mut backoff = Duration::from_millis(10);
         let mut attempt = 0u32;
         loop {
-            match self
+            // The salts first: a seal stored without them would leave its records unverifiable.
+            let stored = match self
                 .store
-                .insert_raw_documents(Collection::Seal, vec![seal.clone()])
+                .insert_raw_documents(Collection::Salt, salts.clone())
                 .await
             {
+                Ok(_) => {
+                    self.store
+                        .insert_raw_documents(Collection::Seal, vec![seal.clone()])
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match stored {
                 Ok(_) => {
                     self.unstored_seal = None;
                     self.metrics.seals.fetch_add(1, Ordering::Relaxed);
@@ -1235,9 +1261,14 @@ impl Consumer {
                 Err(e) => {
                     attempt += 1;
                     if let Some(journal) = self.journal.clone() {
-                        let s = seal.clone();
+                        let (seal, salts) = (seal.clone(), salts.clone());
                         let appended = tokio::task::spawn_blocking(move || {
-                            journal.append([(Collection::Seal, &s)])
+                            journal.append(
+                                salts
+                                    .iter()
+                                    .map(|s| (Collection::Salt, s))
+                                    .chain([(Collection::Seal, &seal)]),
+                            )
                         })
                         .await;
                         if let Ok(Ok(_)) = appended {
@@ -1374,12 +1405,19 @@ impl Consumer {
                     }
                     return;
                 }
-                ReplayStep::Corrupt(at, bytes, next) => {
+                ReplayStep::Corrupt(at, bytes, next, forged) => {
                     budget = budget.saturating_sub(1);
                     let q = self.quarantine.clone();
                     let len = bytes.len();
                     let kept = tokio::task::spawn_blocking(move || q.append_raw(&bytes)).await;
                     match kept {
+                        Ok(Ok(())) if forged => {
+                            self.metrics.journal_forged.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(target: "audit", queue = %self.queue, offset = at, bytes = len,
+                                journal = %journal.path().display(), quarantine = %self.quarantine.path().display(),
+                                "spill journal entry failed authentication (not written by this trail's writer); copied to the quarantine file, not stored");
+                            self.replay_offset = next;
+                        }
                         Ok(Ok(())) => {
                             self.metrics.journal_corrupt.fetch_add(1, Ordering::Relaxed);
                             tracing::error!(target: "audit", queue = %self.queue, offset = at, bytes = len,
@@ -1405,13 +1443,15 @@ impl Consumer {
                     let mut out = Outcome::default();
                     let mut seals = 0;
                     for (c, docs) in group(entries) {
-                        if c == Collection::Seal {
-                            // A seal spilled because the store did not take it: part of the
-                            // chain, not a record.
+                        if !c.is_record() {
+                            // A seal (and the salts it needs) spilled because the store did not
+                            // take it: part of the chain, not a record.
                             let n = docs.len() as u64;
                             match self.store.insert_raw_documents(c, docs).await {
                                 Ok(_) => {
-                                    seals += n;
+                                    if c == Collection::Seal {
+                                        seals += n;
+                                    }
                                     continue;
                                 }
                                 Err(e) => {

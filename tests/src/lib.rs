@@ -156,6 +156,15 @@ pub fn access(path: &str, t: DateTime<Utc>, full_name: &str) -> Access {
     Access::new(path, t, AccessView::new(full_name, app, name))
 }
 
+/// The spill journal at `path` as an application's writer writes it when no seal key is
+/// configured: its entries authenticated by the key kept beside it (`PATH.key`, created if
+/// missing), so that the writer replays them.
+pub fn writer_journal(path: &std::path::Path) -> audit_runtime::internals::Journal {
+    use audit_runtime::internals::{Journal, JournalKey};
+    let key = JournalKey::in_file(&JournalKey::file_beside(path)).expect("the journal's key file");
+    Journal::keyed(path, key)
+}
+
 /// Handlers and models defined in this (second) crate, to prove their registrations are found from
 /// the test binaries that link it.
 pub mod fixtures {

@@ -244,7 +244,9 @@ fn original_indexes(c: Collection) -> Vec<IndexRow> {
             ],
             &[],
         ),
-        Collection::Seal => panic!("the seal collection is not one of the original's"),
+        Collection::Seal | Collection::Salt => {
+            panic!("the seal and salt collections are not the original's")
+        }
     };
     let row = |fields: &&[&str], unique: bool| -> IndexRow {
         let keys: Vec<(String, i32)> = fields

@@ -197,7 +197,7 @@ async fn a_journal_entry_the_store_refuses_does_not_wedge_the_replay() {
         job_access(&format!("/{}", "p".repeat(17 * MIB))),
         job_access("/j/2"),
     ];
-    let j = audit_runtime::internals::Journal::new(&journal);
+    let j = audit_tests::writer_journal(&journal);
     for d in &docs {
         let raw = audit_runtime::internals::encode(d).unwrap();
         j.append([(Collection::Access, &raw)]).unwrap();

@@ -413,7 +413,7 @@ async fn replaying_twice_never_duplicates() {
         .iter()
         .map(|d| audit_runtime::internals::encode(d).unwrap())
         .collect();
-    let journal = audit_runtime::internals::Journal::new(&journal_path);
+    let journal = audit_tests::writer_journal(&journal_path);
     // Half of them already made it to the store before a crash (a timeout that actually wrote).
     let cfg = config(DbConnection::Sqlite(db), &journal_path, "");
     let store = Store::connect(&cfg).await.unwrap();
@@ -555,7 +555,7 @@ async fn shutdown_without_a_journal_counts_every_record_it_could_not_store() {
 
 /// Writes `docs` to a journal as the writer would.
 fn journal_of(path: &std::path::Path, docs: &[Access]) -> Vec<u64> {
-    let journal = audit_runtime::internals::Journal::new(path);
+    let journal = audit_tests::writer_journal(path);
     let mut ends = Vec::new();
     for d in docs {
         let raw = audit_runtime::internals::encode(d).unwrap();
@@ -572,9 +572,9 @@ async fn a_corrupt_journal_entry_is_quarantined_and_the_others_replayed() {
     let journal = dir.path().join("audit.spill");
     let docs: Vec<Access> = (0..3).map(|i| job_access(format!("/c/{i}"))).collect();
     let ends = journal_of(&journal, &docs);
-    // One flipped byte inside the middle entry's document.
+    // One flipped byte inside the middle entry's document (past its 45-byte header).
     let mut bytes = std::fs::read(&journal).unwrap();
-    bytes[ends[0] as usize + 30] ^= 0x01;
+    bytes[ends[0] as usize + 60] ^= 0x01;
     std::fs::write(&journal, &bytes).unwrap();
 
     let (auditor, guard) = start(config(DbConnection::Sqlite(db), &journal, ""))

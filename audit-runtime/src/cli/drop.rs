@@ -1,7 +1,10 @@
 //! `audit drop`: deletes audit data, all of it or a range of days, after a `[y/N]` question
 //! (default No) or `--yes`, with `--dry-run` printing the counts only. Every removal is first
-//! stated in a prune seal, so `verify` tells it from tampering. The original deleted everything
-//! when given more than two dates; here that is a usage error.
+//! stated in a prune seal, so `verify` tells it from tampering; a range is cut at now, since a
+//! prune cannot speak for records written after it. What is removed is decided by the stored
+//! bytes (on SQLite, the indexed columns only narrow the rows). On a signed trail the key is
+//! needed. The original deleted everything when given more than two dates; here that is a usage
+//! error.
 
 use super::dates::{drop_range, in_range, Range};
 use super::{confirm, open, CliError};
@@ -40,12 +43,25 @@ pub(super) async fn drop(
     if !args.extra.is_empty() {
         return Err(CliError::TooManyDates(2 + args.extra.len()));
     }
-    let range = drop_range(
-        args.init_date.as_deref(),
-        args.end_date.as_deref(),
-        Utc::now(),
-    )?;
+    let now = Utc::now();
+    let mut range = drop_range(args.init_date.as_deref(), args.end_date.as_deref(), now)?;
+    if let Some((from, to)) = &mut range {
+        if *to > now {
+            eprintln!(
+                "audit: the range ends after now ({}); it is cut at now ({}): records written \
+                 after the drop are not part of it",
+                to.format("%Y-%m-%d %H:%M:%S"),
+                now.format("%Y-%m-%d %H:%M:%S")
+            );
+            *to = now;
+            *from = (*from).min(now);
+        }
+    }
     let store = open(config).await?;
+    if !args.dry_run {
+        // Before the question and before anything is counted or removed.
+        crate::seal::signing_key_for(&store, config).await?;
+    }
     match range {
         None => drop_all(&store, config, args.yes, args.dry_run, out).await,
         Some(range) => drop_range_data(&store, config, range, args.yes, args.dry_run, out).await,
@@ -88,6 +104,8 @@ async fn drop_all(
         store.drop_collection(c).await?;
         writeln!(out, "deleted {n} documents from {c}")?;
     }
+    // Every record is gone, so are the salts of their commitments.
+    store.drop_collection(Collection::Salt).await?;
     // Dropping removed the indexes too; leave the store ready.
     store.ensure_indexes(config).await?;
     Ok(())
@@ -110,9 +128,21 @@ async fn drop_range_data(
     );
     let access_filter = in_range(Collection::Access, &range);
     let action_filter = in_range(Collection::ModelAction, &range);
-    let accesses = store.count(Collection::Access, &access_filter).await?;
-    let actions = store.count(Collection::ModelAction, &action_filter).await?;
+    let accesses = store
+        .count_stored(Collection::Access, &access_filter)
+        .await?;
+    let actions = store
+        .count_stored(Collection::ModelAction, &action_filter)
+        .await?;
     let orphans = store.orphaned_processes(range.0, range.1).await?;
+    let orphans = Filter::And(vec![
+        Filter::In(
+            "_id".into(),
+            orphans.into_iter().map(Bson::ObjectId).collect(),
+        ),
+        in_range(Collection::Process, &range),
+    ]);
+    let orphan_count = store.count_stored(Collection::Process, &orphans).await?;
     if dry_run {
         writeln!(
             out,
@@ -126,8 +156,7 @@ async fn drop_range_data(
         )?;
         writeln!(
             out,
-            "would delete {} documents from {}",
-            orphans.len(),
+            "would delete {orphan_count} documents from {}",
             Collection::Process
         )?;
         return Ok(());
@@ -144,20 +173,17 @@ async fn drop_range_data(
         &[
             (Collection::Access, accesses),
             (Collection::ModelAction, actions),
-            (Collection::Process, orphans.len() as u64),
+            (Collection::Process, orphan_count),
         ],
     )
     .await?;
     let a = store
-        .delete_many(Collection::Access, &access_filter)
+        .prune_stored(Collection::Access, &access_filter)
         .await?;
     let m = store
-        .delete_many(Collection::ModelAction, &action_filter)
+        .prune_stored(Collection::ModelAction, &action_filter)
         .await?;
-    let orphans = orphans.into_iter().map(Bson::ObjectId).collect();
-    let p = store
-        .delete_many(Collection::Process, &Filter::In("_id".into(), orphans))
-        .await?;
+    let p = store.prune_stored(Collection::Process, &orphans).await?;
     writeln!(out, "deleted {a} documents from {}", Collection::Access)?;
     writeln!(
         out,

@@ -146,8 +146,22 @@ impl From<VerifyError> for CliError {
 }
 
 impl CliError {
-    /// True for a usage error: the command line, or a file or value it names, is wrong.
+    /// True for a usage error: the command line, or a file or value it names, is wrong (the key
+    /// a signed trail needs is missing, the store named is not an audit trail or is empty).
     pub fn is_usage(&self) -> bool {
+        match self {
+            CliError::Seal(e) => return matches!(**e, SealError::KeyRequired | SealError::Key(_)),
+            CliError::Verify(e) => {
+                return matches!(
+                    **e,
+                    VerifyError::EmptyTrail
+                        | VerifyError::Option(_)
+                        | VerifyError::Store(StoreError::NotATrail(_))
+                )
+            }
+            CliError::Open { source, .. } => return matches!(**source, StoreError::NotATrail(_)),
+            _ => {}
+        }
         matches!(
             self,
             CliError::Config(_)

@@ -42,9 +42,12 @@ pub(super) struct AccessListArgs {
     /// Request path containing a text.
     #[arg(long)]
     url_contains: Option<String>,
-    /// User id (an integer, or any string id).
+    /// User id, exactly as stored: an integer written the usual way (`23`), else a string id.
     #[arg(long)]
     user_id: Option<String>,
+    /// A string user id, even one that looks like an integer (`--user-id-string 23`).
+    #[arg(long)]
+    user_id_string: Option<String>,
     /// Handler full name.
     #[arg(long)]
     view: Option<String>,
@@ -84,11 +87,27 @@ pub(super) struct ProcessListArgs {
     common: CommonListArgs,
 }
 
-/// A user id as stored: an integer when it reads as one, else the string.
+/// A user id as stored: an integer when the text is one written the usual way (`23`, `-5`),
+/// else the string itself, so `0023` and `+23` are the strings they are and never the integer 23.
+/// A string id that looks like an integer is named with `--user-id-string`.
 pub(super) fn user_id_value(s: &str) -> Bson {
-    s.parse::<i64>()
-        .map(Bson::Int64)
-        .unwrap_or_else(|_| Bson::String(s.to_owned()))
+    match s.parse::<i64>() {
+        Ok(i) if i.to_string() == s => Bson::Int64(i),
+        _ => Bson::String(s.to_owned()),
+    }
+}
+
+/// `--user-id` or `--user-id-string` (at most one), as the value stored in `user.id`.
+pub(super) fn user_id_arg(
+    id: Option<&str>,
+    string: Option<&str>,
+) -> Result<Option<Bson>, CliError> {
+    match (id, string) {
+        (Some(_), Some(_)) => Err(CliError::Conflicting("--user-id, --user-id-string")),
+        (Some(id), None) => Ok(Some(user_id_value(id))),
+        (None, Some(s)) => Ok(Some(Bson::String(s.to_owned()))),
+        (None, None) => Ok(None),
+    }
 }
 
 impl AccessListArgs {
@@ -119,8 +138,8 @@ impl AccessListArgs {
                     .map_err(CliError::InvalidFilter)?,
             );
         }
-        if let Some(u) = &self.user_id {
-            parts.push(Filter::Eq("user.id".into(), user_id_value(u)));
+        if let Some(u) = user_id_arg(self.user_id.as_deref(), self.user_id_string.as_deref())? {
+            parts.push(Filter::Eq("user.id".into(), u));
         }
         if let Some(v) = &self.view {
             parts.push(Filter::eq("view.full_name", v.as_str()));

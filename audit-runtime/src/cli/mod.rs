@@ -91,11 +91,14 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Check that nobody edited the trail: recompute every seal chain and re-hash every sealed
-    /// record. Exit 0 when intact, 1 when anything is wrong.
+    /// Check that nobody edited the trail: recompute every seal chain, check every stored row
+    /// against what the seals commit to (and, on SQLite, every indexed copy against the bytes).
+    /// Read-only. Exit 0 when intact, 1 when anything is wrong, 2 when the key, the store or an
+    /// option is (a missing or empty trail included).
     Verify(seal::VerifyArgs),
     /// Replace a user's personal data in their accesses (and the model actions those caused)
-    /// with a tombstone, stated in an erasure seal so that `verify` still passes.
+    /// with a tombstone, stated in an erasure seal so that `verify` still passes. A signed trail
+    /// needs its key (seal_key_file).
     Erase(seal::EraseArgs),
     /// Stream every matching document as JSON lines.
     Export(export::ExportArgs),

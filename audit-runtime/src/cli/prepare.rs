@@ -40,6 +40,10 @@ pub(super) async fn remove(
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     let store = open(config).await?;
+    if purge {
+        // Before any index is removed: a signed trail without the key is refused whole.
+        crate::seal::signing_key_for(&store, config).await?;
+    }
     let mut removed = 0;
     for c in Collection::ALL {
         let defaults: Vec<String> = crate::store::default_indexes(c)
@@ -81,5 +85,6 @@ pub(super) async fn remove(
         store.drop_collection(c).await?;
         writeln!(out, "deleted  {n} documents from {c}")?;
     }
+    store.drop_collection(Collection::Salt).await?;
     Ok(())
 }

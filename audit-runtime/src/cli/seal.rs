@@ -4,7 +4,7 @@
 
 use super::dates::parse_moment;
 use super::format::escape_for_terminal;
-use super::list::user_id_value;
+use super::list::user_id_arg;
 use super::{confirm, open_existing, CliError};
 use crate::config::AuditConfig;
 use clap::Args;
@@ -44,7 +44,8 @@ pub(super) struct VerifyArgs {
     /// One JSON object per finding, then a summary object.
     #[arg(long)]
     json: bool,
-    /// Records younger than this many seconds may still be waiting for their seal.
+    /// Records with no seal dated up to this many seconds before now (and at most five minutes,
+    /// the clock skew allowed, after it) may still be waiting for their seal.
     #[arg(long, default_value_t = 600)]
     in_flight_secs: u64,
     /// Accept records with no seal dated before this (DATE[THH:MM]): a trail written before
@@ -82,7 +83,8 @@ pub(super) async fn verify(
             .map(|t| parse_moment(t, false))
             .transpose()?,
     };
-    let store = open_existing(config).await?;
+    // Read-only: verification never creates, migrates or writes anything in the store.
+    let store = open_read_only(config).await?;
     let json = args.json;
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new_spinner();
@@ -152,12 +154,32 @@ pub(super) async fn verify(
     Ok(())
 }
 
+/// Opens the store for verification: it must exist, and nothing in it is created or changed.
+async fn open_read_only(config: &AuditConfig) -> Result<crate::store::Store, CliError> {
+    if let crate::config::DbConnection::Sqlite(path) = &config.db_connection {
+        if !path.exists() {
+            return Err(CliError::NoDatabase(path.clone()));
+        }
+    }
+    crate::store::Store::open_read_only(&config.db_connection)
+        .await
+        .map_err(|source| CliError::Open {
+            connection: config.db_connection.to_string(),
+            source: Box::new(source),
+        })
+}
+
 /// The arguments of `erase`.
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("subject").required(true).args(["user_id", "user_id_string"])))]
 pub(super) struct EraseArgs {
-    /// The user id (an integer, or any string id).
+    /// The user id, exactly as stored: an integer written the usual way (`23`), else a string id
+    /// (`0023` is the string "0023", never the integer 23).
     #[arg(long)]
-    user_id: String,
+    user_id: Option<String>,
+    /// A string user id, even one that looks like an integer (`--user-id-string 23`).
+    #[arg(long)]
+    user_id_string: Option<String>,
     /// Print what would change; change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -173,18 +195,24 @@ pub(super) async fn erase(
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     let store = open_existing(config).await?;
-    let id = user_id_value(&args.user_id);
+    let Some(id) = user_id_arg(args.user_id.as_deref(), args.user_id_string.as_deref())? else {
+        unreachable!("clap requires one of them");
+    };
+    let shown = match &id {
+        bson::Bson::String(s) => format!("\"{}\"", escape_for_terminal(s)),
+        other => other.to_string(),
+    };
     let would = crate::seal::erase_user(&store, config, &id, true).await?;
     let what = format!(
-        "{} accesses and {} model actions of user {}",
-        would.accesses,
-        would.model_actions,
-        escape_for_terminal(&args.user_id)
+        "{} accesses and {} model actions of user {shown}",
+        would.accesses, would.model_actions,
     );
     if args.dry_run {
         writeln!(out, "would erase the personal data of {what}")?;
         return Ok(());
     }
+    // Before the question: a signed trail without the key is refused with nothing changed.
+    crate::seal::signing_key_for(&store, config).await?;
     if !args.yes && !confirm(&format!("Erase the personal data of {what}?"))? {
         writeln!(out, "Aborted: nothing changed.")?;
         return Ok(());
@@ -195,5 +223,12 @@ pub(super) async fn erase(
         "erased the personal data of {} accesses and {} model actions",
         done.accesses, done.model_actions
     )?;
+    if !done.files_clean {
+        eprintln!(
+            "audit: warning: another connection was reading the database, so its write-ahead log \
+             could not be emptied and may still hold the erased values; run `audit erase` again \
+             when it is idle"
+        );
+    }
     Ok(())
 }

@@ -121,7 +121,9 @@ pub struct AuditConfig {
     /// also lives in the application's own logs.
     pub seal_anchor_every: u64,
     /// What `audit erase` replaces with a tombstone besides the user name: dotted paths in the
-    /// user's accesses and in the model actions they caused.
+    /// user's accesses and in the model actions they caused, each erased leaf by leaf except the
+    /// paths of [`seal::ERASURE_KEEPS`](crate::seal::ERASURE_KEEPS) inside it (by default every
+    /// value but what says what was done). Strings holding the user's name go wherever they are.
     pub erase_fields: Vec<String>,
     /// Accesses and model actions older than this many days are removed by the writer (at
     /// start, then hourly), each removal stated in a prune seal first. Off by default.
@@ -181,6 +183,23 @@ impl Default for CaptureConfig {
     }
 }
 
+/// The default `erase_fields`: every value of an access but what says what was done (the
+/// method inside `request.METADATA` stays, as [`seal::ERASURE_KEEPS`](crate::seal::ERASURE_KEEPS)
+/// says).
+pub const DEFAULT_ERASE_FIELDS: [&str; 11] = [
+    "request.GET",
+    "request.POST",
+    "request.COOKIES",
+    "request.METADATA",
+    "request.RAW_METADATA",
+    "response.content",
+    "exception.message",
+    "exception.trace",
+    "view.args",
+    "view.kwargs",
+    "custom",
+];
+
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
@@ -204,16 +223,7 @@ impl Default for AuditConfig {
             seal: true,
             seal_key_file: None,
             seal_anchor_every: 100,
-            erase_fields: [
-                "request.POST",
-                "request.COOKIES",
-                "request.METADATA.REMOTE_ADDR",
-                "request.METADATA.HTTP_X_FORWARDED_FOR",
-                "request.METADATA.HTTP_X_REAL_IP",
-                "request.METADATA.HTTP_USER_AGENT",
-            ]
-            .map(String::from)
-            .to_vec(),
+            erase_fields: DEFAULT_ERASE_FIELDS.map(String::from).to_vec(),
             retention_days: None,
             quarantine_path: None,
             queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
@@ -441,7 +451,7 @@ impl AuditConfig {
             Collection::Access => &self.access_indexes,
             Collection::Process => &self.process_indexes,
             Collection::ModelAction => &self.model_action_indexes,
-            Collection::Seal => &Vec::new(),
+            Collection::Seal | Collection::Salt => &Vec::new(),
         };
         let mut all = default_indexes(c);
         for spec in custom {
@@ -759,6 +769,10 @@ mod tests {
         assert_eq!(c.access_indexes.len(), 2);
         assert_eq!(c.capture.redact_headers, ["x-tenant"]);
         assert!(c.blacklist.is_blacklisted("any", "/static/app.css"));
+        assert_eq!(
+            c.erase_fields, DEFAULT_ERASE_FIELDS,
+            "the example shows the default"
+        );
     }
 
     #[test]

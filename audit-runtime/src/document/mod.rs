@@ -33,6 +33,10 @@ pub(crate) const PROCESS_COLLECTION: &str = "audit_process";
 pub(crate) const MODEL_ACTION_COLLECTION: &str = "audit_model_action";
 /// The collection of the hash chain that makes edits to the trail evident.
 pub const SEAL_COLLECTION: &str = "audit_seal";
+/// The collection of the random salts that the seals' record commitments are made with, one per
+/// sealed record, kept apart from the seals so that an erasure can destroy a record's salt (and
+/// with it any way to test a guess of what the record held) without touching a seal.
+pub(crate) const SALT_COLLECTION: &str = "audit_salt";
 
 /// Ordered field listing of a document, nulls omitted (the original's `items()`).
 pub trait Items {
@@ -96,6 +100,9 @@ pub enum Collection {
     /// `audit_seal`: the hash chain over the other three (see [`crate::seal`]); not one of the
     /// original's collections, so not in [`Collection::ALL`].
     Seal,
+    /// `audit_salt`: the salt of each sealed record's commitment (see [`crate::seal`]); not one
+    /// of the original's collections either.
+    Salt,
 }
 
 impl Collection {
@@ -113,7 +120,17 @@ impl Collection {
             Collection::Process => PROCESS_COLLECTION,
             Collection::ModelAction => MODEL_ACTION_COLLECTION,
             Collection::Seal => SEAL_COLLECTION,
+            Collection::Salt => SALT_COLLECTION,
         }
+    }
+
+    /// True for the three collections of audit records (what seals cover), false for the seals
+    /// and the salts.
+    pub const fn is_record(self) -> bool {
+        matches!(
+            self,
+            Collection::Access | Collection::Process | Collection::ModelAction
+        )
     }
 
     /// The date field that orders this collection and that ranged deletes apply to.
@@ -123,6 +140,8 @@ impl Collection {
             Collection::Process => "creation_time",
             Collection::ModelAction => "timestamp",
             Collection::Seal => "time",
+            // A salt has no date of its own; its `_id` is the record's.
+            Collection::Salt => "_id",
         }
     }
 }

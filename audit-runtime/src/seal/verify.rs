@@ -1,20 +1,31 @@
-//! Verification of a sealed trail: every chain recomputed, every covered record re-hashed.
+//! Verification of a sealed trail: every chain recomputed, every stored record checked against
+//! what the seals say of it.
 //!
 //! It streams: seals and records are read in batches, and what the seals say about each record
-//! (its hash and date) goes to a temporary SQLite index on disk, so memory does not grow with the
-//! trail. Three passes:
+//! (its commitment, date and the seal that covered it) goes to a temporary SQLite index on disk,
+//! so memory does not grow with the trail. Three passes:
 //! 1. the seals, in `_id` order: each stream's sequence numbers must follow one another, each
 //!    seal's `prev` must be the previous seal's hash, each seal's hash must match its content
 //!    (and, with a key, its signature must be valid); batch seals fill the index, prune seals
-//!    record the ranges removed legitimately, erasure seals replace a record's expected hash;
-//! 2. the stored records: each is hashed and looked up — a different hash is `modified`, no seal
-//!    at all is `inserted` (unless it is younger than the in-flight window, or dated before the
-//!    date the operator gave as the start of sealing);
-//! 3. the sealed records never seen in pass 2: `deleted`, unless a prune seal covers their date.
+//!    record the ranges removed legitimately (cut at their own time), erasure seals replace a
+//!    record's expected commitment;
+//! 2. every stored row, whatever the store's columns say: bytes that are not a document are
+//!    `malformed`; a copy the store keeps of a value (SQLite's `id` and `"$path"` columns) that
+//!    disagrees with the bytes is a `column_mismatch`; a document met a second time is a
+//!    `duplicate`; a commitment that does not match is `modified`; no seal at all is `inserted`
+//!    (unless it is dated inside the in-flight window, which ends a small clock skew after now,
+//!    or before the date the operator gave as the start of sealing);
+//! 3. the sealed records never seen in pass 2: `deleted`, unless a prune seal made after their
+//!    batch seal covers their date — and no prune seal excuses more records than it states.
+//!
+//! It opens nothing for writing: the store is opened read-only by the caller, and an empty trail
+//! is an error, not a clean result.
 
-use super::{compute_seal_hash, record_date, sha256_hex, signature_is_valid, Head};
+use super::keys::{signature_is_valid, unhex};
+use super::{compute_seal_hash, Head, CLOCK_SKEW};
+use crate::commitment::is_salted;
 use crate::document::Collection;
-use crate::store::{Filter, Store, StoreError};
+use crate::store::{Filter, RecordDigest, Store, StoreError};
 use bson::oid::ObjectId;
 use bson::raw::RawBsonRef;
 use bson::{Bson, RawDocumentBuf};
@@ -34,7 +45,8 @@ pub struct VerifyOptions {
     pub from: Option<DateTime<Utc>>,
     /// Only records dated until then.
     pub to: Option<DateTime<Utc>>,
-    /// Records younger than this may not be sealed yet: not reported as inserted.
+    /// Unsealed records dated this long before now (up to [`CLOCK_SKEW`] after it) may not be
+    /// sealed yet: not reported as inserted. A record dated later than that is.
     pub in_flight: Duration,
     /// Records dated before this with no seal are counted, not reported: a trail written before
     /// sealing was turned on. Whoever sets it accepts that records forged with an older date go
@@ -61,14 +73,23 @@ impl Default for VerifyOptions {
 pub enum FindingKind {
     /// A record's bytes differ from what its seal says.
     Modified,
-    /// A sealed record is missing (and no prune seal covers it).
+    /// A sealed record is missing (and no prune seal covers it), or more records are missing
+    /// from a pruned range than its prune seal states.
     Deleted,
-    /// A record that no seal covers, older than the in-flight window.
+    /// A record that no seal covers, dated outside the in-flight window.
     Inserted,
     /// A seal missing, reordered or altered.
     ChainBroken,
     /// A seal without a valid signature by the given key.
     BadSignature,
+    /// A copy of a stored value that the store keeps beside the bytes (SQLite's `id` column and
+    /// its indexed `"$path"` columns, which the searches, the console and the commands read)
+    /// disagrees with the bytes.
+    ColumnMismatch,
+    /// A document stored more than once (the same `_id` in several rows).
+    Duplicate,
+    /// Stored bytes that are not a document.
+    Malformed,
 }
 
 impl std::fmt::Display for FindingKind {
@@ -79,12 +100,16 @@ impl std::fmt::Display for FindingKind {
             FindingKind::Inserted => "inserted",
             FindingKind::ChainBroken => "chain_broken",
             FindingKind::BadSignature => "bad_signature",
+            FindingKind::ColumnMismatch => "column_mismatch",
+            FindingKind::Duplicate => "duplicate",
+            FindingKind::Malformed => "malformed",
         })
     }
 }
 
 /// One thing found wrong, with the ids that locate it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[non_exhaustive]
 pub struct Finding {
     /// What is wrong.
     pub kind: FindingKind,
@@ -94,6 +119,13 @@ pub struct Finding {
     /// The record's `_id` (record findings).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The column that disagrees with the stored bytes (`column_mismatch`): `id`, or the dotted
+    /// path an indexed column copies (`user.id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// The row (SQLite's rowid), where the record cannot be named by its `_id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<i64>,
     /// The seal's `_id` (seal findings; for record findings, the seal that covered it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seal: Option<String>,
@@ -107,11 +139,54 @@ pub struct Finding {
     pub detail: String,
 }
 
+impl Finding {
+    /// A finding of `kind` about nothing yet; the builder methods say what it locates.
+    pub fn new(kind: FindingKind, detail: impl Into<String>) -> Finding {
+        Finding {
+            kind,
+            collection: None,
+            id: None,
+            column: None,
+            row: None,
+            seal: None,
+            stream: None,
+            seq: None,
+            detail: detail.into(),
+        }
+    }
+
+    fn record(mut self, c: impl Into<String>, id: Option<String>) -> Finding {
+        self.collection = Some(c.into());
+        self.id = id;
+        self
+    }
+
+    fn sealed_by(
+        mut self,
+        seal: Option<String>,
+        stream: Option<String>,
+        seq: Option<i64>,
+    ) -> Finding {
+        self.seal = seal;
+        self.stream = stream;
+        self.seq = seq;
+        self
+    }
+}
+
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:<13}", self.kind.to_string())?;
-        if let (Some(c), Some(id)) = (&self.collection, &self.id) {
-            write!(f, " {c} {id}")?;
+        write!(f, "{:<15}", self.kind.to_string())?;
+        match (&self.collection, &self.id) {
+            (Some(c), Some(id)) => write!(f, " {c} {id}")?,
+            (Some(c), None) => write!(f, " {c}")?,
+            _ => {}
+        }
+        if let Some(row) = self.row {
+            write!(f, " row {row}")?;
+        }
+        if let Some(column) = &self.column {
+            write!(f, " column {column}")?;
         }
         if let Some(stream) = &self.stream {
             write!(f, " stream {stream}")?;
@@ -131,7 +206,7 @@ impl std::fmt::Display for Finding {
 pub struct Summary {
     /// Seals read.
     pub seals: u64,
-    /// Records re-hashed.
+    /// Records read (rows, on SQLite: malformed ones and copies included).
     pub records: u64,
     /// Sealed records missing because a prune seal (drop, retention) removed them.
     pub pruned: u64,
@@ -180,6 +255,13 @@ pub enum VerifyError {
     /// The temporary index could not be created.
     #[error("verification index: {0}")]
     Io(#[from] std::io::Error),
+    /// The trail holds neither a seal nor a record: there is nothing to vouch for (a mistyped
+    /// store, or one emptied whole).
+    #[error("the trail is empty: no seal and no record to verify")]
+    EmptyTrail,
+    /// An option is out of range (an in-flight window longer than the calendar).
+    #[error("{0}")]
+    Option(String),
 }
 
 fn id_key(v: Option<RawBsonRef<'_>>) -> String {
@@ -221,28 +303,87 @@ impl Index {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         }
         let dir = TempDir(dir);
-        let conn = Connection::open(dir.0.join("index.db"))?;
+        // One thread uses it at a time: SQLite's own locking would only cost.
+        let conn = Connection::open_with_flags(
+            dir.0.join("index.db"),
+            rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // Up to 64 MiB of its pages stay in memory (about 700,000 records); a longer trail
+        // spills to the file, so memory stays bounded. `h`: the 32 bytes the seal commits to; `scheme`: 1 when it is a salted commitment, 0
+        // a plain hash; `st`: when the batch seal that covered the record was made;
+        // `before_scheme` the scheme of `h_before_erasure`.
         conn.execute_batch(
-            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
-             CREATE TABLE covered (c TEXT NOT NULL, id TEXT NOT NULL, h TEXT NOT NULL, t INTEGER,
-                 seal TEXT NOT NULL, erased INTEGER NOT NULL DEFAULT 0, h_before_erasure TEXT,
+            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE;
+             PRAGMA cache_size = -65536;
+             CREATE TABLE covered (c TEXT NOT NULL, id TEXT NOT NULL, h BLOB NOT NULL,
+                 scheme INTEGER NOT NULL, t INTEGER, seal TEXT NOT NULL, st INTEGER,
+                 erased INTEGER NOT NULL DEFAULT 0, h_before_erasure BLOB, before_scheme INTEGER,
                  seen INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (c, id)) WITHOUT ROWID;
-             CREATE TABLE pruned (c TEXT NOT NULL, t_from INTEGER, t_to INTEGER NOT NULL);
-             CREATE TABLE erasures (c TEXT NOT NULL, id TEXT NOT NULL, old TEXT NOT NULL,
-                 new TEXT NOT NULL, seal TEXT NOT NULL, stream TEXT, seq INTEGER, t INTEGER);",
+             CREATE TABLE pruned (rid INTEGER PRIMARY KEY, c TEXT NOT NULL, t_from INTEGER,
+                 t_to INTEGER NOT NULL, ptime INTEGER NOT NULL, stated INTEGER NOT NULL,
+                 excused INTEGER NOT NULL DEFAULT 0, seal TEXT NOT NULL, stream TEXT, seq INTEGER);
+             CREATE INDEX pruned_by_time ON pruned (c, ptime);
+             CREATE TABLE erasures (c TEXT NOT NULL, id TEXT NOT NULL, old BLOB NOT NULL,
+                 new BLOB NOT NULL, seal TEXT NOT NULL, stream TEXT, seq INTEGER, t INTEGER);
+             CREATE TABLE unsealed (c TEXT NOT NULL, id TEXT NOT NULL,
+                 PRIMARY KEY (c, id)) WITHOUT ROWID;",
         )?;
         Ok(Index { conn, _dir: dir })
     }
 }
 
-/// Verifies every chain and every covered record of `store`; each finding goes to `report` as it
-/// is found, and `progress` is told how many seals and records were read so far.
+/// The moments that bound what pass 2 excuses.
+struct Window {
+    /// Unsealed records dated from here ...
+    in_flight_start: bson::DateTime,
+    /// ... up to here may still be on their way to a seal.
+    latest: bson::DateTime,
+    accept_before: Option<bson::DateTime>,
+    from: Option<bson::DateTime>,
+    to: Option<bson::DateTime>,
+}
+
+impl Window {
+    fn new(opts: &VerifyOptions) -> Result<Window, VerifyError> {
+        let now = Utc::now();
+        let back = chrono::Duration::from_std(opts.in_flight)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .ok_or_else(|| {
+                VerifyError::Option(format!(
+                    "the in-flight window of {} s reaches before the earliest date there is",
+                    opts.in_flight.as_secs()
+                ))
+            })?;
+        let skew = chrono::Duration::from_std(CLOCK_SKEW).expect("a few minutes");
+        Ok(Window {
+            in_flight_start: bson::DateTime::from_chrono(back),
+            latest: bson::DateTime::from_chrono(now + skew),
+            accept_before: opts.accept_unsealed_before.map(bson::DateTime::from_chrono),
+            from: opts.from.map(bson::DateTime::from_chrono),
+            to: opts.to.map(bson::DateTime::from_chrono),
+        })
+    }
+
+    fn outside_range(&self, date: Option<bson::DateTime>) -> bool {
+        match date {
+            Some(t) => self.from.is_some_and(|f| t < f) || self.to.is_some_and(|to| t > to),
+            // A record without a date is checked whatever the range.
+            None => false,
+        }
+    }
+}
+
+/// Verifies every chain and every stored record of `store` (open it with
+/// [`Store::open_read_only`]); each finding goes to `report` as it is found, and `progress` is
+/// told how many seals and records were read so far.
 pub async fn verify(
     store: &Store,
     opts: &VerifyOptions,
     mut report: impl FnMut(&Finding),
     mut progress: impl FnMut(u64),
 ) -> Result<Summary, VerifyError> {
+    let window = Window::new(opts)?;
     let index = Index::new()?;
     let mut summary = Summary::default();
     let mut heads: HashMap<ObjectId, Head> = HashMap::new();
@@ -283,123 +424,21 @@ pub async fn verify(
     if let Some(e) = failure {
         return Err(e);
     }
-
-    // The erasures, in the order they were sealed.
-    {
-        let mut changes = index
-            .conn
-            .prepare("SELECT c, id, old, new, seal, stream, seq FROM erasures ORDER BY t, rowid")?;
-        let mut update = index.conn.prepare(
-            "UPDATE covered SET h = ?4, h_before_erasure = ?3, erased = 1
-             WHERE c = ?1 AND id = ?2 AND h = ?3",
-        )?;
-        let mut rows = changes.query([])?;
-        while let Some(r) = rows.next()? {
-            let (c, id, old, new): (String, String, String, String) =
-                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-            if update.execute(params![c, id, old, new])? == 0 {
-                emit(
-                    Finding {
-                        kind: FindingKind::ChainBroken,
-                        collection: Some(c),
-                        id: Some(id),
-                        seal: Some(r.get(4)?),
-                        stream: r.get(5)?,
-                        seq: r.get(6)?,
-                        detail: "an erasure names a record state that no seal recorded".into(),
-                    },
-                    &mut summary,
-                );
-            }
-        }
-    }
+    apply_erasures(&index, &mut |f| emit(f, &mut summary))?;
 
     // 2. The records.
-    let in_flight_start =
-        Utc::now() - chrono::Duration::from_std(opts.in_flight).unwrap_or(chrono::Duration::MAX);
-    let in_flight_start = bson::DateTime::from_chrono(in_flight_start);
-    let accept_before = opts.accept_unsealed_before.map(bson::DateTime::from_chrono);
     for c in Collection::ALL {
-        let mut parts = Vec::new();
-        if let Some(from) = opts.from {
-            parts.push(Filter::gte(c.date_field(), from));
-        }
-        if let Some(to) = opts.to {
-            parts.push(Filter::lte(c.date_field(), to));
-        }
-        let filter = if parts.is_empty() {
-            Filter::all()
-        } else {
-            Filter::And(parts)
-        };
         store
-            .for_each_raw_batch(c, &filter, 1000, |docs| {
+            .scan_records(c, 1000, |records| {
                 let result = (|| -> rusqlite::Result<()> {
                     let tx = index.conn.unchecked_transaction()?;
-                    {
-                        let mut find =
-                            tx.prepare_cached("SELECT h, seal, h_before_erasure FROM covered WHERE c = ?1 AND id = ?2")?;
-                        let mut mark =
-                            tx.prepare_cached("UPDATE covered SET seen = 1 WHERE c = ?1 AND id = ?2")?;
-                        for doc in &docs {
-                            summary.records += 1;
-                            let id = id_key(doc.get("_id").ok().flatten());
-                            let hash = sha256_hex(doc.as_bytes());
-                            let sealed: Option<(String, String, Option<String>)> = find
-                                .query_row(params![c.name(), id], |r| {
-                                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                                })
-                                .optional()?;
-                            match sealed {
-                                Some((expected, seal, before_erasure)) => {
-                                    mark.execute(params![c.name(), id])?;
-                                    // An erasure is sealed before it is applied: a record still
-                                    // in its sealed state before the erasure is fine too.
-                                    if expected != hash
-                                        && before_erasure.as_deref() != Some(hash.as_str())
-                                    {
-                                        emit(
-                                            Finding {
-                                                kind: FindingKind::Modified,
-                                                collection: Some(c.name().into()),
-                                                id: Some(id),
-                                                seal: Some(seal),
-                                                stream: None,
-                                                seq: None,
-                                                detail: "the stored bytes differ from the sealed hash".into(),
-                                            },
-                                            &mut summary,
-                                        );
-                                    }
-                                }
-                                None => {
-                                    let date = record_date(c, doc);
-                                    if date.is_some_and(|t| t >= in_flight_start) {
-                                        continue;
-                                    }
-                                    if date.zip(accept_before).is_some_and(|(t, a)| t < a) {
-                                        summary.unsealed_accepted += 1;
-                                        continue;
-                                    }
-                                    emit(
-                                        Finding {
-                                            kind: FindingKind::Inserted,
-                                            collection: Some(c.name().into()),
-                                            id: Some(id),
-                                            seal: None,
-                                            stream: None,
-                                            seq: None,
-                                            detail: "no seal covers this record".into(),
-                                        },
-                                        &mut summary,
-                                    );
-                                }
-                            }
-                        }
+                    for rec in &records {
+                        summary.records += 1;
+                        check_record(c, rec, &window, &tx, &mut summary, &mut emit)?;
                     }
                     tx.commit()
                 })();
-                seen += docs.len() as u64;
+                seen += records.len() as u64;
                 progress(seen);
                 result.map_err(|e| StoreError::Raw(format!("verification index: {e}")))
             })
@@ -407,34 +446,7 @@ pub async fn verify(
     }
 
     // 3. Sealed records never seen.
-    let from = opts.from.map(|t| t.timestamp_millis());
-    let to = opts.to.map(|t| t.timestamp_millis());
-    let mut missing = index.conn.prepare(
-        "SELECT c, id, seal, t, EXISTS (SELECT 1 FROM pruned p WHERE p.c = covered.c
-             AND covered.t IS NOT NULL AND (p.t_from IS NULL OR covered.t >= p.t_from)
-             AND covered.t <= p.t_to)
-         FROM covered WHERE seen = 0
-             AND (?1 IS NULL OR t >= ?1) AND (?2 IS NULL OR t <= ?2)",
-    )?;
-    let mut rows = missing.query(params![from, to])?;
-    while let Some(row) = rows.next()? {
-        if row.get::<_, bool>(4)? {
-            summary.pruned += 1;
-            continue;
-        }
-        emit(
-            Finding {
-                kind: FindingKind::Deleted,
-                collection: Some(row.get(0)?),
-                id: Some(row.get(1)?),
-                seal: Some(row.get(2)?),
-                stream: None,
-                seq: None,
-                detail: "a sealed record is missing".into(),
-            },
-            &mut summary,
-        );
-    }
+    missing(&index, &window, &mut summary, &mut emit)?;
     summary.erased =
         index
             .conn
@@ -446,7 +458,243 @@ pub async fn verify(
         .filter_map(|s| heads.get(s))
         .map(HeadSummary::from)
         .collect();
+    if summary.seals == 0 && summary.records == 0 {
+        return Err(VerifyError::EmptyTrail);
+    }
     Ok(summary)
+}
+
+/// Applies the erasure seals, in the order they were sealed (seals of different streams, the
+/// writer's and the commands', are not ordered among themselves, so this waits for all of them).
+fn apply_erasures(index: &Index, emit: &mut dyn FnMut(Finding)) -> Result<(), VerifyError> {
+    let mut changes = index
+        .conn
+        .prepare("SELECT c, id, old, new, seal, stream, seq FROM erasures ORDER BY t, rowid")?;
+    // After a first erasure the record's state is the plain hash it left: a second erasure's
+    // "before" is plain too.
+    let mut update = index.conn.prepare(
+        "UPDATE covered SET h = ?4, h_before_erasure = ?3,
+             before_scheme = CASE erased WHEN 1 THEN 0 ELSE scheme END, erased = 1
+         WHERE c = ?1 AND id = ?2 AND h = ?3",
+    )?;
+    let mut rows = changes.query([])?;
+    while let Some(r) = rows.next()? {
+        let (c, id, old, new): (String, String, Vec<u8>, Vec<u8>) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        if update.execute(params![c, id, old, new])? == 0 {
+            emit(
+                Finding::new(
+                    FindingKind::ChainBroken,
+                    "an erasure names a record state that no seal recorded",
+                )
+                .record(c, Some(id))
+                .sealed_by(r.get(4)?, r.get(5)?, r.get(6)?),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Pass 2 for one stored record.
+fn check_record(
+    c: Collection,
+    rec: &RecordDigest,
+    window: &Window,
+    tx: &rusqlite::Transaction<'_>,
+    summary: &mut Summary,
+    emit: &mut impl FnMut(Finding, &mut Summary),
+) -> rusqlite::Result<()> {
+    if let Some(why) = &rec.malformed {
+        let mut f = Finding::new(
+            FindingKind::Malformed,
+            format!("the stored bytes are not a document ({why})"),
+        )
+        .record(c.name(), None);
+        f.row = rec.row;
+        emit(f, summary);
+        return Ok(());
+    }
+    if window.outside_range(rec.date) {
+        summary.records -= 1;
+        return Ok(());
+    }
+    let id = &rec.id;
+    for (column, held, says) in &rec.mismatches {
+        let mut f = Finding::new(
+            FindingKind::ColumnMismatch,
+            format!("the column holds {held}, the stored bytes say {says}"),
+        )
+        .record(c.name(), Some(id.clone()));
+        f.column = Some(column.clone());
+        f.row = rec.row;
+        emit(f, summary);
+    }
+    type Sealed = (
+        Vec<u8>,
+        i64,
+        String,
+        Option<Vec<u8>>,
+        Option<i64>,
+        bool,
+        i64,
+    );
+    let sealed: Option<Sealed> = tx
+        .prepare_cached(
+            "UPDATE covered SET seen = seen + 1 WHERE c = ?1 AND id = ?2
+             RETURNING h, scheme, seal, h_before_erasure, before_scheme, erased, seen",
+        )?
+        .query_row(params![c.name(), id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .optional()?;
+    let duplicate = |summary: &mut Summary, emit: &mut dyn FnMut(Finding, &mut Summary)| {
+        let mut f = Finding::new(
+            FindingKind::Duplicate,
+            "the document is stored more than once: this row is another copy",
+        )
+        .record(c.name(), Some(id.clone()));
+        f.row = rec.row;
+        emit(f, summary);
+    };
+    let Some((expected, scheme, seal, before, before_scheme, erased, times)) = sealed else {
+        let first = tx
+            .prepare_cached("INSERT OR IGNORE INTO unsealed (c, id) VALUES (?1, ?2)")?
+            .execute(params![c.name(), id])?
+            == 1;
+        if !first {
+            duplicate(summary, emit);
+            return Ok(());
+        }
+        let date = rec.date;
+        if date.is_some_and(|t| t >= window.in_flight_start && t <= window.latest) {
+            return Ok(());
+        }
+        if date.zip(window.accept_before).is_some_and(|(t, a)| t < a) {
+            summary.unsealed_accepted += 1;
+            return Ok(());
+        }
+        let detail = if date.is_some_and(|t| t > window.latest) {
+            "no seal covers this record, and it is dated in the future"
+        } else {
+            "no seal covers this record"
+        };
+        emit(
+            Finding::new(FindingKind::Inserted, detail).record(c.name(), Some(id.clone())),
+            summary,
+        );
+        return Ok(());
+    };
+    if times > 1 {
+        duplicate(summary, emit);
+        return Ok(());
+    }
+    let matches = |h: &[u8], scheme: i64| match scheme {
+        1 => rec.salted.is_some_and(|s| s[..] == *h),
+        _ => rec.plain[..] == *h,
+    };
+    // An erasure is sealed before it is applied: a record still in its state before the
+    // erasure is fine too. What an erasure leaves is committed to without a salt.
+    let intact = if erased {
+        matches(&expected, 0)
+            || before
+                .as_deref()
+                .is_some_and(|b| matches(b, before_scheme.unwrap_or(scheme)))
+    } else {
+        matches(&expected, scheme)
+    };
+    if !intact {
+        let detail = if !erased && scheme == 1 && rec.salted.is_none() {
+            "the salt of the record's commitment is missing, so its bytes cannot be checked"
+        } else {
+            "the stored bytes differ from what the seal commits to"
+        };
+        emit(
+            Finding::new(FindingKind::Modified, detail)
+                .record(c.name(), Some(id.clone()))
+                .sealed_by(Some(seal), None, None),
+            summary,
+        );
+    }
+    Ok(())
+}
+
+/// Pass 3: the sealed records never seen, each excused by the first prune seal that came after
+/// its batch seal and covers its date, or reported; then every prune seal that excused more
+/// records than it states.
+fn missing(
+    index: &Index,
+    window: &Window,
+    summary: &mut Summary,
+    emit: &mut impl FnMut(Finding, &mut Summary),
+) -> Result<(), VerifyError> {
+    let from = window.from.map(|t| t.timestamp_millis());
+    let to = window.to.map(|t| t.timestamp_millis());
+    let mut unseen = index.conn.prepare(
+        "SELECT c, id, seal, t, st FROM covered WHERE seen = 0
+             AND (?1 IS NULL OR t >= ?1) AND (?2 IS NULL OR t <= ?2)",
+    )?;
+    let mut prune = index.conn.prepare(
+        "SELECT rid FROM pruned WHERE c = ?1 AND ptime > ?2 AND t_to >= ?3
+             AND (t_from IS NULL OR t_from <= ?3) ORDER BY ptime LIMIT 1",
+    )?;
+    let mut excuse = index
+        .conn
+        .prepare("UPDATE pruned SET excused = excused + 1 WHERE rid = ?1")?;
+    let mut rows = unseen.query(params![from, to])?;
+    while let Some(row) = rows.next()? {
+        let (c, id, seal, t, st): (String, String, String, Option<i64>, Option<i64>) = (
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+        );
+        let by = match (t, st) {
+            (Some(t), Some(st)) => prune
+                .query_row(params![c, st, t], |r| r.get::<_, i64>(0))
+                .optional()?,
+            _ => None,
+        };
+        if let Some(rid) = by {
+            excuse.execute([rid])?;
+            summary.pruned += 1;
+            continue;
+        }
+        emit(
+            Finding::new(FindingKind::Deleted, "a sealed record is missing")
+                .record(c, Some(id))
+                .sealed_by(Some(seal), None, None),
+            summary,
+        );
+    }
+    let mut over = index.conn.prepare(
+        "SELECT c, stated, excused, seal, stream, seq FROM pruned WHERE excused > stated",
+    )?;
+    let mut rows = over.query([])?;
+    while let Some(r) = rows.next()? {
+        let (c, stated, excused): (String, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        emit(
+            Finding::new(
+                FindingKind::Deleted,
+                format!(
+                    "the prune seal states {stated} records of {c} in its range, but {excused} \
+                     sealed records there are missing"
+                ),
+            )
+            .record(c, None)
+            .sealed_by(r.get(3)?, r.get(4)?, r.get(5)?),
+            summary,
+        );
+    }
+    Ok(())
 }
 
 /// Pass 1 for one seal: the chain, the signature, and what it says about records.
@@ -461,14 +709,8 @@ fn check_seal(
     let seal_id = id_key(seal.get("_id").ok().flatten());
     let stream = seal.get_object_id("stream").ok();
     let seq = seal.get_i64("seq").ok();
-    let finding = |kind, detail: String| Finding {
-        kind,
-        collection: None,
-        id: None,
-        seal: Some(seal_id.clone()),
-        stream: stream.map(|s| s.to_hex()),
-        seq,
-        detail,
+    let finding = |kind, detail: String| {
+        Finding::new(kind, detail).sealed_by(Some(seal_id.clone()), stream.map(|s| s.to_hex()), seq)
     };
     let stored_hash = seal.get_str("hash").unwrap_or("").to_owned();
     match compute_seal_hash(seal) {
@@ -529,18 +771,21 @@ fn check_seal(
         hash: stored_hash,
     };
 
-    let kind = seal.get_str("kind").unwrap_or("");
-    match kind {
+    let time = seal.get_datetime("time").ok().map(|t| t.timestamp_millis());
+    match seal.get_str("kind").unwrap_or("") {
         "batch" => {
+            let commit = seal.get_str("commit").ok();
             let mut insert = tx.prepare_cached(
-                "INSERT INTO covered (c, id, h, t, seal) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (c, id) DO UPDATE SET h = excluded.h, t = excluded.t",
+                "INSERT INTO covered (c, id, h, scheme, t, seal, st)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (c, id) DO UPDATE SET h = excluded.h, scheme = excluded.scheme,
+                     t = excluded.t, seal = excluded.seal, st = excluded.st",
             )?;
             for entry in seal.get_array("records").into_iter().flatten().flatten() {
                 let Some(e) = entry.as_document() else {
                     continue;
                 };
-                let (Ok(c), Some(h)) = (e.get_str("c"), super::entry_hash_hex(e)) else {
+                let (Ok(c), Some(h)) = (e.get_str("c"), entry_hash(e)) else {
                     continue;
                 };
                 let t = e.get_datetime("t").ok().map(|t| t.timestamp_millis());
@@ -548,14 +793,22 @@ fn check_seal(
                     c,
                     id_key(e.get("id").ok().flatten()),
                     h,
+                    i64::from(is_salted(commit, c)),
                     t,
-                    seal_id
+                    seal_id,
+                    time
                 ])?;
             }
         }
         "prune" => {
-            let mut insert =
-                tx.prepare_cached("INSERT INTO pruned (c, t_from, t_to) VALUES (?1, ?2, ?3)")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO pruned (c, t_from, t_to, ptime, stated, seal, stream, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            // A prune seal without a time speaks for nothing.
+            let Some(ptime) = time else {
+                return Ok(());
+            };
             for range in seal.get_array("ranges").into_iter().flatten().flatten() {
                 let Some(r) = range.as_document() else {
                     continue;
@@ -564,28 +817,49 @@ fn check_seal(
                     continue;
                 };
                 let from = r.get_datetime("from").ok().map(|t| t.timestamp_millis());
-                insert.execute(params![c, from, to.timestamp_millis()])?;
+                // A range cannot reach past the seal that states it.
+                let to = to.timestamp_millis().min(ptime);
+                let stated = r.get_i64("count").unwrap_or(0);
+                insert.execute(params![
+                    c,
+                    from,
+                    to,
+                    ptime,
+                    stated,
+                    seal_id,
+                    stream.to_hex(),
+                    seq
+                ])?;
             }
         }
         "erasure" => {
-            // Applied once every seal is read: seals of different streams (the writer's, the
-            // command's) are not ordered among themselves.
+            // Applied once every seal is read (see `apply_erasures`).
             let mut insert = tx.prepare_cached(
                 "INSERT INTO erasures (c, id, old, new, seal, stream, seq, t)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
-            let t = seal.get_datetime("time").ok().map(|t| t.timestamp_millis());
             for change in seal.get_array("changes").into_iter().flatten().flatten() {
                 let Some(ch) = change.as_document() else {
                     continue;
                 };
-                let (Ok(c), Ok(old), Ok(new)) =
-                    (ch.get_str("c"), ch.get_str("old"), ch.get_str("new"))
-                else {
+                let (Ok(c), Some(old), Some(new)) = (
+                    ch.get_str("c"),
+                    ch.get_str("old").ok().and_then(unhex),
+                    ch.get_str("new").ok().and_then(unhex),
+                ) else {
                     continue;
                 };
                 let id = id_key(ch.get("id").ok().flatten());
-                insert.execute(params![c, id, old, new, seal_id, stream.to_hex(), seq, t])?;
+                insert.execute(params![
+                    c,
+                    id,
+                    old,
+                    new,
+                    seal_id,
+                    stream.to_hex(),
+                    seq,
+                    time
+                ])?;
             }
         }
         other => emit(finding(
@@ -594,4 +868,13 @@ fn check_seal(
         )),
     }
     Ok(())
+}
+
+/// The bytes a record entry commits to, stored as binary (or, by earlier versions, as hex).
+fn entry_hash(entry: &bson::RawDocument) -> Option<Vec<u8>> {
+    match entry.get("h").ok().flatten()? {
+        RawBsonRef::Binary(b) => Some(b.bytes.to_vec()),
+        RawBsonRef::String(s) => unhex(s),
+        _ => None,
+    }
 }

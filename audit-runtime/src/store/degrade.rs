@@ -49,7 +49,7 @@ fn bulky_parts(c: Collection) -> &'static [&'static str] {
         ],
         Collection::Process => &["name", "args"],
         // A seal is small and fixed in shape: it is never trimmed.
-        Collection::Seal => &[],
+        Collection::Seal | Collection::Salt => &[],
     }
 }
 

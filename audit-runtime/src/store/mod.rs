@@ -68,6 +68,10 @@ pub enum StoreError {
     /// A file of the store could not be created or opened.
     #[error("store file: {0}")]
     Io(#[from] std::io::Error),
+    /// What was opened for reading is not an audit trail (an empty file, a database without the
+    /// audit tables).
+    #[error("not an audit trail: {0}")]
+    NotATrail(String),
     /// A document is over the size limit both stores share (16 MiB, MongoDB's).
     #[error(
         "document of {size} bytes in {collection} is over the {MAX_DOCUMENT_BYTES}-byte limit"
@@ -126,6 +130,7 @@ impl StoreError {
             | StoreError::Raw(_)
             | StoreError::Filter(_)
             | StoreError::Duplicate { .. }
+            | StoreError::NotATrail(_)
             | StoreError::TooLarge { .. } => true,
             // A query that ran out of time may pass on a quieter store.
             StoreError::Unsupported(_)
@@ -238,6 +243,9 @@ impl From<mongodb::error::Error> for StoreError {
 /// Result of store operations.
 pub(crate) type StoreResult<T> = Result<T, StoreError>;
 
+#[cfg(feature = "embedded-store")]
+pub(crate) use crate::commitment::RecordDigest;
+
 /// Encodes a document straight to BSON bytes (no intermediate `Document`).
 pub fn encode<T: serde::Serialize>(doc: &T) -> StoreResult<RawDocumentBuf> {
     RawDocumentBuf::from_bytes(bson::to_vec(doc)?).map_err(|e| StoreError::Raw(e.to_string()))
@@ -307,6 +315,19 @@ impl Store {
         }
     }
 
+    /// Opens an existing store for reading only: nothing is created, migrated or written (what
+    /// verification needs). A SQLite file that is not an audit database is
+    /// [`StoreError::NotATrail`]; MongoDB is only connected to, as [`open`](Self::open) does.
+    pub async fn open_read_only(conn: &DbConnection) -> StoreResult<Store> {
+        match conn {
+            #[cfg(feature = "embedded-store")]
+            DbConnection::Sqlite(path) => Ok(Store::Sqlite(
+                sqlite::SqliteStore::open_read_only(path).await?,
+            )),
+            _ => Store::open(conn).await,
+        }
+    }
+
     /// Opens the configured store and ensures its collections and every default and custom index
     /// (idempotent; what mongoengine did implicitly on first use).
     pub async fn connect(config: &AuditConfig) -> StoreResult<Store> {
@@ -360,14 +381,16 @@ impl Store {
         dispatch!(self, s => s.insert_many(collection, docs).await)
     }
 
-    /// Inserts `docs` and then `seal`, the seal covering them: on SQLite in one transaction, so
-    /// the records are never stored without their seal (and one commit serves both); on MongoDB
-    /// the seal right after the records. Idempotent by `_id` like
+    /// Inserts `docs`, then `salts` (the salts of their commitments), then `seal`, the seal
+    /// covering them: on SQLite in one transaction, so the records are never stored without
+    /// their seal (and one commit serves both); on MongoDB in that order, so a seal is never
+    /// stored before the salts it needs. Idempotent by `_id` like
     /// [`insert_raw_documents`](Self::insert_raw_documents), so a failed call is simply repeated.
     pub async fn insert_raw_documents_sealed(
         &self,
         collection: Collection,
         docs: Vec<RawDocumentBuf>,
+        salts: Vec<RawDocumentBuf>,
         seal: RawDocumentBuf,
     ) -> StoreResult<u64> {
         if let Some(d) = docs
@@ -381,7 +404,7 @@ impl Store {
         }
         match self {
             #[cfg(feature = "embedded-store")]
-            Store::Sqlite(s) => s.insert_many_sealed(collection, docs, seal).await,
+            Store::Sqlite(s) => s.insert_many_sealed(collection, docs, salts, seal).await,
             #[cfg(feature = "mongodb")]
             Store::Mongo(s) => {
                 let n = if docs.is_empty() {
@@ -389,6 +412,9 @@ impl Store {
                 } else {
                     s.insert_many(collection, docs).await?
                 };
+                if !salts.is_empty() {
+                    s.insert_many(Collection::Salt, salts).await?;
+                }
                 s.insert_many(Collection::Seal, vec![seal]).await?;
                 Ok(n)
             }
@@ -500,6 +526,133 @@ impl Store {
             if n < batch || last.is_none() {
                 return Ok(total);
             }
+        }
+    }
+
+    /// Visits the documents whose *stored bytes* match `filter`, in batches of `batch`. On SQLite
+    /// every path is read from the bytes, not from the indexed copies beside them (which no seal
+    /// covers), so an edited copy can neither hide a record nor put one in; it reads the whole
+    /// table. On MongoDB the documents are the bytes. For the commands that change records.
+    pub(crate) async fn for_each_stored<F>(
+        &self,
+        collection: Collection,
+        filter: &Filter,
+        batch: u64,
+        f: F,
+    ) -> StoreResult<u64>
+    where
+        F: FnMut(Vec<RawDocumentBuf>) -> StoreResult<()>,
+    {
+        match self {
+            #[cfg(feature = "embedded-store")]
+            Store::Sqlite(s) => s.for_each_stored(collection, filter, batch, f).await,
+            #[cfg(feature = "mongodb")]
+            Store::Mongo(_) => self.for_each_raw_batch(collection, filter, batch, f).await,
+        }
+    }
+
+    /// How many documents match `filter` by their stored bytes (on SQLite found through the
+    /// indexed copies, and each checked against its bytes): what a removal will take.
+    pub(crate) async fn count_stored(&self, c: Collection, filter: &Filter) -> StoreResult<u64> {
+        match self {
+            #[cfg(feature = "embedded-store")]
+            Store::Sqlite(s) => s.count_stored(c, filter).await,
+            #[cfg(feature = "mongodb")]
+            Store::Mongo(s) => s.count(c, filter).await,
+        }
+    }
+
+    /// Removes the documents that match `filter` by their stored bytes, as
+    /// [`count_stored`](Self::count_stored) counts them, with the salts of their commitments;
+    /// returns how many documents. (A row whose indexed copy was edited out of the range stays,
+    /// and `audit verify` reports the copy.)
+    pub(crate) async fn prune_stored(&self, c: Collection, filter: &Filter) -> StoreResult<u64> {
+        dispatch!(self, s => s.prune_stored(c, filter).await)
+    }
+
+    #[cfg(feature = "embedded-store")]
+    /// Visits every stored record of `collection` as verification reads it ([`RecordDigest`]:
+    /// worked out next to the bytes, which never leave the store's worker), in batches of
+    /// `batch`: on SQLite every row by rowid, whatever its columns say.
+    pub(crate) async fn scan_records<F>(
+        &self,
+        collection: Collection,
+        batch: u64,
+        f: F,
+    ) -> StoreResult<u64>
+    where
+        F: FnMut(Vec<RecordDigest>) -> StoreResult<()>,
+    {
+        match self {
+            #[cfg(feature = "embedded-store")]
+            Store::Sqlite(s) => s.scan_records(collection, batch, f).await,
+            #[cfg(feature = "mongodb")]
+            Store::Mongo(s) => {
+                let mut f = f;
+                let mut last: Option<Bson> = None;
+                let mut total = 0;
+                loop {
+                    let mut filter = Filter::all();
+                    if let Some(id) = last.take() {
+                        filter = Filter::Cmp("_id".into(), CmpOp::Gt, id);
+                    }
+                    let opts = FindOptions::new(filter)
+                        .sort("_id", Order::Asc)
+                        .window(0, Some(batch));
+                    let docs = s.find_bytes(collection, &opts).await?;
+                    let n = docs.len() as u64;
+                    let ids: Vec<Bson> = docs
+                        .iter()
+                        .filter_map(|d| d.get("_id").ok().flatten())
+                        .filter_map(|id| Bson::try_from(id.to_raw_bson()).ok())
+                        .collect();
+                    last = ids.last().cloned();
+                    let salts: std::collections::HashMap<String, Vec<u8>> = s
+                        .salts_for(ids)
+                        .await?
+                        .into_iter()
+                        .map(|(id, salt)| (id.into_relaxed_extjson().to_string(), salt))
+                        .collect();
+                    let records = docs
+                        .iter()
+                        .map(|d| {
+                            let salt = d
+                                .get("_id")
+                                .ok()
+                                .flatten()
+                                .and_then(|id| Bson::try_from(id.to_raw_bson()).ok())
+                                .and_then(|id| salts.get(&id.into_relaxed_extjson().to_string()));
+                            RecordDigest::of(collection, d.as_bytes(), salt.map(Vec::as_slice))
+                        })
+                        .collect();
+                    total += n;
+                    f(records)?;
+                    if n < batch || last.is_none() {
+                        return Ok(total);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Before an erasure (SQLite: freed space is zeroed from now on).
+    pub(crate) async fn begin_erasure(&self) -> StoreResult<()> {
+        match self {
+            #[cfg(feature = "embedded-store")]
+            Store::Sqlite(s) => s.begin_erasure().await,
+            #[cfg(feature = "mongodb")]
+            Store::Mongo(_) => Ok(()),
+        }
+    }
+
+    /// After an erasure (SQLite: the write-ahead log checkpointed and truncated); `false` when
+    /// old pages may remain in the store's files.
+    pub(crate) async fn finish_erasure(&self) -> StoreResult<bool> {
+        match self {
+            #[cfg(feature = "embedded-store")]
+            Store::Sqlite(s) => s.finish_erasure().await,
+            #[cfg(feature = "mongodb")]
+            Store::Mongo(_) => Ok(true),
         }
     }
 

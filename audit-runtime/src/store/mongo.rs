@@ -236,6 +236,57 @@ impl MongoStore {
         Ok(r.matched_count == 1)
     }
 
+    /// Deletes the documents matching `filter` and the salts of their commitments, a batch of
+    /// ids at a time (the salts first: a salt without its record is harmless, a record without
+    /// its salt would verify as modified); returns how many documents.
+    pub(crate) async fn prune_stored(&self, c: Collection, filter: &Filter) -> StoreResult<u64> {
+        const IDS_PER_ROUND: i64 = 10_000;
+        let coll = self.db.collection::<Document>(c.name());
+        let mut removed = 0;
+        loop {
+            let mut cursor = coll
+                .find(filter.to_mongo())
+                .projection(doc! { "_id": 1 })
+                .limit(IDS_PER_ROUND)
+                .await?;
+            let mut ids = Vec::new();
+            while cursor.advance().await? {
+                if let Some(id) = cursor.deserialize_current()?.get("_id") {
+                    ids.push(id.clone());
+                }
+            }
+            if ids.is_empty() {
+                return Ok(removed);
+            }
+            let these = doc! { "_id": { "$in": ids } };
+            self.coll(Collection::Salt)
+                .delete_many(these.clone())
+                .await?;
+            removed += coll.delete_many(these).await?.deleted_count;
+        }
+    }
+
+    /// The salts stored for `ids`, by `_id`.
+    pub(crate) async fn salts_for(
+        &self,
+        ids: Vec<bson::Bson>,
+    ) -> StoreResult<Vec<(bson::Bson, Vec<u8>)>> {
+        let coll = self
+            .db
+            .collection::<RawDocumentBuf>(Collection::Salt.name());
+        let mut cursor = coll.find(doc! { "_id": { "$in": ids } }).await?;
+        let mut out = Vec::new();
+        while cursor.advance().await? {
+            let d = cursor.current();
+            if let (Ok(Some(id)), Some(salt)) = (d.get("_id"), crate::commitment::salt_of(d)) {
+                if let Ok(id) = bson::Bson::try_from(id.to_raw_bson()) {
+                    out.push((id, salt.to_vec()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Like `find`, the documents as the server returns their bytes (not decoded).
     pub(crate) async fn find_bytes(
         &self,

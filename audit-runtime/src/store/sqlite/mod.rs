@@ -14,6 +14,8 @@
 //! SQLite is a single writer and its calls block, so all work runs on tokio's blocking pool behind
 //! one mutex-guarded connection; the async executor never waits on disk.
 
+mod stored;
+
 use super::filter::{Filter, FindOptions, Order};
 use super::index::{default_indexes, EnsuredIndex, IndexInfo, IndexSpec};
 use super::{StoreError, StoreResult};
@@ -70,19 +72,28 @@ impl Columns {
 }
 
 /// Every table of an audit database.
-const TABLES: [Collection; 4] = [
+const TABLES: [Collection; 5] = [
     Collection::Access,
     Collection::Process,
     Collection::ModelAction,
     Collection::Seal,
+    Collection::Salt,
 ];
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and its three tables.
     pub async fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_with(path, open_connection).await
+    }
+
+    /// The store on the connection `connect` opens (on the blocking pool).
+    async fn open_with(
+        path: &Path,
+        connect: impl FnOnce(&Path) -> StoreResult<Connection> + Send + 'static,
+    ) -> StoreResult<Self> {
         let p = path.to_owned();
         let (conn, columns) = tokio::task::spawn_blocking(move || {
-            let conn = open_connection(&p)?;
+            let conn = connect(&p)?;
             let columns = Columns::read(&conn)?;
             Ok::<_, StoreError>((conn, columns))
         })
@@ -93,6 +104,41 @@ impl SqliteStore {
             columns: Arc::new(Mutex::new(columns)),
             path: path.to_owned(),
         })
+    }
+
+    /// Opens an existing database file for reading only: nothing is created or migrated, and
+    /// the file is never written (verification reads this way). A file that is not an audit
+    /// database (empty, or without the audit tables) is [`StoreError::NotATrail`].
+    pub async fn open_read_only(path: &Path) -> StoreResult<Self> {
+        Self::open_with(path, |p| {
+            let conn = Connection::open_with_flags(
+                p,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            register_functions(&conn)?;
+            let tables: Vec<String> = conn
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let missing: Vec<&str> = Collection::ALL
+                .iter()
+                .chain([&Collection::Seal])
+                .map(|c| c.name())
+                .filter(|n| !tables.iter().any(|t| t == n))
+                .collect();
+            if !missing.is_empty() {
+                return Err(StoreError::NotATrail(format!(
+                    "{} has no {} table{}",
+                    p.display(),
+                    missing.join(", "),
+                    if missing.len() > 1 { "s" } else { "" }
+                )));
+            }
+            Ok(conn)
+        })
+        .await
     }
 
     /// The column paths of `c` as last read (for translating queries).
@@ -122,61 +168,63 @@ impl SqliteStore {
         c: Collection,
         docs: Vec<RawDocumentBuf>,
     ) -> StoreResult<u64> {
-        self.insert_many_then(c, docs, None).await
+        self.insert_groups(vec![(c, docs)]).await
     }
 
-    /// Inserts `docs` and `seal` in one transaction.
+    /// Inserts `docs`, then the salts of their commitments, then the `seal` covering them, in one
+    /// transaction.
     pub(crate) async fn insert_many_sealed(
         &self,
         c: Collection,
         docs: Vec<RawDocumentBuf>,
+        salts: Vec<RawDocumentBuf>,
         seal: RawDocumentBuf,
     ) -> StoreResult<u64> {
-        self.insert_many_then(c, docs, Some(seal)).await
+        self.insert_groups(vec![
+            (c, docs),
+            (Collection::Salt, salts),
+            (Collection::Seal, vec![seal]),
+        ])
+        .await
     }
 
-    async fn insert_many_then(
+    /// Inserts each group's documents into its collection, in order, in one transaction;
+    /// returns how many of the first group's were newly stored.
+    async fn insert_groups(
         &self,
-        c: Collection,
-        docs: Vec<RawDocumentBuf>,
-        seal: Option<RawDocumentBuf>,
+        groups: Vec<(Collection, Vec<RawDocumentBuf>)>,
     ) -> StoreResult<u64> {
-        let seal = seal
-            .map(|s| {
-                let id = s
-                    .get_object_id("_id")
-                    .map_err(|_| StoreError::Raw("seal has no ObjectId `_id`".into()))?;
-                Ok::<_, StoreError>((id.to_hex(), s))
-            })
-            .transpose()?;
-        let rows = docs
+        let groups = groups
             .into_iter()
-            .map(|d| {
-                let id = d
-                    .get_object_id("_id")
-                    .map_err(|_| StoreError::Raw("document has no ObjectId `_id`".into()))?;
-                Ok((id.to_hex(), d))
+            .map(|(c, docs)| {
+                let rows = docs
+                    .into_iter()
+                    .map(|d| {
+                        let id = d.get_object_id("_id").map_err(|_| {
+                            StoreError::Raw(format!("document of {c} has no ObjectId `_id`"))
+                        })?;
+                        Ok((id.to_hex(), d))
+                    })
+                    .collect::<StoreResult<Vec<_>>>()?;
+                Ok((c, rows))
             })
             .collect::<StoreResult<Vec<_>>>()?;
         let columns = self.columns.clone();
         self.run(move |conn| {
             let tx = conn.transaction()?;
-            let mut n = 0;
-            let cols = fresh_columns(&tx, &columns, c)?;
-            {
-                let mut stmt = tx.prepare_cached(&insert_sql(c, &cols, "(id)"))?;
-                for (id, doc) in &rows {
-                    n += insert_row(&mut stmt, id, doc, &cols).map_err(|e| duplicate(c, e))? as u64;
+            let mut first = None;
+            for (c, rows) in &groups {
+                let mut n = 0;
+                let cols = fresh_columns(&tx, &columns, *c)?;
+                let mut stmt = tx.prepare_cached(&insert_sql(*c, &cols, "(id)"))?;
+                for (id, doc) in rows {
+                    n +=
+                        insert_row(&mut stmt, id, doc, &cols).map_err(|e| duplicate(*c, e))? as u64;
                 }
-            }
-            if let Some((id, doc)) = &seal {
-                let cols = fresh_columns(&tx, &columns, Collection::Seal)?;
-                let mut stmt = tx.prepare_cached(&insert_sql(Collection::Seal, &cols, "(id)"))?;
-                insert_row(&mut stmt, id, doc, &cols)
-                    .map_err(|e| duplicate(Collection::Seal, e))?;
+                first.get_or_insert(n);
             }
             tx.commit()?;
-            Ok(n)
+            Ok(first.unwrap_or(0))
         })
         .await
     }
@@ -252,11 +300,18 @@ impl SqliteStore {
 
     pub(crate) async fn count(&self, c: Collection, filter: &Filter) -> StoreResult<u64> {
         let mut params = Vec::new();
-        let sql = format!(
-            "SELECT COUNT(*) FROM {} WHERE {}",
-            c.name(),
-            where_sql(filter, &self.columns_of(c), &mut params)?
-        );
+        let clause = where_sql(filter, &self.columns_of(c), &mut params)?;
+        self.count_where(c, clause, params).await
+    }
+
+    /// `SELECT COUNT(*)` of `c` under a translated `WHERE` clause and its parameters.
+    async fn count_where(
+        &self,
+        c: Collection,
+        clause: String,
+        params: Vec<Value>,
+    ) -> StoreResult<u64> {
+        let sql = format!("SELECT COUNT(*) FROM {} WHERE {clause}", c.name());
         self.run(move |conn| {
             let n: i64 = conn
                 .prepare_cached(&sql)?
@@ -754,9 +809,7 @@ fn row_values<'a>(
     let mut values = Vec::with_capacity(cols.len() + 2);
     values.push(ToSqlOutput::from(id));
     values.push(ToSqlOutput::from(doc.as_bytes()));
-    for p in cols {
-        values.push(cell(doc, p)?);
-    }
+    values.extend(cells(doc, cols)?);
     Ok(values)
 }
 
@@ -772,6 +825,12 @@ pub fn prepare_connection(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    register_functions(conn)
+}
+
+/// Registers `bson_get` and `regexp`, which every reader needs too (the indexes and the filters
+/// use them).
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     conn.create_scalar_function("bson_get", 2, flags, bson_get)?;
     conn.create_scalar_function("regexp", 2, flags, regexp)?;
@@ -863,6 +922,17 @@ fn parse_index_keys(sql: &str) -> Vec<(String, i32)> {
 /// The SQL expression for a dotted path: its column when it has one (what the indexes are built
 /// on), `bson_get` otherwise.
 fn expr(cols: &[String], path: &str) -> String {
+    expr_from(Some(cols), path)
+}
+
+/// [`expr`] with a choice of source: `Some(columns)` reads a path from its column when it has
+/// one (what the searches do, so the indexes serve them); `None` reads every path, `_id`
+/// included, from the stored bytes (what the commands that change or remove records do, since
+/// no seal covers the columns).
+fn expr_from(cols: Option<&[String]>, path: &str) -> String {
+    let Some(cols) = cols else {
+        return format!("bson_get(doc,'{}')", path.replace('\'', "''"));
+    };
     if path == "_id" {
         "id".to_owned()
     } else if cols.iter().any(|c| c == path) {
@@ -901,9 +971,23 @@ fn select_sql(
     Ok((sql, params))
 }
 
-/// Translates a filter into a `WHERE` clause, pushing its parameters.
+/// Translates a filter into a `WHERE` clause over the columns where there are some, pushing its
+/// parameters.
 fn where_sql(f: &Filter, cols: &[String], params: &mut Vec<Value>) -> StoreResult<String> {
-    let expr = |p: &str| expr(cols, p);
+    where_from(f, Some(cols), params)
+}
+
+/// `WHERE` over the stored bytes found through the columns: both must agree, so the indexes
+/// narrow the rows and no row is taken on the word of a column alone.
+fn where_stored(f: &Filter, cols: &[String], params: &mut Vec<Value>) -> StoreResult<String> {
+    let indexed = where_from(f, Some(cols), params)?;
+    let stored = where_from(f, None, params)?;
+    Ok(format!("({indexed}) AND ({stored})"))
+}
+
+/// [`where_sql`] with a choice of source (see [`expr_from`]).
+fn where_from(f: &Filter, cols: Option<&[String]>, params: &mut Vec<Value>) -> StoreResult<String> {
+    let expr = |p: &str| expr_from(cols, p);
     Ok(match f {
         Filter::Eq(p, Bson::Null) => format!("{} IS NULL", expr(p)),
         Filter::Eq(p, v) => {
@@ -930,7 +1014,7 @@ fn where_sql(f: &Filter, cols: &[String], params: &mut Vec<Value>) -> StoreResul
             // that prefix, so the index narrows the rows the regex has to test (as MongoDB does).
             // Parameters are pushed in the order their placeholders appear.
             let range = match literal_prefix(pattern).filter(|_| !*case_insensitive) {
-                Some(prefix) => Some(where_sql(
+                Some(prefix) => Some(where_from(
                     &Filter::Prefix(path.clone(), prefix),
                     cols,
                     params,
@@ -967,7 +1051,7 @@ fn where_sql(f: &Filter, cols: &[String], params: &mut Vec<Value>) -> StoreResul
             };
             let parts = fs
                 .iter()
-                .map(|f| where_sql(f, cols, params))
+                .map(|f| where_from(f, cols, params))
                 .collect::<StoreResult<Vec<_>>>()?;
             format!("({})", parts.join(joiner))
         }
@@ -1023,9 +1107,16 @@ fn bson_get(ctx: &Context<'_>) -> rusqlite::Result<Value> {
         .get_raw(1)
         .as_str()
         .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
-    let doc =
-        RawDocument::from_bytes(blob).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
-    Ok(match cell(doc, path)? {
+    // A row whose bytes are not a document (damage, or a row planted by hand) has no value at any
+    // path: it matches no search instead of failing every query that reads it. `audit verify`
+    // reports it.
+    let Ok(doc) = RawDocument::from_bytes(blob) else {
+        return Ok(Value::Null);
+    };
+    let Ok(value) = cell(doc, path) else {
+        return Ok(Value::Null);
+    };
+    Ok(match value {
         ToSqlOutput::Borrowed(v) => {
             Value::try_from(v).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?
         }
@@ -1054,9 +1145,100 @@ fn cell<'a>(doc: &'a RawDocument, path: &str) -> rusqlite::Result<ToSqlOutput<'a
             Err(e) => return Err(rusqlite::Error::UserFunctionError(e.into())),
         }
     }
-    let owned = |v: Value| Ok(ToSqlOutput::Owned(v));
-    let borrowed = |v: ValueRef<'a>| Ok(ToSqlOutput::Borrowed(v));
+    Ok(sql_of(cur))
+}
+
+/// [`cell`] for several paths at once, in one walk of the document: each document on the way is
+/// read once, element by element, instead of once per path (a row's dozen indexed values are
+/// read this way when it is written, and again when it is verified). The first element of a
+/// name wins, as with [`cell`].
+fn cells<'a>(doc: &'a RawDocument, paths: &[String]) -> rusqlite::Result<Vec<ToSqlOutput<'a>>> {
+    if paths.len() > 64 {
+        return paths.iter().map(|p| cell(doc, p)).collect();
+    }
+    let split: Vec<Vec<&str>> = paths.iter().map(|p| p.split('.').collect()).collect();
+    let mut found: Vec<Option<RawBsonRef<'a>>> = vec![None; paths.len()];
+    let all = if paths.len() == 64 {
+        u64::MAX
+    } else {
+        (1u64 << paths.len()) - 1
+    };
+    walk(RawBsonRef::Document(doc), &split, all, 0, &mut found)?;
+    Ok(found
+        .into_iter()
+        .map(|v| v.map_or(ToSqlOutput::Owned(Value::Null), sql_of))
+        .collect())
+}
+
+/// Finds, under `cur` at depth `depth`, the paths whose bit is set in `wanted`.
+fn walk<'a>(
+    cur: RawBsonRef<'a>,
+    split: &[Vec<&str>],
+    mut wanted: u64,
+    depth: usize,
+    found: &mut [Option<RawBsonRef<'a>>],
+) -> rusqlite::Result<()> {
+    let err = |e: bson::raw::Error| rusqlite::Error::UserFunctionError(e.into());
     match cur {
+        RawBsonRef::Document(d) => {
+            for element in d {
+                if wanted == 0 {
+                    break;
+                }
+                let (key, value) = element.map_err(err)?;
+                let mut here = 0u64;
+                for (i, segs) in split.iter().enumerate() {
+                    if wanted & (1 << i) != 0 && segs[depth] == key {
+                        here |= 1 << i;
+                    }
+                }
+                if here == 0 {
+                    continue;
+                }
+                // Later elements of the same name are not looked at: the first one answers.
+                wanted &= !here;
+                let mut deeper = 0u64;
+                for (i, segs) in split.iter().enumerate() {
+                    if here & (1 << i) != 0 {
+                        if segs.len() == depth + 1 {
+                            found[i] = Some(value);
+                        } else {
+                            deeper |= 1 << i;
+                        }
+                    }
+                }
+                if deeper != 0 {
+                    walk(value, split, deeper, depth + 1, found)?;
+                }
+            }
+        }
+        RawBsonRef::Array(a) => {
+            for (i, segs) in split.iter().enumerate() {
+                if wanted & (1 << i) == 0 {
+                    continue;
+                }
+                let Ok(at) = segs[depth].parse::<usize>() else {
+                    continue;
+                };
+                if let Some(value) = a.get(at).map_err(err)? {
+                    if segs.len() == depth + 1 {
+                        found[i] = Some(value);
+                    } else {
+                        walk(value, split, 1 << i, depth + 1, found)?;
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A BSON value as SQL stores and compares it (see [`cell`]).
+fn sql_of(v: RawBsonRef<'_>) -> ToSqlOutput<'_> {
+    let owned = ToSqlOutput::Owned;
+    let borrowed = ToSqlOutput::Borrowed;
+    match v {
         RawBsonRef::Null | RawBsonRef::Undefined => owned(Value::Null),
         RawBsonRef::Int32(i) => owned(Value::Integer(i.into())),
         RawBsonRef::Int64(i) => owned(Value::Integer(i)),
@@ -1097,7 +1279,43 @@ fn regexp(ctx: &Context<'_>) -> rusqlite::Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::literal_prefix;
+    use super::{cell, cells, literal_prefix};
+    use bson::rawdoc;
+
+    #[test]
+    fn one_walk_finds_what_a_walk_per_path_finds() {
+        let doc = rawdoc! {
+            "_id": bson::oid::ObjectId::new(),
+            "request": { "path": "/a", "METADATA": { "REQUEST_METHOD": "GET" }, "path": "/second" },
+            "user": { "id": 7i64 },
+            "list": [ { "x": 1 }, 2 ],
+            "time": { "request": bson::DateTime::from_millis(5) },
+            "n": 1.5,
+        };
+        let paths: Vec<String> = [
+            "request.path",
+            "request.METADATA.REQUEST_METHOD",
+            "user.id",
+            "user.missing",
+            "list.0.x",
+            "list.1",
+            "list.x",
+            "time.request",
+            "n.deeper",
+            "n",
+            "absent",
+        ]
+        .map(String::from)
+        .to_vec();
+        let together = cells(&doc, &paths).unwrap();
+        for (p, v) in paths.iter().zip(&together) {
+            assert_eq!(
+                format!("{v:?}"),
+                format!("{:?}", cell(&doc, p).unwrap()),
+                "{p}"
+            );
+        }
+    }
 
     #[test]
     fn literal_prefixes_of_anchored_patterns() {
