@@ -32,7 +32,7 @@ RUSTDOCFLAGS="-D warnings" check doc --workspace --no-deps --all-features --keep
 # No database driver type in audit-runtime's public API (a public variant, parameter or return
 # type): it would tie the crate's API to the driver's version, so a driver upgrade would break
 # users. Read from the documentation just built, which shows exactly what is public.
-drivers="$(grep -rlE 'rusqlite|mongodb::|mongodb/' target/doc/audit_runtime 2>/dev/null | head -5)"
+drivers="$(grep -rlE 'rusqlite|mongodb::|mongodb/|sqlx::|sqlx/' target/doc/audit_runtime 2>/dev/null | head -5)"
 if [ -n "$drivers" ]; then
   echo "driver types in the public API of audit-runtime, in: $drivers" >&2
   failed+=("driver types in the public API (see the pages above)")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace, the MongoDB ones included: starts the MongoDB-compatible test
-# servers (installing them if needed), runs `cargo test`, stops the servers.
+# Runs every test of the workspace, the MongoDB and PostgreSQL ones included: starts the
+# MongoDB-compatible test servers and a PostgreSQL server (installing them if needed), runs
+# `cargo test`, stops the servers.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +15,4 @@ if ! command -v chromedriver >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >&2
 fi
 
-exec scripts/mongo-test-server.sh cargo test --workspace --all-targets "$@"
+exec scripts/mongo-test-server.sh scripts/pg-test-server.sh cargo test --workspace --all-targets "$@"

@@ -130,40 +130,69 @@ impl AuditorBuilder {
         };
         let (active, guard) = if config.activate {
             let store = Store::connect(&config).await.map_err(store_err)?;
-            let process = store
-                .upsert_process(&ProcessInfo::current().to_process())
-                .await
-                .map_err(store_err)?;
+            let mine = ProcessInfo::current().to_process();
+            let process = store.upsert_process(&mine).await.map_err(store_err)?;
             tracing::debug!(target: "audit", process = %process, "audit process stored");
-            let key = crate::seal::signing_key_for(&store, &config)
-                .await
-                .map_err(|e| match e {
-                    crate::seal::SealError::Key(k) => AuditError::SealKey(k),
-                    e => AuditError::Seal(e),
-                })?;
-            let journal_key = match (&config.spill_path, &key) {
-                (None, _) => None,
-                (Some(_), Some(key)) => Some(crate::journal::JournalKey::derived_from(key)),
-                (Some(path), None) => {
-                    let file = crate::journal::JournalKey::file_beside(path);
-                    Some(
-                        crate::journal::JournalKey::in_file(&file)
-                            .map_err(|source| AuditError::JournalKey { path: file, source })?,
-                    )
+            let seal_err = |e| match e {
+                crate::seal::SealError::Key(k) => AuditError::SealKey(k),
+                e => AuditError::Seal(e),
+            };
+            let key = if config.seal {
+                crate::seal::signing_key_for(&store, &config)
+                    .await
+                    .map_err(seal_err)?
+            } else {
+                if crate::seal::trail_is_sealed(&store)
+                    .await
+                    .map_err(store_err)?
+                {
+                    tracing::warn!(target: "audit",
+                        "seal = false on a sealed trail: the records written from now on have no seal, and `audit verify` reports them as inserted");
+                }
+                None
+            };
+            let journal_keys = match &config.spill_path {
+                None => None,
+                Some(path) => {
+                    use crate::journal::JournalKey;
+                    let file = JournalKey::file_beside(path);
+                    let failed = |source| AuditError::JournalKey {
+                        path: file.clone(),
+                        source,
+                    };
+                    Some(match &key {
+                        // Entries spilled before `seal_key_file` was set are still replayed.
+                        Some(key) => (
+                            JournalKey::derived_from(key),
+                            JournalKey::from_file(&file)
+                                .map_err(failed)?
+                                .into_iter()
+                                .collect(),
+                        ),
+                        None => (JournalKey::in_file(&file).map_err(failed)?, Vec::new()),
+                    })
                 }
             };
+            // The process document is sealed only as this process would write it: a stored one
+            // that differs (edited in the store) is not vouched for again.
+            let own = crate::document::Process {
+                id: process.id,
+                ..mine
+            };
+            let process_doc = (own == process).then_some(own);
             let sealing = if config.seal {
                 Some(writer::Sealing {
                     // A stream per writer, so that writers never coordinate, even two in one
                     // process; the seals also name the process they write for.
                     sealer: crate::seal::Sealer::new(ObjectId::new(), key),
                     process: process.id,
+                    process_doc,
                     anchor_every: config.seal_anchor_every,
                 })
             } else {
                 None
             };
-            let (writer, guard) = writer::spawn(store.clone(), &config, sealing, journal_key);
+            let (writer, guard) = writer::spawn(store.clone(), &config, sealing, journal_keys);
             let active = Active {
                 store,
                 writer,

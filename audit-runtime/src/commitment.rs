@@ -103,6 +103,8 @@ pub(crate) struct RecordDigest {
     /// The store's copies of values of the bytes that disagree with them: the column, what it
     /// holds, what the bytes say.
     pub(crate) mismatches: Vec<(String, String, String)>,
+    /// The bytes themselves, when the scan was asked to keep them (the seals).
+    pub(crate) bytes: Option<Vec<u8>>,
 }
 
 #[cfg(feature = "embedded-store")]
@@ -118,18 +120,26 @@ impl RecordDigest {
                 }
             }
         };
+        // Every record this library writes has an ObjectId `_id`; anything else was put there.
         let id = match doc.get("_id") {
             Ok(Some(RawBsonRef::ObjectId(o))) => o.to_hex(),
-            Ok(Some(other)) => match bson::Bson::try_from(other.to_raw_bson()) {
-                Ok(b) => b.into_relaxed_extjson().to_string(),
-                Err(e) => {
-                    return RecordDigest {
-                        malformed: Some(e.to_string()),
-                        ..RecordDigest::default()
-                    }
+            Ok(Some(other)) => {
+                return RecordDigest {
+                    malformed: Some(format!(
+                        "its `_id` is not an ObjectId ({:?})",
+                        bson::Bson::try_from(other.to_raw_bson())
+                            .map(|b| b.into_relaxed_extjson().to_string())
+                            .unwrap_or_default()
+                    )),
+                    ..RecordDigest::default()
                 }
-            },
-            Ok(None) => "?".into(),
+            }
+            Ok(None) => {
+                return RecordDigest {
+                    malformed: Some("it has no `_id`".into()),
+                    ..RecordDigest::default()
+                }
+            }
             Err(e) => {
                 return RecordDigest {
                     malformed: Some(e.to_string()),
@@ -146,6 +156,7 @@ impl RecordDigest {
             plain,
             salted,
             mismatches: Vec::new(),
+            bytes: None,
         }
     }
 }

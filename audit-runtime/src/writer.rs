@@ -46,10 +46,10 @@ use crate::config::{AuditConfig, FullPolicy};
 use crate::document::{Access, Collection, ModelAction};
 use crate::journal::{Item, Journal, JournalKey};
 use crate::seal::{self, Covered, Prepared, Sealer};
-use crate::store::{degrade, Store, StoreError};
+use crate::store::{degrade, Filter, Store, StoreError};
 use bson::oid::ObjectId;
 use bson::RawDocumentBuf;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -253,11 +253,17 @@ pub struct WriterGuard {
     timeout: Duration,
 }
 
+/// The kind of the seal that says a spill journal (its epoch) was replayed whole.
+pub(crate) const JOURNAL_SEAL: &str = "journal";
+
 /// What the writer needs to seal what it stores: the chain of its stream and the process it
 /// writes for (whose document is sealed with the first batch).
 pub(crate) struct Sealing {
     pub(crate) sealer: Sealer,
     pub(crate) process: ObjectId,
+    /// The process document as this process writes it; the stored one is sealed with the first
+    /// batch when it holds the same (read by its bytes, whatever the store's copies say).
+    pub(crate) process_doc: Option<crate::document::Process>,
     pub(crate) anchor_every: u64,
 }
 
@@ -266,7 +272,7 @@ pub(crate) fn spawn(
     store: Store,
     config: &AuditConfig,
     sealing: Option<Sealing>,
-    journal_key: Option<JournalKey>,
+    journal_keys: Option<(JournalKey, Vec<JournalKey>)>,
 ) -> (Writer, WriterGuard) {
     let (tx, rx) = mpsc::channel(config.queue_capacity);
     let metrics = Arc::new(Metrics::default());
@@ -274,8 +280,8 @@ pub(crate) fn spawn(
     let journal = config
         .spill_path
         .as_ref()
-        .zip(journal_key)
-        .map(|(p, key)| Journal::keyed(p, key));
+        .zip(journal_keys)
+        .map(|(p, (key, also))| Journal::keyed(p, key).also_reading(also));
     if let Some(j) = &journal {
         if std::fs::symlink_metadata(j.path()).is_ok_and(|m| m.file_type().is_symlink()) {
             tracing::error!(target: "audit", path = %j.path().display(),
@@ -308,6 +314,9 @@ pub(crate) fn spawn(
         sealed: Vec::new(),
         unstored_seal: None,
         seals_since_anchor: 0,
+        replaying_closed: false,
+        replay_epoch: None,
+        pending_close: Vec::new(),
     };
     let task = tokio::spawn(consumer.run(rx));
     let writer = Writer {
@@ -725,9 +734,18 @@ struct Consumer {
     /// one is made, so the chain stays in order.
     unstored_seal: Option<Prepared>,
     seals_since_anchor: u64,
+    /// The journal being replayed is one a `journal` seal says was replayed whole already (a copy
+    /// put back): its entries are quarantined, not stored.
+    replaying_closed: bool,
+    /// The epoch of the journal being replayed.
+    replay_epoch: Option<[u8; crate::journal::EPOCH_LEN]>,
+    /// Epochs of journals replayed whole and removed, still to be stated in a `journal` seal.
+    pending_close: Vec<[u8; crate::journal::EPOCH_LEN]>,
 }
 
 type Entry = (Collection, RawDocumentBuf);
+/// One collection's records of a batch, with what the seal will list about each.
+type Group = (Collection, Vec<RawDocumentBuf>, Vec<Covered>);
 type Pending = (Record, Option<oneshot::Sender<()>>, OwnedSemaphorePermit);
 
 /// What became of the records of one store call.
@@ -785,6 +803,8 @@ fn read_replay_step(
                     ReplayStep::Entries(entries, before)
                 })
             }
+            // The journal's own epoch entry: nothing to store.
+            Some(Item::Epoch) => {}
             Some(Item::Entry(c, d)) => {
                 bytes += d.as_bytes().len();
                 entries.push((c, d));
@@ -796,7 +816,7 @@ fn read_replay_step(
                 let (bytes, forged) = match other {
                     Item::Corrupt { bytes, .. } | Item::Raw(bytes) => (bytes, false),
                     Item::Unauthenticated { bytes, .. } => (bytes, true),
-                    Item::Entry(..) => unreachable!("handled above"),
+                    Item::Entry(..) | Item::Epoch => unreachable!("handled above"),
                 };
                 return Ok(ReplayStep::Corrupt(before, bytes, r.offset(), forged));
             }
@@ -809,28 +829,33 @@ fn read_replay_step(
 impl Consumer {
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         if let Some(sealing) = &self.sealing {
-            // The process this writer writes for is sealed with its first batch.
+            // The process this writer writes for is sealed with its first batch, if what the
+            // store holds (read by its bytes) is what this process wrote.
             let process = sealing.process;
             let mut found = Vec::new();
             let read = self
                 .store
-                .for_each_raw_batch(
+                .for_each_stored(
                     Collection::Process,
                     &crate::store::Filter::eq("_id", process),
-                    1,
+                    10,
                     |docs| {
                         found.extend(docs);
                         Ok(())
                     },
                 )
                 .await;
-            match read {
-                Ok(_) => self.sealed.extend(
-                    found
-                        .iter()
-                        .map(|d| sealing.sealer.cover(Collection::Process, d)),
-                ),
-                Err(e) => tracing::warn!(target: "audit", error = %e,
+            let ours = |d: &RawDocumentBuf| {
+                bson::from_slice::<crate::document::Process>(d.as_bytes())
+                    .is_ok_and(|p| Some(&p) == sealing.process_doc.as_ref())
+            };
+            match (read, &sealing.process_doc) {
+                (Ok(_), Some(_)) if found.len() == 1 && ours(&found[0]) => self
+                    .sealed
+                    .push(sealing.sealer.cover(Collection::Process, &found[0])),
+                (Ok(_), _) => tracing::warn!(target: "audit", process = %process,
+                    "the stored process document is not the one this process writes; it is not sealed again (`audit verify` tells whether it was changed)"),
+                (Err(e), _) => tracing::warn!(target: "audit", error = %e,
                     "cannot read the process document to seal it"),
             }
         }
@@ -941,16 +966,24 @@ impl Consumer {
     }
 
     async fn store_with_retries(&mut self, entries: Vec<Entry>) {
-        let mut groups: VecDeque<(Collection, Vec<RawDocumentBuf>)> = group(entries).into();
+        // Each record is covered once, whatever the retries: a retry after a write that partly
+        // landed (the salts stored, the seal not) seals with the same salts.
+        let mut groups: VecDeque<Group> = group(entries)
+            .into_iter()
+            .map(|(c, docs)| {
+                let covers = self.covers_for(c, &docs, &HashMap::new());
+                (c, docs, covers)
+            })
+            .collect();
         let mut backoff = Duration::from_millis(10);
         let mut attempt = 0u32;
-        while let Some((collection, docs)) = groups.front() {
+        while let Some((collection, docs, covers)) = groups.front() {
             let (collection, n) = (*collection, docs.len() as u64);
             if self.stopping.load(Ordering::SeqCst) && attempt == 0 && self.journal.is_some() {
                 // Shutdown's deadline passed: no more store calls; the rest goes to the journal.
                 let rest: Vec<Entry> = groups
                     .into_iter()
-                    .flat_map(|(c, docs)| docs.into_iter().map(move |d| (c, d)))
+                    .flat_map(|(c, docs, _)| docs.into_iter().map(move |d| (c, d)))
                     .collect();
                 self.spill(rest).await;
                 return;
@@ -959,7 +992,7 @@ impl Consumer {
                 self.fail_at_shutdown(&groups, "the store failed after shutdown's deadline");
                 return;
             }
-            match self.store_group(collection, docs).await {
+            match self.store_group(collection, docs, covers).await {
                 Ok(out) => {
                     self.metrics.count(out, false);
                     self.metrics.settle(n);
@@ -977,7 +1010,7 @@ impl Consumer {
                             "audit store write failed; spilling to the journal");
                         let rest: Vec<Entry> = groups
                             .into_iter()
-                            .flat_map(|(c, docs)| docs.into_iter().map(move |d| (c, d)))
+                            .flat_map(|(c, docs, _)| docs.into_iter().map(move |d| (c, d)))
                             .collect();
                         self.spilling = true;
                         self.schedule_replay(false);
@@ -1003,8 +1036,8 @@ impl Consumer {
 
     /// Counts the records of `groups` as failed: shutdown's deadline passed, the store is failing
     /// and there is no journal to keep them.
-    fn fail_at_shutdown(&self, groups: &VecDeque<(Collection, Vec<RawDocumentBuf>)>, error: &str) {
-        let lost: u64 = groups.iter().map(|(_, d)| d.len() as u64).sum();
+    fn fail_at_shutdown(&self, groups: &VecDeque<Group>, error: &str) {
+        let lost: u64 = groups.iter().map(|(_, d, _)| d.len() as u64).sum();
         self.metrics.failed.fetch_add(lost, Ordering::Relaxed);
         self.metrics.settle(lost);
         tracing::error!(target: "audit", queue = %self.queue, records = lost, error,
@@ -1019,12 +1052,15 @@ impl Consumer {
         &mut self,
         c: Collection,
         docs: &[RawDocumentBuf],
+        covers: &[Covered],
     ) -> Result<Outcome, StoreError> {
-        if let Some(out) = self.store_group_with_its_seal(c, docs).await? {
+        if let Some(out) = self.store_group_with_its_seal(c, docs, covers).await? {
             return Ok(out);
         }
         let mut stored = Vec::new();
-        let out = self.store_group_sealing(c, docs, &mut stored).await?;
+        let out = self
+            .store_group_sealing(c, docs, covers, &mut stored)
+            .await?;
         // Only once the whole group is settled: a retried group would list its records twice.
         self.sealed.append(&mut stored);
         Ok(out)
@@ -1039,6 +1075,7 @@ impl Consumer {
         &mut self,
         c: Collection,
         docs: &[RawDocumentBuf],
+        covers: &[Covered],
     ) -> Result<Option<Outcome>, StoreError> {
         if !c.is_record() || self.unstored_seal.is_some() || docs.is_empty() {
             return Ok(None);
@@ -1046,10 +1083,8 @@ impl Consumer {
         let Some(sealing) = self.sealing.as_ref() else {
             return Ok(None);
         };
-        // Hashed here rather than on the blocking pool: a copy of the batch for another thread
-        // would double the memory a batch holds while the store is down and it is retried.
         let mut entries = self.sealed.clone();
-        entries.extend(docs.iter().map(|d| sealing.sealer.cover(c, d)));
+        entries.extend_from_slice(covers);
         let prepared = sealing
             .sealer
             .prepare_batch(Some(sealing.process), &entries);
@@ -1072,6 +1107,63 @@ impl Consumer {
         }
     }
 
+    /// What the next seal will list about `docs` of `c` (nothing when sealing is off or they are
+    /// not records), each with the salt `known` holds for its `_id`, else a fresh one.
+    fn covers_for(
+        &self,
+        c: Collection,
+        docs: &[RawDocumentBuf],
+        known: &HashMap<String, Vec<u8>>,
+    ) -> Vec<Covered> {
+        let Some(sealing) = self.sealing.as_ref().filter(|_| c.is_record()) else {
+            return Vec::new();
+        };
+        docs.iter()
+            .map(|d| {
+                let salt = d
+                    .get_object_id("_id")
+                    .ok()
+                    .and_then(|id| known.get(&id.to_hex()))
+                    .map(Vec::as_slice);
+                sealing.sealer.cover_with(c, d, salt)
+            })
+            .collect()
+    }
+
+    /// The salts already stored for `docs` (by `_id` hex).
+    async fn stored_salts(
+        &self,
+        c: Collection,
+        docs: &[RawDocumentBuf],
+    ) -> Result<HashMap<String, Vec<u8>>, StoreError> {
+        if self.sealing.is_none() || !c.is_record() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<bson::Bson> = docs
+            .iter()
+            .filter_map(|d| d.get_object_id("_id").ok().map(bson::Bson::ObjectId))
+            .collect();
+        let mut out = HashMap::new();
+        self.store
+            .for_each_raw_batch(
+                Collection::Salt,
+                &Filter::In("_id".into(), ids),
+                MAX_BATCH as u64,
+                |salts| {
+                    for s in salts {
+                        if let (Ok(id), Some(salt)) =
+                            (s.get_object_id("_id"), crate::commitment::salt_of(&s))
+                        {
+                            out.insert(id.to_hex(), salt.to_vec());
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok(out)
+    }
+
     /// The chain moves on to a seal, and now and then its head goes to the log.
     fn note_seal(&mut self, head: seal::Head) {
         let Some(sealing) = self.sealing.as_mut() else {
@@ -1091,6 +1183,7 @@ impl Consumer {
         &self,
         c: Collection,
         docs: &[RawDocumentBuf],
+        covers: &[Covered],
         stored: &mut Vec<Covered>,
     ) -> Result<Outcome, StoreError> {
         // Seals and salts (replayed from the journal) are part of the chain, not covered by it.
@@ -1112,8 +1205,8 @@ impl Consumer {
             {
                 Ok(_) => {
                     out.written += part.len() as u64;
-                    if let Some(sealer) = sealer {
-                        stored.extend(docs[part].iter().map(|d| sealer.cover(c, d)));
+                    if sealer.is_some() {
+                        stored.extend(covers[part].iter().cloned());
                     }
                 }
                 Err(e) if !e.is_permanent() => return Err(e),
@@ -1130,7 +1223,12 @@ impl Consumer {
                 Err(e) => {
                     let (o, trimmed) = self.refused(c, docs[part.start].clone(), e).await?;
                     if let (Some(sealer), Some(t)) = (sealer, trimmed) {
-                        stored.push(sealer.cover(c, &t));
+                        // The trimmed record keeps the salt its cover was made with.
+                        let salt = covers
+                            .get(part.start)
+                            .and_then(|cv| cv.salt.as_ref())
+                            .and_then(|s| crate::commitment::salt_of(s));
+                        stored.push(sealer.cover_with(c, &t, salt));
                     }
                     out.add(o)
                 }
@@ -1217,6 +1315,53 @@ impl Consumer {
     /// without one it is retried, and only shutdown's deadline gives up on it (counted, logged:
     /// the chain then has a gap that `audit verify` reports).
     async fn seal_stored(&mut self) {
+        self.seal_batch().await;
+        self.close_journals().await;
+    }
+
+    /// States the epochs of journals replayed whole in `journal` seals, once no batch seal is
+    /// waiting (the chain stays in order); one the store does not take is tried again later.
+    async fn close_journals(&mut self) {
+        while let Some(epoch) = self.pending_close.first().copied() {
+            if self.unstored_seal.is_some() {
+                return;
+            }
+            let Some(sealing) = self.sealing.as_mut() else {
+                self.pending_close.clear();
+                return;
+            };
+            let prepared = sealing
+                .sealer
+                .prepare(JOURNAL_SEAL, bson::doc! { "epoch": seal::hex_of(&epoch) });
+            let (seal, head) = match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(target: "audit", queue = %self.queue, error = %e, "cannot seal a replayed journal");
+                    self.pending_close.remove(0);
+                    continue;
+                }
+            };
+            match self
+                .store
+                .insert_raw_documents(Collection::Seal, vec![seal])
+                .await
+            {
+                Ok(_) => {
+                    self.pending_close.remove(0);
+                    self.note_seal(head);
+                    self.metrics.seals.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(target: "audit", queue = %self.queue, error = %e,
+                        "cannot store the seal of a replayed journal yet; tried again later");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Seals what was stored since the last seal (see [`seal_stored`](Self::seal_stored)).
+    async fn seal_batch(&mut self) {
         let Some(sealing) = self.sealing.as_mut() else {
             return;
         };
@@ -1357,12 +1502,49 @@ impl Consumer {
         self.schedule_replay(true);
     }
 
+    /// At the start of a replay: reads the journal's epoch, and whether a `journal` seal says a
+    /// journal of that epoch was replayed whole already (then this is a copy put back, and its
+    /// entries go to the quarantine file). `false` when the store cannot tell yet.
+    async fn check_epoch(&mut self, journal: &Journal) -> bool {
+        let j = journal.clone();
+        let epoch = match tokio::task::spawn_blocking(move || j.epoch()).await {
+            Ok(Ok(e)) => e,
+            _ => None,
+        };
+        self.replay_epoch = epoch;
+        self.replaying_closed = false;
+        let Some(epoch) = epoch else {
+            return true;
+        };
+        let closed = Filter::And(vec![
+            Filter::eq("kind", JOURNAL_SEAL),
+            Filter::eq("epoch", seal::hex_of(&epoch)),
+        ]);
+        match self.store.count_stored(Collection::Seal, &closed).await {
+            Ok(0) => true,
+            Ok(_) => {
+                tracing::error!(target: "audit", queue = %self.queue, journal = %journal.path().display(),
+                    quarantine = %self.quarantine.path().display(),
+                    "this spill journal was replayed whole before (a seal says so): it is a copy put back; its entries go to the quarantine file, not the store");
+                self.replaying_closed = true;
+                true
+            }
+            Err(e) => {
+                self.replay_failed("audit store unavailable", &e);
+                false
+            }
+        }
+    }
+
     /// Replays the journal into the store in order, a batch at a time from where the last replay
     /// stopped; removes it once every entry is stored or quarantined.
     async fn try_replay(&mut self) {
         let Some(journal) = self.journal.clone() else {
             return;
         };
+        if self.replay_offset == 0 && !self.check_epoch(&journal).await {
+            return;
+        }
         let mut budget = REPLAY_ENTRIES_PER_TURN;
         while budget > 0 {
             let (j, offset) = (journal.clone(), self.replay_offset);
@@ -1391,6 +1573,14 @@ impl Consumer {
                             if self.replay_offset > 0 {
                                 tracing::info!(target: "audit", queue = %self.queue, "spill journal replayed into the store");
                             }
+                            // Replayed whole and gone: a copy put back later must not replay.
+                            if let Some(epoch) = self.replay_epoch.take() {
+                                if !self.replaying_closed {
+                                    self.pending_close.push(epoch);
+                                    self.seal_stored().await;
+                                }
+                            }
+                            self.replaying_closed = false;
                             self.spilling = false;
                             self.replay_offset = 0;
                             self.replay_failures = 0;
@@ -1438,6 +1628,23 @@ impl Consumer {
                         }
                     }
                 }
+                ReplayStep::Entries(entries, next) if self.replaying_closed => {
+                    budget = budget.saturating_sub(entries.len());
+                    let n = entries.len() as u64;
+                    let q = self.quarantine.clone();
+                    let kept = tokio::task::spawn_blocking(move || {
+                        q.append(entries.iter().map(|(c, d)| (*c, d)))
+                    })
+                    .await;
+                    if !matches!(kept, Ok(Ok(_))) {
+                        tracing::error!(target: "audit", queue = %self.queue,
+                            "the quarantine file cannot be written; the journal is kept");
+                        self.schedule_replay(true);
+                        return;
+                    }
+                    self.metrics.journal_forged.fetch_add(n, Ordering::Relaxed);
+                    self.replay_offset = next;
+                }
                 ReplayStep::Entries(entries, next) => {
                     budget = budget.saturating_sub(entries.len());
                     let mut out = Outcome::default();
@@ -1460,7 +1667,17 @@ impl Consumer {
                                 }
                             }
                         }
-                        match self.store_group(c, &docs).await {
+                        // A record of the journal may have been stored already, with its salt, by
+                        // a writer that then could not store the seal: its salt is reused.
+                        let known = match self.stored_salts(c, &docs).await {
+                            Ok(k) => k,
+                            Err(e) => {
+                                self.replay_failed("audit store still unavailable", &e);
+                                return;
+                            }
+                        };
+                        let covers = self.covers_for(c, &docs, &known);
+                        match self.store_group(c, &docs, &covers).await {
                             Ok(o) => out.add(o),
                             Err(e) => {
                                 self.replay_failed("audit store still unavailable", &e);

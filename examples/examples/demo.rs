@@ -110,7 +110,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn polls_beside(conn: &audit_runtime::DbConnection) -> std::path::PathBuf {
     match conn {
         audit_runtime::DbConnection::Sqlite(p) => p.with_file_name("demo-polls.db"),
-        audit_runtime::DbConnection::Mongo { .. } => "demo-polls.db".into(),
+        audit_runtime::DbConnection::Mongo { .. }
+        | audit_runtime::DbConnection::Postgres { .. } => "demo-polls.db".into(),
     }
 }
 
@@ -261,7 +262,8 @@ async fn print_trail(
 }
 
 /// The `--db` argument naming the store the demo wrote, quoted for a shell when needed. A
-/// MongoDB URI may hold a password, which is never printed: the reader passes the URI they gave.
+/// MongoDB or PostgreSQL URI may hold a password, which is never printed: the reader passes the
+/// URI they gave.
 fn console_db_arg(conn: &audit_runtime::DbConnection) -> String {
     let s = match conn {
         audit_runtime::DbConnection::Sqlite(p) => std::fs::canonicalize(p)
@@ -269,6 +271,7 @@ fn console_db_arg(conn: &audit_runtime::DbConnection) -> String {
             .display()
             .to_string(),
         audit_runtime::DbConnection::Mongo { .. } => return "\"$YOUR_MONGODB_URI\"".into(),
+        audit_runtime::DbConnection::Postgres { .. } => return "\"$YOUR_POSTGRES_URI\"".into(),
     };
     if s.chars()
         .all(|c| c.is_ascii_alphanumeric() || "/._-:@".contains(c))

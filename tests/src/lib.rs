@@ -1,7 +1,8 @@
 //! Shared helpers of the integration tests: stores to test against and sample documents.
 //!
-//! MongoDB tests read `MONGODB_URI` (set by `scripts/test.sh`, which starts the test server) and
-//! **fail** when it is missing: a CI run without the server must not pass by skipping them.
+//! MongoDB tests read `MONGODB_URI` and PostgreSQL tests `POSTGRES_URI` (set by `scripts/test.sh`,
+//! which starts the test servers) and **fail** when it is missing: a CI run without a server must
+//! not pass by skipping them.
 
 use audit_runtime::{Access, AccessView, DbConnection, Store};
 use chrono::{DateTime, TimeZone, Utc};
@@ -22,8 +23,8 @@ impl std::ops::Deref for TestStore {
     }
 }
 
-/// Runs each named `async fn(kind: &str)` twice, as `sqlite::NAME` and `mongodb::NAME`, on a
-/// two-thread runtime: one scenario, both stores.
+/// Runs each named `async fn(kind: &str)` once per store, as `sqlite::NAME`, `mongodb::NAME` and
+/// `postgres::NAME`, on a two-thread runtime: one scenario, every store.
 #[macro_export]
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
@@ -37,6 +38,12 @@ macro_rules! on_both_stores {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 super::$name("mongodb").await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name("postgres").await;
             })*
         }
     };
@@ -55,16 +62,57 @@ pub fn sqlite_connection() -> (DbConnection, tempfile::TempDir) {
     (DbConnection::Sqlite(dir.path().join("audit.db")), dir)
 }
 
-/// A fresh connection of the store named `kind` (`"sqlite"` or `"mongodb"`), with what keeps it
-/// alive (the SQLite file's directory).
+/// A fresh connection of the store named `kind` (`"sqlite"`, `"mongodb"` or `"postgres"`), with
+/// what keeps it alive (the SQLite file's directory).
 pub fn connection(kind: &str) -> (DbConnection, Option<tempfile::TempDir>) {
     match kind {
         "sqlite" => {
             let (c, d) = sqlite_connection();
             (c, Some(d))
         }
-        _ => (mongo_connection(), None),
+        _ => (connection_in(kind, std::path::Path::new(".")), None),
     }
+}
+
+/// A fresh connection of the store named `kind`: for SQLite a file `audit.db` in `dir`, else a
+/// new database on the test server.
+pub fn connection_in(kind: &str, dir: &std::path::Path) -> DbConnection {
+    match kind {
+        "sqlite" => DbConnection::Sqlite(dir.join("audit.db")),
+        "mongodb" => mongo_connection(),
+        "postgres" => postgres_connection(),
+        other => panic!("unknown store kind `{other}`"),
+    }
+}
+
+/// The address of the PostgreSQL test server (a role that may create databases); panics with
+/// instructions when it is not set.
+pub fn postgres_uri() -> String {
+    std::env::var("POSTGRES_URI").unwrap_or_else(|_| {
+        panic!("POSTGRES_URI is not set: PostgreSQL tests need the test server. Run them with scripts/test.sh, which starts it.")
+    })
+}
+
+/// A connection to a fresh PostgreSQL database on the test server (created here, with `psql`).
+pub fn postgres_connection() -> DbConnection {
+    let base = postgres_uri();
+    let name = format!("audit_test_{}", bson::oid::ObjectId::new().to_hex());
+    let out = std::process::Command::new("psql")
+        .arg(&base)
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .expect("psql runs (postgresql-client)");
+    assert!(out.status.success(), "cannot create {name}: {out:?}");
+    let (server, _) = base.rsplit_once('/').expect("a database in POSTGRES_URI");
+    DbConnection::Postgres {
+        uri: format!("{server}/{name}"),
+    }
+}
+
+/// A fresh PostgreSQL store (its own database on the test server).
+pub async fn postgres_store() -> TestStore {
+    open(postgres_connection(), None).await
 }
 
 /// The connection as the `audit` command line's `--db` takes it: the SQLite path, or the MongoDB
@@ -75,6 +123,7 @@ pub fn db_arg(connection: &DbConnection) -> String {
         DbConnection::Mongo { uri, database } => {
             format!("{}/{database}", uri.trim_end_matches('/'))
         }
+        DbConnection::Postgres { uri } => uri.clone(),
     }
 }
 

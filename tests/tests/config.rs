@@ -205,8 +205,16 @@ fn invalid_values_name_the_setting() {
             "db_connection: malformed MongoDB URI",
         ),
         (
-            "db_connection = 'postgres://x/y'",
-            "db_connection: unsupported scheme `postgres://`",
+            "db_connection = 'mysql://x/y'",
+            "db_connection: unsupported scheme `mysql://`",
+        ),
+        (
+            "db_connection = 'postgres:///audit'",
+            "db_connection: malformed PostgreSQL URI",
+        ),
+        (
+            "db_connection = 'postgres://u:p@ss@h/audit'",
+            "must be percent-encoded",
         ),
         (
             "[db_connection]\nHOST = ['a', 'b']\nPORT = [1]",
@@ -297,6 +305,62 @@ fn connection_strings_pick_the_store_and_hide_passwords() {
         "mongodb://u:****@h:1/db?authSource=admin (database db)"
     );
     assert!(!format!("{c:?}").contains("secret"));
+    for scheme in ["postgres", "postgresql"] {
+        let c = parse_connection_str(&format!(
+            "{scheme}://audit:s3cret@db.internal:5433/trail?sslmode=require"
+        ))
+        .unwrap();
+        assert_eq!(
+            c,
+            DbConnection::Postgres {
+                uri: format!("{scheme}://audit:s3cret@db.internal:5433/trail?sslmode=require")
+            }
+        );
+        assert_eq!(
+            c.to_string(),
+            format!("{scheme}://audit:****@db.internal:5433/trail?sslmode=require")
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}
+
+/// `DB_AUDIT_PASSWORD` completes a PostgreSQL URI without a password (and with `DB_AUDIT_USER`,
+/// one without user info), never one that has its own; the password is never shown.
+#[test]
+fn postgres_takes_its_password_from_the_uri_or_the_environment() {
+    let with = |db: &str, vars: &[(&str, &str)]| {
+        let mut all = vec![("AUDIT_DB", db)];
+        all.extend_from_slice(vars);
+        env(&all).unwrap().db_connection
+    };
+    let pw = [("DB_AUDIT_PASSWORD", "p@ss/w:rd")];
+    assert_eq!(
+        with("postgres://audit@h/trail", &pw),
+        DbConnection::Postgres {
+            uri: "postgres://audit:p%40ss%2Fw%3Ard@h/trail".into()
+        }
+    );
+    assert_eq!(
+        with(
+            "postgres://h/trail",
+            &[("DB_AUDIT_USER", "audit"), ("DB_AUDIT_PASSWORD", "x")]
+        ),
+        DbConnection::Postgres {
+            uri: "postgres://audit:x@h/trail".into()
+        }
+    );
+    assert_eq!(
+        with("postgres://me:mine@h/trail", &pw),
+        DbConnection::Postgres {
+            uri: "postgres://me:mine@h/trail".into()
+        },
+        "a URI's own password wins"
+    );
+    let shown = with("postgres://audit@h/trail", &pw).to_string();
+    assert!(
+        !shown.contains("p%40ss") && shown.contains("****"),
+        "{shown}"
+    );
 }
 
 fn blacklist(entries: &[(&str, &[&str])]) -> Blacklist {

@@ -26,6 +26,12 @@ macro_rules! conformance {
                 super::$name(audit_tests::mongo_store().await).await;
             })*
         }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(audit_tests::postgres_store().await).await;
+            })*
+        }
     };
 }
 

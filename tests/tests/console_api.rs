@@ -34,6 +34,12 @@ macro_rules! both_stores {
                 super::$name(audit_tests::mongo_store().await).await;
             })*
         }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(audit_tests::postgres_store().await).await;
+            })*
+        }
     };
 }
 

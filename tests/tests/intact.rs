@@ -51,10 +51,7 @@ async fn trail(kind: &str, accesses: Vec<Access>, per_batch: usize) -> Trail {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("seal.key");
     seal::keygen(&key).unwrap();
-    let connection = match kind {
-        "sqlite" => DbConnection::Sqlite(dir.path().join("audit.db")),
-        _ => audit_tests::mongo_connection(),
-    };
+    let connection = audit_tests::connection_in(kind, dir.path());
     let (auditor, guard) = Auditor::start(config(&key, &connection, "")).await.unwrap();
     let mut ids = Vec::new();
     for chunk in accesses.chunks(per_batch.max(1)) {
@@ -207,6 +204,10 @@ fn kinds_of(findings: &[serde_json::Value]) -> Vec<String> {
 use audit_tests::on_both_stores;
 
 on_both_stores!(
+    an_edited_process_document_is_not_sealed_again,
+    a_replay_seals_with_the_salts_already_stored,
+    an_erasure_run_again_after_an_interruption_verifies,
+    sealing_off_on_a_sealed_trail_refuses_changes,
     future_dated_records_are_inserted_at_once,
     a_prune_range_never_reaches_past_its_seal,
     a_prune_excuses_no_more_records_than_it_states,
@@ -622,10 +623,7 @@ async fn erasure_keeps_only_what_was_done(kind: &str) {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("seal.key");
     seal::keygen(&key).unwrap();
-    let connection = match kind {
-        "sqlite" => DbConnection::Sqlite(dir.path().join("audit.db")),
-        _ => audit_tests::mongo_connection(),
-    };
+    let connection = audit_tests::connection_in(kind, dir.path());
     // The key first: the demo's file ends inside its `[capture]` table.
     let toml = format!(
         "seal_key_file = {:?}\n{DEMO_TOML}",
@@ -978,7 +976,7 @@ async fn verify_of_an_empty_trail_is_an_error(kind: &str) {
             let out = run(&prepared.display().to_string());
             assert_eq!(out.status.code(), Some(2), "{out:?}");
         }
-        _ => {
+        "mongodb" => {
             let connection = audit_tests::mongo_connection();
             let out = run(&audit_tests::db_arg(&connection));
             assert_eq!(out.status.code(), Some(2), "{out:?}");
@@ -989,5 +987,389 @@ async fn verify_of_an_empty_trail_is_an_error(kind: &str) {
             let names = m.database().list_collection_names().await.unwrap();
             assert!(names.is_empty(), "verify created {names:?}");
         }
+        _ => {
+            let connection = audit_tests::postgres_connection();
+            let out = run(&audit_tests::db_arg(&connection));
+            assert_eq!(out.status.code(), Some(2), "{out:?}");
+            let audit_runtime::DbConnection::Postgres { uri } = &connection else {
+                unreachable!()
+            };
+            let tables = std::process::Command::new("psql")
+                .arg(uri)
+                .args(["-tAc", "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"])
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&tables.stdout).trim(),
+                "0",
+                "verify created tables"
+            );
+        }
     }
+}
+
+// === Second pass: what a review of the first found ===
+
+/// Triggers, views, a rewritten index definition and a row at the smallest rowid are the
+/// structure the store does not make: each is a finding, and the row is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_sqlite_structure_is_a_finding() {
+    let t = plain_trail("sqlite", 3, 3).await;
+    let sql = t.sql();
+    sql.execute_batch(
+        "CREATE TRIGGER hide AFTER INSERT ON audit_access BEGIN SELECT 1; END;
+         CREATE VIEW every_access AS SELECT * FROM audit_access;",
+    )
+    .unwrap();
+    let forged = access(9, Some((1, "alice")));
+    let bytes = bson::to_vec(&forged).unwrap();
+    sql.execute(
+        "INSERT INTO audit_access (rowid, id, doc) VALUES (-9223372036854775808, ?1, ?2)",
+        rusqlite::params![forged.id.to_hex(), bytes],
+    )
+    .unwrap();
+    // The definition of an index changed behind SQLite's back: it claims to index another column.
+    sql.execute_batch(
+        r#"PRAGMA writable_schema = ON;
+           UPDATE sqlite_master SET sql = replace(sql, '"$user.id"', '"$request.path"')
+               WHERE name = 'audit_access.user.id_1';
+           PRAGMA writable_schema = OFF;"#,
+    )
+    .unwrap();
+    drop(sql);
+    let (code, findings, _, out) = t.verify_cli();
+    assert_eq!(code, Some(1), "{out}");
+    let schema: Vec<String> = findings
+        .iter()
+        .filter(|f| f["kind"] == "schema")
+        .map(|f| f["detail"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for what in [
+        "trigger `hide`",
+        "view `every_access`",
+        "audit_access.user.id_1",
+    ] {
+        assert!(schema.iter().any(|d| d.contains(what)), "{what}: {out}");
+    }
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["kind"] == "inserted" && f["id"] == forged.id.to_hex()),
+        "the row at the smallest rowid is read: {out}"
+    );
+}
+
+/// An index whose definition was rewritten consistently (name and SQL) but whose entries are
+/// another column's: only a deep verify, which reads every index against its table, can tell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_verify_reads_every_index_against_its_table() {
+    let t = plain_trail("sqlite", 3, 3).await;
+    let sql = t.sql();
+    sql.execute_batch(
+        r#"PRAGMA writable_schema = ON;
+           UPDATE sqlite_master
+               SET name = 'audit_access.view.app_-1',
+                   sql = 'CREATE INDEX "audit_access.view.app_-1" ON audit_access ("$view.app" DESC)'
+               WHERE name = 'audit_access.user.id_1';
+           PRAGMA writable_schema = OFF;"#,
+    )
+    .unwrap();
+    drop(sql);
+    let deep = t
+        .audit()
+        .args(["verify", "--json", "--deep", "--key"])
+        .arg(seal::public_key_path(&t.key))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&deep.stdout);
+    assert_eq!(deep.status.code(), Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("\"schema\"") && l.contains("integrity")),
+        "{out}"
+    );
+}
+
+/// A MongoDB document whose `_id` is not an ObjectId sorts after every ObjectId: verify still
+/// reads it, as malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mongodb_document_with_another_id_type_is_read() {
+    let t = plain_trail("mongodb", 3, 3).await;
+    let Store::Mongo(m) = &t.store else {
+        unreachable!()
+    };
+    m.database()
+        .collection::<bson::Document>("audit_access")
+        .insert_one(bson::doc! { "_id": true, "request": { "path": "/admin/approve-wire/" } })
+        .await
+        .unwrap();
+    let (code, findings, _, out) = t.verify_cli();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(findings.iter().any(|f| f["kind"] == "malformed"), "{out}");
+}
+
+/// A process document edited in the store is not vouched for by the next writer of that process:
+/// the edit stays a finding.
+async fn an_edited_process_document_is_not_sealed_again(kind: &str) {
+    let t = plain_trail(kind, 2, 2).await;
+    let process = t
+        .store
+        .find_raw(Collection::Process, &FindOptions::new(Filter::all()))
+        .await
+        .unwrap()
+        .remove(0);
+    let id = process.get_object_id("_id").unwrap();
+    let mut edited = process.clone();
+    edited.insert("name", "innocent-process");
+    t.overwrite(Collection::Process, id, &edited).await;
+    // The same OS process starts another writer, which finds that document.
+    let (auditor, guard) = Auditor::start(config(&t.key, &t.connection, ""))
+        .await
+        .unwrap();
+    auditor.record_access(access(5, Some((1, "alice")))).await;
+    guard.shutdown().await;
+    let findings = t.verify(VerifyOptions::default()).await;
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.kind == FindingKind::Modified && f.id == Some(id.to_hex())),
+        "{findings:#?}"
+    );
+}
+
+/// A record stored with its salt by a writer that then could not store the seal, and spilled to
+/// the journal: the replay seals it with the salt already stored, so it verifies.
+async fn a_replay_seals_with_the_salts_already_stored(kind: &str) {
+    let t = plain_trail(kind, 1, 1).await;
+    let spill = t.dir.path().join("audit.spill");
+    let record = access(3, Some((1, "alice")));
+    let raw = audit_runtime::internals::encode(&record).unwrap();
+    // What the first attempt left: the record and a salt, no seal.
+    t.store
+        .insert_raw_documents(Collection::Access, vec![raw.clone()])
+        .await
+        .unwrap();
+    let mut salt = bson::RawDocumentBuf::new();
+    salt.append("_id", record.id);
+    salt.append("c", "audit_access");
+    salt.append(
+        "s",
+        bson::Binary {
+            subtype: bson::spec::BinarySubtype::Generic,
+            bytes: vec![7u8; 32],
+        },
+    );
+    t.store
+        .insert_raw_documents(Collection::Salt, vec![salt])
+        .await
+        .unwrap();
+    // ... and the record in the journal, as the writer spills it (keyed by the seal key).
+    let key = audit_runtime::internals::JournalKey::derived_from(
+        &seal::load_signing_key(&t.key).unwrap(),
+    );
+    audit_runtime::internals::Journal::keyed(&spill, key)
+        .append([(Collection::Access, &raw)])
+        .unwrap();
+    let extra = format!("spill_path = {:?}", spill.display().to_string());
+    let (_auditor, guard) = Auditor::start(config(&t.key, &t.connection, &extra))
+        .await
+        .unwrap();
+    let m = guard.shutdown().await;
+    assert!(!spill.exists(), "{m:?}");
+    let findings = t.verify(VerifyOptions::default()).await;
+    assert_eq!(findings, [], "{m:?}");
+}
+
+/// An erasure interrupted after its seal (a record left as it was, its salt kept) and run again
+/// finishes, and the trail verifies.
+async fn an_erasure_run_again_after_an_interruption_verifies(kind: &str) {
+    let t = trail(
+        kind,
+        vec![access(0, Some((42, "erin"))), access(1, Some((42, "erin")))],
+        2,
+    )
+    .await;
+    let before = t.raw(Collection::Access, t.ids[1]).await;
+    let salt = t
+        .store
+        .find_raw(
+            Collection::Salt,
+            &FindOptions::new(Filter::eq("_id", t.ids[1])),
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    let out = t
+        .audit()
+        .args(["erase", "--user-id", "42", "--yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // As if the second record had not been replaced yet: its old bytes and salt back.
+    t.overwrite(Collection::Access, t.ids[1], &before).await;
+    t.store
+        .insert_raw_documents(
+            Collection::Salt,
+            vec![RawDocumentBuf::from_document(&salt).unwrap()],
+        )
+        .await
+        .unwrap();
+    let (code, _, _, out) = t.verify_cli();
+    assert_eq!(
+        code,
+        Some(0),
+        "an erasure sealed and not yet applied: {out}"
+    );
+    let out = t
+        .audit()
+        .args(["erase", "--user-id", "42", "--yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, _, _, out) = t.verify_cli();
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        t.raw(Collection::Access, t.ids[1])
+            .await
+            .get_document("user")
+            .unwrap()
+            .get_str("username")
+            .unwrap(),
+        seal::TOMBSTONE
+    );
+}
+
+/// `seal = false` on a sealed trail: the commands that change records refuse (a change without a
+/// seal would be tampering from then on).
+async fn sealing_off_on_a_sealed_trail_refuses_changes(kind: &str) {
+    let t = plain_trail(kind, 2, 2).await;
+    for args in [
+        vec!["erase", "--user-id", "1", "--yes"],
+        vec!["drop", "--yes"],
+        vec!["remove", "--purge", "--yes"],
+    ] {
+        let out = t
+            .audit()
+            .env("AUDIT_SEAL", "false")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("seal = false"),
+            "{out:?}"
+        );
+    }
+    assert_eq!(t.count(Collection::Access).await, 2);
+}
+
+/// Swapped `id` columns cannot make `erase` overwrite another user's record: the record to erase
+/// is found by its bytes and replaced only where those bytes are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_never_replaces_a_row_by_its_id_column_alone() {
+    let t = trail(
+        "sqlite",
+        vec![
+            access(0, Some((1, "alice"))),
+            access(1, Some((23, "mallory"))),
+        ],
+        2,
+    )
+    .await;
+    let sql = t.sql();
+    sql.execute_batch(&format!(
+        "UPDATE audit_access SET id = 'x' WHERE id = '{a}';
+         UPDATE audit_access SET id = '{a}' WHERE id = '{b}';
+         UPDATE audit_access SET id = '{b}' WHERE id = 'x';",
+        a = t.ids[0].to_hex(),
+        b = t.ids[1].to_hex()
+    ))
+    .unwrap();
+    let out = t
+        .audit()
+        .args(["erase", "--user-id", "23", "--yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let usernames: Vec<String> = sql
+        .prepare("SELECT doc FROM audit_access")
+        .unwrap()
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .map(|d| {
+            bson::Document::from_reader(&d.unwrap()[..])
+                .unwrap()
+                .get_document("user")
+                .unwrap()
+                .get_str("username")
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(usernames.contains(&"alice".to_owned()), "{usernames:?}");
+    assert!(
+        usernames.contains(&seal::TOMBSTONE.to_owned()),
+        "{usernames:?}"
+    );
+}
+
+/// A copy of a journal that was replayed whole, put back at `spill_path` (after its records were
+/// dropped), is quarantined: the `journal` seal says it was replayed already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_replayed_before_is_not_replayed_again() {
+    let t = plain_trail("sqlite", 1, 1).await;
+    let spill = t.dir.path().join("audit.spill");
+    let extra = format!(
+        "run_async = true\nspill_path = {:?}",
+        spill.display().to_string()
+    );
+    let (auditor, guard) = Auditor::start(config(&t.key, &t.connection, &extra))
+        .await
+        .unwrap();
+    let lock = t.sql();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let late = access(20, Some((1, "alice")));
+    auditor.record_access(late.clone()).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while auditor.metrics().spilled < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            auditor.metrics()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let copy = std::fs::read(&spill).unwrap();
+    lock.execute_batch("COMMIT").unwrap();
+    drop(lock);
+    guard.shutdown().await;
+    assert!(!spill.exists());
+    assert_eq!(
+        t.store
+            .count(Collection::Access, &Filter::eq("_id", late.id))
+            .await
+            .unwrap(),
+        1
+    );
+    let out = t.audit().args(["drop", "--yes"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(&spill, &copy).unwrap();
+    let (_auditor, guard) = Auditor::start(config(&t.key, &t.connection, &extra))
+        .await
+        .unwrap();
+    let m = guard.shutdown().await;
+    assert!(
+        m.journal_forged >= 1,
+        "its record and seal quarantined: {m:?}"
+    );
+    assert_eq!(
+        t.store
+            .count(Collection::Access, &Filter::eq("_id", late.id))
+            .await
+            .unwrap(),
+        0,
+        "the dropped record did not come back"
+    );
+    let (code, _, _, out) = t.verify_cli();
+    assert_eq!(code, Some(0), "{out}");
 }

@@ -23,10 +23,7 @@ struct Trail {
 }
 
 fn connection(kind: &str, dir: &tempfile::TempDir) -> DbConnection {
-    match kind {
-        "sqlite" => DbConnection::Sqlite(dir.path().join("audit.db")),
-        _ => audit_tests::mongo_connection(),
-    }
+    audit_tests::connection_in(kind, dir.path())
 }
 
 fn access(i: usize) -> Access {
@@ -391,14 +388,7 @@ async fn a_ranged_drop_leaves_the_trail_verifiable(kind: &str) {
     );
 }
 
-fn db_arg(c: &DbConnection) -> String {
-    match c {
-        DbConnection::Sqlite(p) => p.display().to_string(),
-        DbConnection::Mongo { uri, database } => {
-            format!("{}/{database}", uri.trim_end_matches('/'))
-        }
-    }
-}
+use audit_tests::db_arg;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chain_lives_beside_the_original_collections_unchanged() {

@@ -150,7 +150,12 @@ impl CliError {
     /// a signed trail needs is missing, the store named is not an audit trail or is empty).
     pub fn is_usage(&self) -> bool {
         match self {
-            CliError::Seal(e) => return matches!(**e, SealError::KeyRequired | SealError::Key(_)),
+            CliError::Seal(e) => {
+                return matches!(
+                    **e,
+                    SealError::KeyRequired | SealError::SealingOff | SealError::Key(_)
+                )
+            }
             CliError::Verify(e) => {
                 return matches!(
                     **e,

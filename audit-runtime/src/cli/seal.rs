@@ -52,6 +52,9 @@ pub(super) struct VerifyArgs {
     /// sealing was turned on. Records forged with an older date then go unnoticed.
     #[arg(long)]
     accept_unsealed_before: Option<String>,
+    /// Also check every index against its table, entry by entry (SQLite): several times slower.
+    #[arg(long)]
+    deep: bool,
 }
 
 /// Runs `verify`: every finding, then the heads and a summary; exit 1 when anything was found.
@@ -82,6 +85,7 @@ pub(super) async fn verify(
             .as_deref()
             .map(|t| parse_moment(t, false))
             .transpose()?,
+        deep: args.deep,
     };
     // Read-only: verification never creates, migrates or writes anything in the store.
     let store = open_read_only(config).await?;
@@ -223,6 +227,15 @@ pub(super) async fn erase(
         "erased the personal data of {} accesses and {} model actions",
         done.accesses, done.model_actions
     )?;
+    if done.failed > 0 {
+        return Err(CliError::Seal(Box::new(crate::seal::SealError::Store(
+            crate::store::StoreError::Raw(format!(
+                "{} records of the user could not be erased: no row holds their bytes any more \
+                 (run `audit verify`)",
+                done.failed
+            )),
+        ))));
+    }
     if !done.files_clean {
         eprintln!(
             "audit: warning: another connection was reading the database, so its write-ahead log \

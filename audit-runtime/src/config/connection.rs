@@ -1,7 +1,7 @@
-//! Where the audit documents go, and everything about MongoDB connection strings: parsing them
-//! (or building one from the original's `HOST` / `PORT` / `NAME` table), percent-encoding the
-//! user info, adding the credentials of `DB_AUDIT_USER` / `DB_AUDIT_PASSWORD`, and masking the
-//! password whenever a connection is shown.
+//! Where the audit documents go, and everything about MongoDB and PostgreSQL connection strings:
+//! parsing them (or building a MongoDB one from the original's `HOST` / `PORT` / `NAME` table),
+//! percent-encoding the user info, adding the credentials of `DB_AUDIT_USER` /
+//! `DB_AUDIT_PASSWORD`, and masking the password whenever a connection is shown.
 
 use super::{as_str, as_str_list, err, ConfigError};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
@@ -23,6 +23,12 @@ pub enum DbConnection {
         /// The database holding the three collections.
         database: String,
     },
+    /// A PostgreSQL database: `postgres://` or `postgresql://`, libpq's form (the tables go into
+    /// the first schema of the connection's `search_path`).
+    Postgres {
+        /// The connection string, credentials percent-encoded.
+        uri: String,
+    },
 }
 
 impl std::fmt::Debug for DbConnection {
@@ -39,6 +45,7 @@ impl std::fmt::Display for DbConnection {
             DbConnection::Mongo { uri, database } => {
                 write!(f, "{} (database {database})", redact_uri(uri))
             }
+            DbConnection::Postgres { uri } => f.write_str(&redact_uri(uri)),
         }
     }
 }
@@ -145,10 +152,34 @@ pub fn parse_connection_str(s: &str) -> Result<DbConnection, ConfigError> {
             database,
         });
     }
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        let rest = s.split_once("://").map(|x| x.1).unwrap_or_default();
+        let (userinfo, rest) = crate::secret::split_userinfo(rest);
+        if let Some(userinfo) = userinfo {
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            if !is_encoded_userinfo(user) || !is_encoded_userinfo(password) {
+                return err(format!(
+                    "db_connection: the user name and password of a PostgreSQL URI must be \
+                     percent-encoded (`:`, `/`, `?`, `#`, `[`, `]`, `@` and `%` as %XX): `{}`",
+                    redact_uri(s)
+                ));
+            }
+        }
+        let host = rest.split(['/', '?']).next().unwrap_or_default();
+        if host.is_empty() || host.starts_with(':') || s.contains(char::is_whitespace) {
+            return err(format!(
+                "db_connection: malformed PostgreSQL URI `{}` (expected \
+                 postgres://user@host[:port]/database)",
+                redact_uri(s)
+            ));
+        }
+        return Ok(DbConnection::Postgres { uri: s.to_owned() });
+    }
     if let Some((scheme, _)) = s.split_once("://") {
         if scheme != "sqlite" {
             return err(format!(
-                "db_connection: unsupported scheme `{scheme}://` (use a SQLite path or mongodb://)"
+                "db_connection: unsupported scheme `{scheme}://` (use a SQLite path, mongodb:// \
+                 or postgres://)"
             ));
         }
     }
@@ -307,11 +338,36 @@ fn insert_credentials(uri: &str, user: &str, password: &str) -> String {
 
 /// Puts the credentials of `DB_AUDIT_USER` / `DB_AUDIT_PASSWORD` into a MongoDB connection that
 /// has none of its own (percent-encoded, so a reserved character cannot change the URI's meaning).
+/// A PostgreSQL URI takes them too; one that names a user but no password takes only the
+/// password of `DB_AUDIT_PASSWORD`.
 pub(super) fn apply_env_credentials(conn: &mut DbConnection, credentials: &Credentials) {
-    if let (DbConnection::Mongo { uri, .. }, (Some(user), Some(password))) = (conn, credentials) {
-        if !uri_has_credentials(uri) && !user.is_empty() {
+    match (conn, credentials) {
+        (DbConnection::Mongo { uri, .. }, (Some(user), Some(password)))
+            if !uri_has_credentials(uri) && !user.is_empty() =>
+        {
             *uri = insert_credentials(uri, user, password);
         }
+        (DbConnection::Postgres { uri }, (user, Some(password))) => {
+            let rest = uri.split_once("://").map_or(uri.as_str(), |x| x.1);
+            match crate::secret::split_userinfo(rest).0 {
+                // A user without a password: the password goes after it.
+                Some(info) if !info.contains(':') => {
+                    let (scheme, rest) = uri.split_once("://").unwrap_or(("postgres", ""));
+                    let rest = &rest[info.len() + 1..];
+                    *uri = format!(
+                        "{scheme}://{info}:{}@{rest}",
+                        utf8_percent_encode(password, USERINFO)
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(user) = user.as_deref().filter(|u| !u.is_empty()) {
+                        *uri = insert_credentials(uri, user, password);
+                    }
+                }
+            }
+        }
+        _ => {}
     }
 }
 

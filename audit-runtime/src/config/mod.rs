@@ -574,6 +574,7 @@ fn describe_sources(file: Option<&Path>, config: &AuditConfig) -> String {
     };
     let store = match &config.db_connection {
         DbConnection::Sqlite(p) => format!("SQLite file {}", absolute(p).display()),
+        postgres @ DbConnection::Postgres { .. } => format!("PostgreSQL {postgres}"),
         mongo => format!("MongoDB {mongo}"),
     };
     format!("audit configuration: {file}; store: {store}")

@@ -165,7 +165,16 @@ impl Sealer {
 
     /// What the next batch seal lists about the stored record `doc` of `c`, with a fresh salt.
     pub fn cover(&self, c: Collection, doc: &RawDocument) -> Covered {
-        let salt = is_salted(Some(SALTED), c.name()).then(|| self.salt());
+        self.cover_with(c, doc, None)
+    }
+
+    /// [`cover`](Self::cover) with the salt `salt` (one already stored for the record) instead
+    /// of a fresh one.
+    pub fn cover_with(&self, c: Collection, doc: &RawDocument, salt: Option<&[u8]>) -> Covered {
+        let salt = is_salted(Some(SALTED), c.name()).then(|| {
+            salt.and_then(|s| <[u8; SALT_LEN]>::try_from(s).ok())
+                .unwrap_or_else(|| self.salt())
+        });
         let id = doc.get("_id").ok().flatten();
         let mut entry = RawDocumentBuf::new();
         entry.append("c", c.name());

@@ -67,6 +67,9 @@ pub struct Erasure {
     /// could not be checkpointed (another connection was reading). Always true on MongoDB, whose
     /// server keeps its own copies (see the README).
     pub files_clean: bool,
+    /// Records found by their bytes that could not be replaced: no row holds those bytes any
+    /// more (changed meanwhile). Their salt is kept; `audit verify` tells what happened.
+    pub failed: u64,
 }
 
 /// Replaces the personal data of the user `user_id` (compared exactly as stored) with
@@ -82,13 +85,11 @@ pub async fn erase_user(
     user_id: &Bson,
     dry_run: bool,
 ) -> Result<Erasure, SealError> {
-    let mut sealer = if dry_run || !config.seal {
+    let mut sealer = if dry_run {
         None
     } else {
-        Some(Sealer::new(
-            ObjectId::new(),
-            signing_key_for(store, config).await?,
-        ))
+        let key = signing_key_for(store, config).await?;
+        config.seal.then(|| Sealer::new(ObjectId::new(), key))
     };
     let paths: Vec<&str> = std::iter::once("user.username")
         .chain(config.erase_fields.iter().map(String::as_str))
@@ -143,7 +144,8 @@ pub async fn erase_user(
             dry_run,
         )
         .await?;
-        report.accesses += n;
+        report.accesses += n.changed;
+        report.failed += n.failed;
         untouched.extend(same);
     }
     for ids in access_ids.chunks(ACCESS_IDS_PER_QUERY) {
@@ -170,7 +172,8 @@ pub async fn erase_user(
                 dry_run,
             )
             .await?;
-            report.model_actions += n;
+            report.model_actions += n.changed;
+            report.failed += n.failed;
             untouched.extend(same);
         }
     }
@@ -179,6 +182,12 @@ pub async fn erase_user(
         report.files_clean = store.finish_erasure().await?;
     }
     Ok(report)
+}
+
+/// How many records of a chunk changed, and how many could not be.
+struct Changed {
+    changed: u64,
+    failed: u64,
 }
 
 /// Erases one chunk of records; returns how many changed, and the `(collection, _id, bytes)` of
@@ -191,7 +200,7 @@ async fn erase_chunk(
     paths: &[&str],
     names: &[String],
     dry_run: bool,
-) -> Result<(u64, Vec<(Collection, Bson, RawDocumentBuf)>), SealError> {
+) -> Result<(Changed, Vec<(Collection, Bson, RawDocumentBuf)>), SealError> {
     let mut changed = Vec::new();
     let mut same = Vec::new();
     for old in docs {
@@ -216,7 +225,13 @@ async fn erase_chunk(
     }
     let n = changed.len() as u64;
     if dry_run || changed.is_empty() {
-        return Ok((n, same));
+        return Ok((
+            Changed {
+                changed: n,
+                failed: 0,
+            },
+            same,
+        ));
     }
     let ids: Vec<Bson> = changed.iter().map(|(id, _, _)| id.clone()).collect();
     let salts = salts_of(store, &ids).await?;
@@ -239,14 +254,26 @@ async fn erase_chunk(
             .insert_raw_documents(Collection::Seal, vec![seal])
             .await?;
     }
-    for (id, _, new) in changed {
-        store.replace_bytes(c, new).await?;
+    let mut failed = 0;
+    for (id, old, new) in changed {
+        if !store.replace_stored(c, old, new).await? {
+            failed += 1;
+            tracing::error!(target: "audit", collection = %c, id = %id,
+                "a record to erase could not be replaced: no row holds its bytes any more");
+            continue;
+        }
         // Only once the record holds its new bytes: until then its old state must still verify.
         store
             .delete_many(Collection::Salt, &Filter::Eq("_id".into(), id))
             .await?;
     }
-    Ok((n, same))
+    Ok((
+        Changed {
+            changed: n - failed,
+            failed,
+        },
+        same,
+    ))
 }
 
 /// Finishes an erasure that a crash interrupted between replacing a record and destroying its
@@ -274,7 +301,7 @@ async fn finish_interrupted(
     }
     let mut erased_states = HashSet::new();
     store
-        .for_each_raw_batch(
+        .for_each_stored(
             Collection::Seal,
             &Filter::eq("kind", "erasure"),
             100,

@@ -72,10 +72,34 @@ pub enum SealError {
          AUDIT_SEAL_KEY_FILE) to the key that signs them; nothing was changed"
     )]
     KeyRequired,
+    /// Sealing is off (`seal = false`) and the trail is sealed: a change without a seal would make
+    /// `audit verify` report it as tampering from then on.
+    #[error(
+        "the trail is sealed, but `seal = false` (AUDIT_SEAL): a change made without a seal would \
+         be reported as tampering; turn sealing on (with seal_key_file if the trail is signed); \
+         nothing was changed"
+    )]
+    SealingOff,
+}
+
+/// Lower-case hex of `bytes` (how seals write hashes and epochs).
+pub(crate) fn hex_of(bytes: &[u8]) -> String {
+    keys::hex(bytes)
 }
 
 /// How many of the newest seals are looked at to tell whether a trail is signed.
 const SIGNED_LOOKBACK: u64 = 100;
+
+/// True when the trail holds a seal.
+pub async fn trail_is_sealed(store: &Store) -> Result<bool, crate::store::StoreError> {
+    let any = store
+        .find_raw(
+            Collection::Seal,
+            &FindOptions::new(Filter::all()).window(0, Some(1)),
+        )
+        .await?;
+    Ok(!any.is_empty())
+}
 
 /// True when one of the trail's newest seals is signed.
 pub async fn trail_is_signed(store: &Store) -> Result<bool, crate::store::StoreError> {
@@ -91,15 +115,21 @@ pub async fn trail_is_signed(store: &Store) -> Result<bool, crate::store::StoreE
 }
 
 /// The key that seals written on `config`'s behalf are signed with: the configured one; none
-/// when sealing is off or the trail is not signed; an error when the trail is signed and no key
-/// is configured ([`SealError::KeyRequired`]), so that a signed trail never receives an unsigned
-/// seal. Every command and job that writes a seal asks this first, before it changes anything.
+/// when the trail is not signed; an error when the trail is signed and no key is configured
+/// ([`SealError::KeyRequired`]), so that a signed trail never receives an unsigned seal, and
+/// when sealing is off on a sealed trail ([`SealError::SealingOff`]): a change made without a
+/// seal would be reported as tampering from then on. Every command and job that changes or
+/// removes records asks this first, before it changes anything.
 pub async fn signing_key_for(
     store: &Store,
     config: &crate::AuditConfig,
 ) -> Result<Option<SigningKey>, SealError> {
     if !config.seal {
-        return Ok(None);
+        return if trail_is_sealed(store).await? {
+            Err(SealError::SealingOff)
+        } else {
+            Ok(None)
+        };
     }
     match configured_key(config)? {
         Some(key) => Ok(Some(key)),

@@ -46,10 +46,10 @@ pub async fn seal_prune(
     reason: &str,
     ranges: &[PrunedRange],
 ) -> Result<Option<super::Head>, SealError> {
+    let key = signing_key_for(store, config).await?;
     if !config.seal {
         return Ok(None);
     }
-    let key = signing_key_for(store, config).await?;
     seal_prune_with(store, key, reason, ranges).await.map(Some)
 }
 
@@ -127,7 +127,8 @@ pub async fn prune_older_than(
             ranges.push(PrunedRange {
                 collection: c,
                 from: None,
-                to: cutoff,
+                // The range includes its end; what goes is strictly older than the cutoff.
+                to: cutoff - chrono::Duration::milliseconds(1),
                 count,
             });
         }

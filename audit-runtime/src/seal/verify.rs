@@ -25,7 +25,7 @@ use super::keys::{signature_is_valid, unhex};
 use super::{compute_seal_hash, Head, CLOCK_SKEW};
 use crate::commitment::is_salted;
 use crate::document::Collection;
-use crate::store::{Filter, RecordDigest, Store, StoreError};
+use crate::store::{RecordDigest, Store, StoreError};
 use bson::oid::ObjectId;
 use bson::raw::RawBsonRef;
 use bson::{Bson, RawDocumentBuf};
@@ -52,6 +52,10 @@ pub struct VerifyOptions {
     /// sealing was turned on. Whoever sets it accepts that records forged with an older date go
     /// unnoticed, so it is never assumed.
     pub accept_unsealed_before: Option<DateTime<Utc>>,
+    /// Also check that every index agrees with its table, entry by entry (SQLite's `PRAGMA
+    /// integrity_check`): a hand-edited index page can make a search miss or invent rows while
+    /// the table is intact. It reads every index whole: several times slower.
+    pub deep: bool,
 }
 
 impl Default for VerifyOptions {
@@ -62,6 +66,7 @@ impl Default for VerifyOptions {
             to: None,
             in_flight: Duration::from_secs(600),
             accept_unsealed_before: None,
+            deep: false,
         }
     }
 }
@@ -88,8 +93,13 @@ pub enum FindingKind {
     ColumnMismatch,
     /// A document stored more than once (the same `_id` in several rows).
     Duplicate,
-    /// Stored bytes that are not a document.
+    /// Stored bytes that are not a document (or a document without an ObjectId `_id`).
     Malformed,
+    /// The store's structure is not its own: a trigger, a view, a rule or a row-level policy on
+    /// an audit table, a table or index definition the store does not make, or an index whose
+    /// contents disagree with its table. What the searches read could then differ from what
+    /// verification reads.
+    Schema,
 }
 
 impl std::fmt::Display for FindingKind {
@@ -103,6 +113,7 @@ impl std::fmt::Display for FindingKind {
             FindingKind::ColumnMismatch => "column_mismatch",
             FindingKind::Duplicate => "duplicate",
             FindingKind::Malformed => "malformed",
+            FindingKind::Schema => "schema",
         })
     }
 }
@@ -326,7 +337,10 @@ impl Index {
              CREATE TABLE erasures (c TEXT NOT NULL, id TEXT NOT NULL, old BLOB NOT NULL,
                  new BLOB NOT NULL, seal TEXT NOT NULL, stream TEXT, seq INTEGER, t INTEGER);
              CREATE TABLE unsealed (c TEXT NOT NULL, id TEXT NOT NULL,
-                 PRIMARY KEY (c, id)) WITHOUT ROWID;",
+                 PRIMARY KEY (c, id)) WITHOUT ROWID;
+             CREATE TABLE chain (stream TEXT NOT NULL, seq INTEGER NOT NULL, prev TEXT NOT NULL,
+                 hash TEXT NOT NULL, seal TEXT NOT NULL);
+             CREATE INDEX chain_order ON chain (stream, seq);",
         )?;
         Ok(Index { conn, _dir: dir })
     }
@@ -394,10 +408,15 @@ pub async fn verify(
         report(&f);
     };
 
-    // 1. The seals.
+    // 0. The store's structure: what the searches read must be what is read here.
+    for problem in store.structure_findings(opts.deep).await? {
+        emit(Finding::new(FindingKind::Schema, problem), &mut summary);
+    }
+
+    // 1. The seals, every stored one (each copy beside its bytes checked too).
     let mut failure: Option<VerifyError> = None;
     store
-        .for_each_raw_batch(Collection::Seal, &Filter::all(), 500, |seals| {
+        .scan_records(Collection::Seal, 500, true, |seals| {
             let tx = match index.conn.unchecked_transaction() {
                 Ok(tx) => tx,
                 Err(e) => {
@@ -405,11 +424,31 @@ pub async fn verify(
                     return Ok(());
                 }
             };
-            for seal in &seals {
+            for rec in &seals {
                 summary.seals += 1;
-                if let Err(e) = check_seal(seal, opts, &tx, &mut heads, &mut order, &mut |f| {
-                    emit(f, &mut summary)
-                }) {
+                report_copies(Collection::Seal, rec, &mut |f| emit(f, &mut summary));
+                let seal = match (
+                    &rec.malformed,
+                    rec.bytes.clone().map(RawDocumentBuf::from_bytes),
+                ) {
+                    (None, Some(Ok(seal))) => seal,
+                    (why, _) => {
+                        let mut f = Finding::new(
+                            FindingKind::Malformed,
+                            format!(
+                                "the stored bytes are not a seal ({})",
+                                why.clone().unwrap_or_else(|| "not a document".into())
+                            ),
+                        )
+                        .record(Collection::Seal.name(), None);
+                        f.row = rec.row;
+                        emit(f, &mut summary);
+                        continue;
+                    }
+                };
+                if let Err(e) =
+                    check_seal(&seal, opts, &tx, &mut order, &mut |f| emit(f, &mut summary))
+                {
                     failure = Some(e);
                 }
             }
@@ -424,12 +463,13 @@ pub async fn verify(
     if let Some(e) = failure {
         return Err(e);
     }
+    check_chains(&index, &mut heads, &mut |f| emit(f, &mut summary))?;
     apply_erasures(&index, &mut |f| emit(f, &mut summary))?;
 
     // 2. The records.
     for c in Collection::ALL {
         store
-            .scan_records(c, 1000, |records| {
+            .scan_records(c, 1000, false, |records| {
                 let result = (|| -> rusqlite::Result<()> {
                     let tx = index.conn.unchecked_transaction()?;
                     for rec in &records {
@@ -464,6 +504,61 @@ pub async fn verify(
     Ok(summary)
 }
 
+/// Every stream's chain, in sequence order: each seal must follow the previous one (`seq` one
+/// more, `prev` its hash); gaps, repeats and breaks are findings. Fills the heads.
+fn check_chains(
+    index: &Index,
+    heads: &mut HashMap<ObjectId, Head>,
+    emit: &mut dyn FnMut(Finding),
+) -> Result<(), VerifyError> {
+    let mut stmt = index
+        .conn
+        .prepare("SELECT stream, seq, prev, hash, seal FROM chain ORDER BY stream, seq, rowid")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (stream, seq, prev, hash, seal): (String, i64, String, String, String) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+        let Ok(stream_id) = ObjectId::parse_str(&stream) else {
+            continue;
+        };
+        let head = heads.entry(stream_id).or_insert_with(|| Head {
+            stream: stream_id,
+            seq: -1,
+            hash: String::new(),
+        });
+        let finding = |detail: String| {
+            Finding::new(FindingKind::ChainBroken, detail).sealed_by(
+                Some(seal.clone()),
+                Some(stream.clone()),
+                Some(seq),
+            )
+        };
+        if seq == head.seq {
+            emit(finding(format!(
+                "a second seal claims seq {seq} of the stream"
+            )));
+            continue;
+        }
+        if seq > head.seq + 1 {
+            emit(finding(format!(
+                "seals {} to {} of the stream are missing",
+                head.seq + 1,
+                seq - 1
+            )));
+        } else if prev != head.hash {
+            emit(finding(
+                "`prev` is not the hash of the stream's previous seal".into(),
+            ));
+        }
+        *head = Head {
+            stream: stream_id,
+            seq,
+            hash,
+        };
+    }
+    Ok(())
+}
+
 /// Applies the erasure seals, in the order they were sealed (seals of different streams, the
 /// writer's and the commands', are not ordered among themselves, so this waits for all of them).
 fn apply_erasures(index: &Index, emit: &mut dyn FnMut(Finding)) -> Result<(), VerifyError> {
@@ -477,11 +572,18 @@ fn apply_erasures(index: &Index, emit: &mut dyn FnMut(Finding)) -> Result<(), Ve
              before_scheme = CASE erased WHEN 1 THEN 0 ELSE scheme END, erased = 1
          WHERE c = ?1 AND id = ?2 AND h = ?3",
     )?;
+    // An erasure run again after one that was interrupted states some changes a second time.
+    let mut already = index.conn.prepare(
+        "SELECT EXISTS (SELECT 1 FROM covered WHERE c = ?1 AND id = ?2 AND erased = 1
+             AND h = ?4 AND h_before_erasure = ?3)",
+    )?;
     let mut rows = changes.query([])?;
     while let Some(r) = rows.next()? {
         let (c, id, old, new): (String, String, Vec<u8>, Vec<u8>) =
             (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-        if update.execute(params![c, id, old, new])? == 0 {
+        if update.execute(params![c, id, old, new])? == 0
+            && !already.query_row(params![c, id, old, new], |r| r.get::<_, bool>(0))?
+        {
             emit(
                 Finding::new(
                     FindingKind::ChainBroken,
@@ -493,6 +595,20 @@ fn apply_erasures(index: &Index, emit: &mut dyn FnMut(Finding)) -> Result<(), Ve
         }
     }
     Ok(())
+}
+
+/// A `column_mismatch` for each copy of the record that disagrees with its bytes.
+fn report_copies(c: Collection, rec: &RecordDigest, emit: &mut dyn FnMut(Finding)) {
+    for (column, held, says) in &rec.mismatches {
+        let mut f = Finding::new(
+            FindingKind::ColumnMismatch,
+            format!("the column holds {held}, the stored bytes say {says}"),
+        )
+        .record(c.name(), Some(rec.id.clone()));
+        f.column = Some(column.clone());
+        f.row = rec.row;
+        emit(f);
+    }
 }
 
 /// Pass 2 for one stored record.
@@ -519,16 +635,7 @@ fn check_record(
         return Ok(());
     }
     let id = &rec.id;
-    for (column, held, says) in &rec.mismatches {
-        let mut f = Finding::new(
-            FindingKind::ColumnMismatch,
-            format!("the column holds {held}, the stored bytes say {says}"),
-        )
-        .record(c.name(), Some(id.clone()));
-        f.column = Some(column.clone());
-        f.row = rec.row;
-        emit(f, summary);
-    }
+    report_copies(c, rec, &mut |f| emit(f, summary));
     type Sealed = (
         Vec<u8>,
         i64,
@@ -639,11 +746,14 @@ fn missing(
     let to = window.to.map(|t| t.timestamp_millis());
     let mut unseen = index.conn.prepare(
         "SELECT c, id, seal, t, st FROM covered WHERE seen = 0
-             AND (?1 IS NULL OR t >= ?1) AND (?2 IS NULL OR t <= ?2)",
+             AND (t IS NULL OR ((?1 IS NULL OR t >= ?1) AND (?2 IS NULL OR t <= ?2)))",
     )?;
+    // The first prune seal after the record's batch seal that covers its date and still has
+    // room (excused fewer than it states); when none has room, the first of them, which then
+    // excuses more than it states and is reported.
     let mut prune = index.conn.prepare(
         "SELECT rid FROM pruned WHERE c = ?1 AND ptime > ?2 AND t_to >= ?3
-             AND (t_from IS NULL OR t_from <= ?3) ORDER BY ptime LIMIT 1",
+             AND (t_from IS NULL OR t_from <= ?3) ORDER BY excused >= stated, ptime LIMIT 1",
     )?;
     let mut excuse = index
         .conn
@@ -702,7 +812,6 @@ fn check_seal(
     seal: &RawDocumentBuf,
     opts: &VerifyOptions,
     tx: &rusqlite::Transaction<'_>,
-    heads: &mut HashMap<ObjectId, Head>,
     order: &mut Vec<ObjectId>,
     emit: &mut dyn FnMut(Finding),
 ) -> Result<(), VerifyError> {
@@ -737,39 +846,21 @@ fn check_seal(
         ));
         return Ok(());
     };
-    let prev = seal.get_str("prev").unwrap_or("");
-    let head = heads.entry(stream).or_insert_with(|| {
+    // The chain is checked once every seal is read (`check_chains`): the order seals are
+    // stored in is not theirs (a seal replayed from the journal is stored after later ones).
+    if !order.contains(&stream) {
         order.push(stream);
-        Head {
-            stream,
-            seq: -1,
-            hash: String::new(),
-        }
-    });
-    if seq != head.seq + 1 {
-        emit(finding(
-            FindingKind::ChainBroken,
-            if seq > head.seq + 1 {
-                format!(
-                    "seals {} to {} of the stream are missing",
-                    head.seq + 1,
-                    seq - 1
-                )
-            } else {
-                format!("out of order: seq {seq} after seq {}", head.seq)
-            },
-        ));
-    } else if prev != head.hash {
-        emit(finding(
-            FindingKind::ChainBroken,
-            "`prev` is not the hash of the stream's previous seal".into(),
-        ));
     }
-    *head = Head {
-        stream,
+    tx.prepare_cached(
+        "INSERT INTO chain (stream, seq, prev, hash, seal) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        stream.to_hex(),
         seq,
-        hash: stored_hash,
-    };
+        seal.get_str("prev").unwrap_or(""),
+        stored_hash,
+        seal_id
+    ])?;
 
     let time = seal.get_datetime("time").ok().map(|t| t.timestamp_millis());
     match seal.get_str("kind").unwrap_or("") {
@@ -862,6 +953,8 @@ fn check_seal(
                 ])?;
             }
         }
+        // A spill journal replayed whole: only its place in the chain matters here.
+        "journal" => {}
         other => emit(finding(
             FindingKind::ChainBroken,
             format!("unknown seal kind `{other}`"),

@@ -1,7 +1,11 @@
-//! A small, typed filter language that both stores understand: MongoDB receives it as a query
-//! document, SQLite as a `WHERE` clause over `bson_get(doc, 'path')` expressions, so that the same
-//! expressions the indexes are built on are the ones queries use.
+//! A small, typed filter language that every store understands: MongoDB receives it as a query
+//! document, SQLite and PostgreSQL as a `WHERE` clause over the columns their indexes are built on
+//! (and the stored document where there is none). [`Filter::matches`] evaluates it on one raw
+//! document in Rust, with MongoDB's semantics: what the commands that change records use where
+//! the store cannot read its own bytes.
 
+#[cfg(any(feature = "postgres", test))]
+use bson::raw::{RawBsonRef, RawDocument};
 use bson::{doc, Bson, Document};
 
 /// One condition on the stored documents. Paths are dotted (`request.path`, `view.app`).
@@ -138,6 +142,122 @@ impl Filter {
     }
 }
 
+#[cfg(any(feature = "postgres", test))]
+impl Filter {
+    /// Whether `doc` matches, by its values alone: `Eq(path, null)` matches a missing field,
+    /// numbers compare with numbers whatever their BSON type, strings by bytes, dates with dates,
+    /// ObjectIds with ObjectIds; a comparison between values of different kinds is false.
+    pub(crate) fn matches(&self, doc: &RawDocument) -> bool {
+        match self {
+            Filter::Eq(p, v) => eq_value(value_at(doc, p), v),
+            Filter::In(p, vs) => {
+                let found = value_at(doc, p);
+                vs.iter().any(|v| eq_value(found, v))
+            }
+            Filter::Cmp(p, op, v) => match value_at(doc, p).and_then(|found| compare(found, v)) {
+                Some(o) => match op {
+                    CmpOp::Gt => o.is_gt(),
+                    CmpOp::Gte => o.is_ge(),
+                    CmpOp::Lt => o.is_lt(),
+                    CmpOp::Lte => o.is_le(),
+                },
+                None => false,
+            },
+            Filter::Regex {
+                path,
+                pattern,
+                case_insensitive,
+            } => match value_at(doc, path) {
+                Some(RawBsonRef::String(s)) => regex::RegexBuilder::new(pattern)
+                    .case_insensitive(*case_insensitive)
+                    .build()
+                    .is_ok_and(|re| re.is_match(s)),
+                _ => false,
+            },
+            Filter::Prefix(p, prefix) => {
+                matches!(value_at(doc, p), Some(RawBsonRef::String(s)) if s.starts_with(prefix.as_str()))
+            }
+            Filter::And(fs) => fs.iter().all(|f| f.matches(doc)),
+            Filter::Or(fs) => fs.iter().any(|f| f.matches(doc)),
+        }
+    }
+}
+
+#[cfg(any(feature = "postgres", test))]
+/// The value at a dotted path (array elements by index), the first element of a name winning.
+fn value_at<'a>(doc: &'a RawDocument, path: &str) -> Option<RawBsonRef<'a>> {
+    let mut cur = RawBsonRef::Document(doc);
+    for seg in path.split('.') {
+        cur = match cur {
+            RawBsonRef::Document(d) => d.get(seg).ok()??,
+            RawBsonRef::Array(a) => a.get(seg.parse().ok()?).ok()??,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+#[cfg(any(feature = "postgres", test))]
+fn eq_value(found: Option<RawBsonRef<'_>>, v: &Bson) -> bool {
+    match (found, v) {
+        (None | Some(RawBsonRef::Null), Bson::Null) => true,
+        (None, _) => false,
+        (Some(found), v) => compare(found, v).is_some_and(|o| o.is_eq()),
+    }
+}
+
+#[cfg(any(feature = "postgres", test))]
+/// The order of a stored value and a filter value of the same kind.
+fn compare(found: RawBsonRef<'_>, v: &Bson) -> Option<std::cmp::Ordering> {
+    let number = |b: RawBsonRef<'_>| match b {
+        RawBsonRef::Int32(i) => Some(f64::from(i)),
+        RawBsonRef::Int64(i) => Some(i as f64),
+        RawBsonRef::Double(d) => Some(d),
+        _ => None,
+    };
+    match (found, v) {
+        (RawBsonRef::Int64(a), Bson::Int64(b)) => Some(a.cmp(b)),
+        (RawBsonRef::Int32(a), Bson::Int64(b)) => Some(i64::from(a).cmp(b)),
+        (RawBsonRef::Int64(a), Bson::Int32(b)) => Some(a.cmp(&i64::from(*b))),
+        (RawBsonRef::Int32(a), Bson::Int32(b)) => Some(a.cmp(b)),
+        (f, Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_)) => {
+            let b = match v {
+                Bson::Int32(i) => f64::from(*i),
+                Bson::Int64(i) => *i as f64,
+                Bson::Double(d) => *d,
+                _ => return None,
+            };
+            number(f)?.partial_cmp(&b)
+        }
+        (RawBsonRef::String(a), Bson::String(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
+        (RawBsonRef::DateTime(a), Bson::DateTime(b)) => Some(a.cmp(b)),
+        (RawBsonRef::ObjectId(a), Bson::ObjectId(b)) => Some(a.bytes().cmp(&b.bytes())),
+        (RawBsonRef::Boolean(a), Bson::Boolean(b)) => Some(a.cmp(b)),
+        (found, v) => {
+            let found = Bson::try_from(found.to_raw_bson()).ok()?;
+            (found == *v).then_some(std::cmp::Ordering::Equal)
+        }
+    }
+}
+
+/// The literal text every match of an anchored pattern starts with, if there is some: the
+/// characters after `^` up to the first metacharacter (minus one a quantifier applies to). No
+/// prefix for patterns with alternation, whose branches need not share it.
+pub(crate) fn literal_prefix(pattern: &str) -> Option<String> {
+    let rest = pattern.strip_prefix('^')?;
+    if pattern.contains('|') {
+        return None;
+    }
+    let mut prefix: String = rest
+        .chars()
+        .take_while(|c| !"\\.+*?()|[]{}^$".contains(*c))
+        .collect();
+    if rest[prefix.len()..].starts_with(['*', '?', '{']) {
+        prefix.pop();
+    }
+    (!prefix.is_empty()).then_some(prefix)
+}
+
 /// Sort direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
@@ -206,5 +326,77 @@ impl FindOptions {
             d.insert(p.clone(), if *o == Order::Asc { 1 } else { -1 });
         }
         Some(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::rawdoc;
+
+    #[test]
+    fn literal_prefixes_of_anchored_patterns() {
+        assert_eq!(literal_prefix(r"^/polls/\w*$").as_deref(), Some("/polls/"));
+        assert_eq!(literal_prefix("^/polls/12/").as_deref(), Some("/polls/12/"));
+        assert_eq!(
+            literal_prefix("^/ab*c").as_deref(),
+            Some("/a"),
+            "the quantified `b` is not part of it"
+        );
+        assert_eq!(literal_prefix("/polls/"), None, "unanchored");
+        assert_eq!(literal_prefix("^/a|/b"), None, "alternation");
+        assert_eq!(literal_prefix(r"^\d+"), None);
+    }
+
+    #[test]
+    fn a_filter_evaluated_on_the_bytes_agrees_with_the_stores() {
+        let id = bson::oid::ObjectId::new();
+        let doc = rawdoc! {
+            "_id": id,
+            "user": { "id": 23i32, "name": "erin" },
+            "time": { "request": bson::DateTime::from_millis(5_000) },
+            "tags": ["a", "b"],
+            "n": bson::RawBson::Null,
+        };
+        let yes = [
+            Filter::eq("user.id", 23i64),
+            Filter::eq("user.id", 23.0),
+            Filter::eq("missing", Bson::Null),
+            Filter::eq("n", Bson::Null),
+            Filter::eq("_id", id),
+            Filter::eq("tags.1", "b"),
+            Filter::In("user.id".into(), vec![Bson::from(1), Bson::from(23)]),
+            Filter::Cmp(
+                "time.request".into(),
+                CmpOp::Lt,
+                bson::DateTime::from_millis(6_000).into(),
+            ),
+            Filter::gte("user.id", 23i64),
+            Filter::Prefix("user.name".into(), "er".into()),
+            Filter::Regex {
+                path: "user.name".into(),
+                pattern: "^E".into(),
+                case_insensitive: true,
+            },
+            Filter::all(),
+        ];
+        for f in yes {
+            assert!(f.matches(&doc), "{f:?}");
+        }
+        let no = [
+            Filter::eq("user.id", "23"),
+            Filter::eq("user.id", Bson::Null),
+            Filter::Cmp("user.name".into(), CmpOp::Gt, Bson::from(5)),
+            Filter::Cmp(
+                "time.request".into(),
+                CmpOp::Gt,
+                bson::DateTime::from_millis(6_000).into(),
+            ),
+            Filter::Prefix("user.id".into(), "2".into()),
+            Filter::Or(Vec::new()),
+        ];
+        for f in no {
+            assert!(!f.matches(&doc), "{f:?}");
+        }
     }
 }

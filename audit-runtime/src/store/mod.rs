@@ -1,15 +1,17 @@
-//! Where audit documents live: the embedded SQLite store (the default, no server needed) and
-//! MongoDB. Both implement the same operations with the same results; the conformance suite in
-//! `tests/tests/conformance.rs` runs unchanged against each.
+//! Where audit documents live: the embedded SQLite store (the default, no server needed),
+//! MongoDB and PostgreSQL. All three implement the same operations with the same results; the
+//! conformance suite in `tests/tests/conformance.rs` runs unchanged against each.
 //!
-//! [`Store`] is an enum rather than a trait object: there are exactly two stores, and an enum keeps
-//! every call statically dispatched and the futures `Send` without boxing.
+//! [`Store`] is an enum rather than a trait object: there are exactly three stores, and an enum
+//! keeps every call statically dispatched and the futures `Send` without boxing.
 
 pub(crate) mod degrade;
 pub(crate) mod filter;
 pub(crate) mod index;
 #[cfg(feature = "mongodb")]
 pub(crate) mod mongo;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 mod prune;
 #[cfg(feature = "embedded-store")]
 pub(crate) mod sqlite;
@@ -33,6 +35,10 @@ pub enum StoreError {
     #[cfg(feature = "mongodb")]
     #[error("mongodb store: {0}")]
     Mongo(MongoError),
+    /// The PostgreSQL server or driver failed.
+    #[cfg(feature = "postgres")]
+    #[error("postgres store: {0}")]
+    Postgres(PostgresError),
     /// A document could not be encoded.
     #[error("cannot encode document: {0}")]
     Encode(#[from] bson::ser::Error),
@@ -124,6 +130,8 @@ impl StoreError {
             },
             #[cfg(feature = "mongodb")]
             StoreError::Mongo(e) => mongo_is_permanent(&e.0),
+            #[cfg(feature = "postgres")]
+            StoreError::Postgres(e) => postgres_is_permanent(&e.0),
             StoreError::Encode(_)
             | StoreError::RawEncode(_)
             | StoreError::Decode(_)
@@ -183,6 +191,29 @@ fn mongo_is_permanent(e: &mongodb::error::Error) -> bool {
     }
 }
 
+/// Whether a PostgreSQL failure is about the document (it will fail again) rather than the server
+/// or the connection. By SQLSTATE class: connection exceptions (08), transaction rollbacks such
+/// as serialization failures and deadlocks (40), insufficient resources (53), operator
+/// intervention such as a shutdown (57), system errors (58) and an object in use (55) pass;
+/// data exceptions (22), integrity violations (23), program limits (54), and the others, do not.
+#[cfg(feature = "postgres")]
+fn postgres_is_permanent(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            let code = d.code().unwrap_or_default();
+            !matches!(code.get(..2), Some("08" | "40" | "53" | "55" | "57" | "58"))
+        }
+        sqlx::Error::Encode(_)
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::Configuration(_) => true,
+        _ => false,
+    }
+}
+
 /// The SQLite driver's error. Opaque, so that the driver's version is not part of this crate's
 /// API; its message is the driver's, and [`source`](std::error::Error::source) gives the
 /// driver's error itself.
@@ -194,6 +225,33 @@ pub struct SqliteError(pub(crate) rusqlite::Error);
 #[cfg(feature = "mongodb")]
 #[derive(Debug)]
 pub struct MongoError(pub(crate) Box<mongodb::error::Error>);
+
+/// The PostgreSQL driver's error, opaque for the same reason as [`SqliteError`].
+#[cfg(feature = "postgres")]
+#[derive(Debug)]
+pub struct PostgresError(pub(crate) Box<sqlx::Error>);
+
+#[cfg(feature = "postgres")]
+impl std::fmt::Display for PostgresError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl std::error::Error for PostgresError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[doc(hidden)]
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Postgres(PostgresError(Box::new(e)))
+    }
+}
 
 #[cfg(feature = "embedded-store")]
 impl std::fmt::Display for SqliteError {
@@ -260,6 +318,9 @@ pub enum Store {
     /// The MongoDB store.
     #[cfg(feature = "mongodb")]
     Mongo(mongo::MongoStore),
+    /// The PostgreSQL store.
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PgStore),
 }
 
 impl std::fmt::Debug for Store {
@@ -275,6 +336,8 @@ macro_rules! dispatch {
             Store::Sqlite($s) => $e,
             #[cfg(feature = "mongodb")]
             Store::Mongo($s) => $e,
+            #[cfg(feature = "postgres")]
+            Store::Postgres($s) => $e,
         }
     };
 }
@@ -312,6 +375,24 @@ impl Store {
                     ))
                 }
             }
+            DbConnection::Postgres { uri } => Store::open_postgres(uri, false).await,
+        }
+    }
+
+    async fn open_postgres(uri: &str, read_only: bool) -> StoreResult<Store> {
+        #[cfg(feature = "postgres")]
+        {
+            Ok(Store::Postgres(
+                postgres::PgStore::connect(uri, read_only).await?,
+            ))
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = (uri, read_only);
+            Err(StoreError::Unsupported(
+                "db_connection is a PostgreSQL URI, but this build has no `postgres` feature"
+                    .into(),
+            ))
         }
     }
 
@@ -324,6 +405,7 @@ impl Store {
             DbConnection::Sqlite(path) => Ok(Store::Sqlite(
                 sqlite::SqliteStore::open_read_only(path).await?,
             )),
+            DbConnection::Postgres { uri } => Store::open_postgres(uri, true).await,
             _ => Store::open(conn).await,
         }
     }
@@ -343,6 +425,8 @@ impl Store {
             Store::Sqlite(_) => "sqlite",
             #[cfg(feature = "mongodb")]
             Store::Mongo(_) => "mongodb",
+            #[cfg(feature = "postgres")]
+            Store::Postgres(_) => "postgres",
         }
     }
 
@@ -418,6 +502,8 @@ impl Store {
                 s.insert_many(Collection::Seal, vec![seal]).await?;
                 Ok(n)
             }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => s.insert_many_sealed(collection, docs, salts, seal).await,
         }
     }
 
@@ -490,6 +576,29 @@ impl Store {
         dispatch!(self, s => s.replace_bytes(collection, doc).await)
     }
 
+    /// Replaces the stored record whose bytes are `old` by `new` (same `_id`): found by its id
+    /// and its bytes together, so a row whose `id` copy was swapped with another's is never the
+    /// one replaced; `false` when no row holds those bytes. What an erasure uses.
+    pub(crate) async fn replace_stored(
+        &self,
+        collection: Collection,
+        old: &RawDocumentBuf,
+        new: RawDocumentBuf,
+    ) -> StoreResult<bool> {
+        match self {
+            #[cfg(feature = "embedded-store")]
+            Store::Sqlite(s) => s.replace_stored(collection, old, new).await,
+            // The documents are the bytes: `_id` is the truth.
+            #[cfg(feature = "mongodb")]
+            Store::Mongo(s) => {
+                let _ = old;
+                s.replace_bytes(collection, new).await
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => s.replace_stored(collection, old, new).await,
+        }
+    }
+
     /// Visits the stored bytes of every matching document in batches of `batch` (by ascending
     /// `_id`), never holding more than one batch in memory.
     pub async fn for_each_raw_batch<F>(
@@ -548,6 +657,8 @@ impl Store {
             Store::Sqlite(s) => s.for_each_stored(collection, filter, batch, f).await,
             #[cfg(feature = "mongodb")]
             Store::Mongo(_) => self.for_each_raw_batch(collection, filter, batch, f).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => s.for_each_stored(collection, filter, batch, f).await,
         }
     }
 
@@ -559,6 +670,8 @@ impl Store {
             Store::Sqlite(s) => s.count_stored(c, filter).await,
             #[cfg(feature = "mongodb")]
             Store::Mongo(s) => s.count(c, filter).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => s.count_stored(c, filter).await,
         }
     }
 
@@ -572,12 +685,14 @@ impl Store {
 
     #[cfg(feature = "embedded-store")]
     /// Visits every stored record of `collection` as verification reads it ([`RecordDigest`]:
-    /// worked out next to the bytes, which never leave the store's worker), in batches of
-    /// `batch`: on SQLite every row by rowid, whatever its columns say.
+    /// worked out next to the bytes, which never leave the store's worker unless `keep_bytes`),
+    /// in batches of `batch`: on SQLite every row by rowid, on PostgreSQL by key, on MongoDB
+    /// through one cursor in `_id` order — whatever the copies beside the bytes say.
     pub(crate) async fn scan_records<F>(
         &self,
         collection: Collection,
         batch: u64,
+        keep_bytes: bool,
         f: F,
     ) -> StoreResult<u64>
     where
@@ -585,53 +700,28 @@ impl Store {
     {
         match self {
             #[cfg(feature = "embedded-store")]
-            Store::Sqlite(s) => s.scan_records(collection, batch, f).await,
+            Store::Sqlite(s) => s.scan_records(collection, batch, keep_bytes, f).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => s.scan_records(collection, batch, keep_bytes, f).await,
             #[cfg(feature = "mongodb")]
-            Store::Mongo(s) => {
-                let mut f = f;
-                let mut last: Option<Bson> = None;
-                let mut total = 0;
-                loop {
-                    let mut filter = Filter::all();
-                    if let Some(id) = last.take() {
-                        filter = Filter::Cmp("_id".into(), CmpOp::Gt, id);
-                    }
-                    let opts = FindOptions::new(filter)
-                        .sort("_id", Order::Asc)
-                        .window(0, Some(batch));
-                    let docs = s.find_bytes(collection, &opts).await?;
-                    let n = docs.len() as u64;
-                    let ids: Vec<Bson> = docs
-                        .iter()
-                        .filter_map(|d| d.get("_id").ok().flatten())
-                        .filter_map(|id| Bson::try_from(id.to_raw_bson()).ok())
-                        .collect();
-                    last = ids.last().cloned();
-                    let salts: std::collections::HashMap<String, Vec<u8>> = s
-                        .salts_for(ids)
-                        .await?
-                        .into_iter()
-                        .map(|(id, salt)| (id.into_relaxed_extjson().to_string(), salt))
-                        .collect();
-                    let records = docs
-                        .iter()
-                        .map(|d| {
-                            let salt = d
-                                .get("_id")
-                                .ok()
-                                .flatten()
-                                .and_then(|id| Bson::try_from(id.to_raw_bson()).ok())
-                                .and_then(|id| salts.get(&id.into_relaxed_extjson().to_string()));
-                            RecordDigest::of(collection, d.as_bytes(), salt.map(Vec::as_slice))
-                        })
-                        .collect();
-                    total += n;
-                    f(records)?;
-                    if n < batch || last.is_none() {
-                        return Ok(total);
-                    }
-                }
-            }
+            Store::Mongo(s) => s.scan_records(collection, batch, keep_bytes, f).await,
+        }
+    }
+
+    /// What is wrong with the store's structure, in words, for verification: anything that
+    /// could make what the searches read differ from what verification reads (SQLite: triggers,
+    /// views, tables or indexes the store does not make, index contents that disagree with their
+    /// table (with `deep`); PostgreSQL: triggers, rules, row-level security, tables replaced;
+    /// MongoDB: a collection replaced by a view).
+    #[cfg(feature = "embedded-store")]
+    pub(crate) async fn structure_findings(&self, deep: bool) -> StoreResult<Vec<String>> {
+        match self {
+            #[cfg(feature = "embedded-store")]
+            Store::Sqlite(s) => s.structure_findings(deep).await,
+            #[cfg(feature = "mongodb")]
+            Store::Mongo(s) => s.structure_findings().await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => s.structure_findings().await,
         }
     }
 
@@ -642,6 +732,8 @@ impl Store {
             Store::Sqlite(s) => s.begin_erasure().await,
             #[cfg(feature = "mongodb")]
             Store::Mongo(_) => Ok(()),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(_) => Ok(()),
         }
     }
 
@@ -653,6 +745,8 @@ impl Store {
             Store::Sqlite(s) => s.finish_erasure().await,
             #[cfg(feature = "mongodb")]
             Store::Mongo(_) => Ok(true),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(s) => s.finish_erasure().await,
         }
     }
 

@@ -266,6 +266,107 @@ impl MongoStore {
         }
     }
 
+    /// Every document of `c` as verification reads it, through one cursor in `_id` order (paging
+    /// by `_id` would skip documents whose `_id` has another type than the last one seen), their
+    /// salts looked up a batch at a time.
+    #[cfg(feature = "embedded-store")]
+    pub(crate) async fn scan_records<F>(
+        &self,
+        c: Collection,
+        batch: u64,
+        keep_bytes: bool,
+        mut f: F,
+    ) -> StoreResult<u64>
+    where
+        F: FnMut(Vec<crate::store::RecordDigest>) -> StoreResult<()>,
+    {
+        let coll = self.db.collection::<RawDocumentBuf>(c.name());
+        let batch = batch.clamp(1, u32::MAX as u64) as usize;
+        let mut cursor = coll
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .batch_size(batch as u32)
+            .await?;
+        let mut total = 0;
+        let mut docs: Vec<RawDocumentBuf> = Vec::with_capacity(batch);
+        loop {
+            let more = cursor.advance().await?;
+            if more {
+                docs.push(cursor.current().to_raw_document_buf());
+            }
+            if docs.len() == batch || (!more && !docs.is_empty()) {
+                let ids: Vec<bson::Bson> = docs
+                    .iter()
+                    .filter_map(|d| d.get("_id").ok().flatten())
+                    .filter_map(|id| bson::Bson::try_from(id.to_raw_bson()).ok())
+                    .collect();
+                let salts: std::collections::HashMap<String, Vec<u8>> = self
+                    .salts_for(ids)
+                    .await?
+                    .into_iter()
+                    .map(|(id, salt)| (id.into_relaxed_extjson().to_string(), salt))
+                    .collect();
+                let records = std::mem::take(&mut docs)
+                    .into_iter()
+                    .map(|d| {
+                        let salt = d
+                            .get("_id")
+                            .ok()
+                            .flatten()
+                            .and_then(|id| bson::Bson::try_from(id.to_raw_bson()).ok())
+                            .and_then(|id| salts.get(&id.into_relaxed_extjson().to_string()));
+                        let mut digest = crate::store::RecordDigest::of(
+                            c,
+                            d.as_bytes(),
+                            salt.map(Vec::as_slice),
+                        );
+                        if keep_bytes {
+                            digest.bytes = Some(d.into_bytes());
+                        }
+                        digest
+                    })
+                    .collect::<Vec<_>>();
+                total += records.len() as u64;
+                f(records)?;
+            }
+            if !more {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// What is wrong with the database's structure for verification: an audit collection that
+    /// is a view (its documents would not be the stored ones).
+    #[cfg(feature = "embedded-store")]
+    pub(crate) async fn structure_findings(&self) -> StoreResult<Vec<String>> {
+        let mut cursor = self.db.list_collections().await?;
+        let mut out = Vec::new();
+        while cursor.advance().await? {
+            let spec = cursor.deserialize_current()?;
+            let ours = [
+                Collection::Access,
+                Collection::Process,
+                Collection::ModelAction,
+                Collection::Seal,
+                Collection::Salt,
+            ]
+            .iter()
+            .any(|c| c.name() == spec.name);
+            if ours
+                && !matches!(
+                    spec.collection_type,
+                    mongodb::results::CollectionType::Collection
+                )
+            {
+                out.push(format!(
+                    "`{}` is a {:?}, not a collection: what it shows is not what is stored",
+                    spec.name, spec.collection_type
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// The salts stored for `ids`, by `_id`.
     pub(crate) async fn salts_for(
         &self,

@@ -16,7 +16,7 @@
 
 mod stored;
 
-use super::filter::{Filter, FindOptions, Order};
+use super::filter::{literal_prefix, Filter, FindOptions, Order};
 use super::index::{default_indexes, EnsuredIndex, IndexInfo, IndexSpec};
 use super::{StoreError, StoreResult};
 use crate::document::{Collection, Process};
@@ -465,6 +465,30 @@ impl SqliteStore {
         c: Collection,
         doc: RawDocumentBuf,
     ) -> StoreResult<bool> {
+        self.replace_where(c, doc, None).await
+    }
+
+    /// Replaces the row holding exactly `old` by `new` (see [`Store::replace_stored`]).
+    ///
+    /// [`Store::replace_stored`]: crate::store::Store::replace_stored
+    pub(crate) async fn replace_stored(
+        &self,
+        c: Collection,
+        old: &RawDocumentBuf,
+        new: RawDocumentBuf,
+    ) -> StoreResult<bool> {
+        self.replace_where(c, new, Some(old.as_bytes().to_vec()))
+            .await
+    }
+
+    /// `UPDATE` of the row with `doc`'s id (and, with `old`, those bytes: by id first, through
+    /// its index, else by the bytes alone, for a row whose `id` copy was changed).
+    async fn replace_where(
+        &self,
+        c: Collection,
+        doc: RawDocumentBuf,
+        old: Option<Vec<u8>>,
+    ) -> StoreResult<bool> {
         let id = doc
             .get_object_id("_id")
             .map_err(|_| StoreError::Raw("document has no ObjectId `_id`".into()))?
@@ -479,12 +503,38 @@ impl SqliteStore {
                 .enumerate()
                 .map(|(i, p)| format!(", {} = ?{}", column(p), i + 3))
                 .collect();
-            let n = tx.execute(
-                &format!("UPDATE {} SET doc = ?2{sets} WHERE id = ?1", c.name()),
-                params_from_iter(row_values(&id, &doc, &cols)?.iter()),
-            )?;
+            let old_at = cols.len() + 3;
+            let mut values = row_values(&id, &doc, &cols)?;
+            // Copies of the same bytes under other ids are replaced too: they hold the same data.
+            let n = match &old {
+                None => tx.execute(
+                    &format!("UPDATE {} SET doc = ?2{sets} WHERE id = ?1", c.name()),
+                    params_from_iter(values.iter()),
+                )?,
+                Some(old) => {
+                    values.push(ToSqlOutput::from(old.as_slice()));
+                    let by_id = tx.execute(
+                        &format!(
+                            "UPDATE {} SET doc = ?2{sets} WHERE id = ?1 AND doc = ?{old_at}",
+                            c.name()
+                        ),
+                        params_from_iter(values.iter()),
+                    )?;
+                    if by_id == 1 {
+                        1
+                    } else {
+                        tx.execute(
+                            &format!(
+                                "UPDATE {} SET doc = ?2{sets} WHERE doc = ?{old_at} AND ?1 IS NOT NULL",
+                                c.name()
+                            ),
+                            params_from_iter(values.iter()),
+                        )?
+                    }
+                }
+            };
             tx.commit()?;
-            Ok(n == 1)
+            Ok(n >= 1)
         })
         .await
     }
@@ -1058,24 +1108,6 @@ fn where_from(f: &Filter, cols: Option<&[String]>, params: &mut Vec<Value>) -> S
     })
 }
 
-/// The literal text every match of an anchored pattern starts with, if there is some: the
-/// characters after `^` up to the first metacharacter (minus one a quantifier applies to). No
-/// prefix for patterns with alternation, whose branches need not share it.
-fn literal_prefix(pattern: &str) -> Option<String> {
-    let rest = pattern.strip_prefix('^')?;
-    if pattern.contains('|') {
-        return None;
-    }
-    let mut prefix: String = rest
-        .chars()
-        .take_while(|c| !"\\.+*?()|[]{}^$".contains(*c))
-        .collect();
-    if rest[prefix.len()..].starts_with(['*', '?', '{']) {
-        prefix.pop();
-    }
-    (!prefix.is_empty()).then_some(prefix)
-}
-
 /// A filter value as the SQL value `bson_get` yields for the same BSON value.
 fn sql_value(v: &Bson) -> StoreResult<Value> {
     Ok(match v {
@@ -1279,7 +1311,7 @@ fn regexp(ctx: &Context<'_>) -> rusqlite::Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::{cell, cells, literal_prefix};
+    use super::{cell, cells};
     use bson::rawdoc;
 
     #[test]
@@ -1315,19 +1347,5 @@ mod tests {
                 "{p}"
             );
         }
-    }
-
-    #[test]
-    fn literal_prefixes_of_anchored_patterns() {
-        assert_eq!(literal_prefix(r"^/polls/\w*$").as_deref(), Some("/polls/"));
-        assert_eq!(literal_prefix("^/polls/12/").as_deref(), Some("/polls/12/"));
-        assert_eq!(
-            literal_prefix("^/ab*c").as_deref(),
-            Some("/a"),
-            "the quantified `b` is not part of it"
-        );
-        assert_eq!(literal_prefix("/polls/"), None, "unanchored");
-        assert_eq!(literal_prefix("^/a|/b"), None, "alternation");
-        assert_eq!(literal_prefix(r"^\d+"), None);
     }
 }

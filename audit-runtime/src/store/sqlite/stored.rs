@@ -13,7 +13,7 @@ use crate::document::Collection;
 use crate::store::{Filter, RecordDigest, StoreError, StoreResult};
 use bson::raw::{RawBsonRef, RawDocument, RawDocumentBuf};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
-use rusqlite::{params_from_iter, Connection};
+use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use std::sync::Arc;
 
 impl SqliteStore {
@@ -109,6 +109,7 @@ impl SqliteStore {
         &self,
         c: Collection,
         batch: u64,
+        keep_bytes: bool,
         mut f: F,
     ) -> StoreResult<u64>
     where
@@ -127,28 +128,37 @@ impl SqliteStore {
         } else {
             ("NULL", String::new())
         };
-        let sql: Arc<str> = format!(
-            "SELECT t.rowid, t.id, t.doc, {salt}{copies} FROM {} t {join} \
-             WHERE t.rowid > ?1 ORDER BY t.rowid LIMIT ?2",
+        // The first page has no lower bound (a row whose rowid is the smallest there is is read
+        // too); the next ones start after the last rowid seen. Two statements, so that each
+        // walks the table by rowid.
+        let select = format!(
+            "SELECT t.rowid, t.id, t.doc, {salt}{copies} FROM {} t {join}",
             c.name()
-        )
-        .into();
+        );
+        let first: Arc<str> = format!("{select} ORDER BY t.rowid LIMIT ?1").into();
+        let after: Arc<str> =
+            format!("{select} WHERE t.rowid > ?2 ORDER BY t.rowid LIMIT ?1").into();
         let batch = batch.clamp(1, i64::MAX as u64);
-        let fetch = |after: i64| {
-            let (conn, sql, cols) = (self.conn.clone(), sql.clone(), cols.clone());
+        let fetch = |from: Option<i64>| {
+            let (conn, cols) = (self.conn.clone(), cols.clone());
+            let sql = if from.is_some() {
+                after.clone()
+            } else {
+                first.clone()
+            };
             tokio::task::spawn_blocking(move || {
-                read_digests(&lock(&conn), &sql, c, &cols, after, batch)
+                read_digests(&lock(&conn), &sql, c, &cols, from, batch, keep_bytes)
             })
         };
         let mut total = 0;
-        let mut next = Some(fetch(i64::MIN));
+        let mut next = Some(fetch(None));
         while let Some(pending) = next.take() {
             let rows = pending
                 .await
                 .map_err(|e| StoreError::Worker(e.to_string()))??;
             let n = rows.len() as u64;
             if let Some(last) = rows.last().and_then(|r| r.row).filter(|_| n == batch) {
-                next = Some(fetch(last));
+                next = Some(fetch(Some(last)));
             }
             total += n;
             if n > 0 {
@@ -156,6 +166,19 @@ impl SqliteStore {
             }
         }
         Ok(total)
+    }
+
+    /// What is wrong with the file's structure (see [`Store::structure_findings`]): a trigger
+    /// or a view; a table whose columns are not `rowid INTEGER PRIMARY KEY`, `id TEXT NOT NULL`
+    /// (unique), `doc BLOB NOT NULL` and plain `"$path"` copies; an index that is not a plain
+    /// index of such columns whose name says what it indexes, or is partial; and, with `deep`,
+    /// what `PRAGMA integrity_check` finds (an index whose entries disagree with its table, among
+    /// others: it reads every index whole, several times what verification costs otherwise).
+    ///
+    /// [`Store::structure_findings`]: crate::store::Store::structure_findings
+    pub(crate) async fn structure_findings(&self, deep: bool) -> StoreResult<Vec<String>> {
+        self.run(move |conn| Ok(structure_findings(conn, deep)?))
+            .await
     }
 
     /// Before an erasure: freed space is overwritten with zeros from now on, so the replaced
@@ -183,11 +206,15 @@ fn read_digests(
     sql: &str,
     c: Collection,
     cols: &[String],
-    after: i64,
+    after: Option<i64>,
     batch: u64,
+    keep_bytes: bool,
 ) -> StoreResult<Vec<RecordDigest>> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query(rusqlite::params![after, batch as i64])?;
+    let mut rows = match after {
+        Some(after) => stmt.query(rusqlite::params![batch as i64, after])?,
+        None => stmt.query(rusqlite::params![batch as i64])?,
+    };
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let bytes = match r.get_ref(2)? {
@@ -200,6 +227,9 @@ fn read_digests(
         };
         let mut digest = RecordDigest::of(c, bytes, salt);
         digest.row = Some(r.get(0)?);
+        if keep_bytes {
+            digest.bytes = Some(bytes.to_vec());
+        }
         if digest.malformed.is_none() {
             let copies = (0..cols.len())
                 .map(|i| r.get_ref(4 + i))
@@ -207,6 +237,161 @@ fn read_digests(
             check_copies(&mut digest, bytes, r.get_ref(1)?, cols, &copies);
         }
         out.push(digest);
+    }
+    Ok(out)
+}
+
+fn structure_findings(conn: &Connection, deep: bool) -> rusqlite::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT type, name, tbl_name FROM sqlite_master WHERE type IN ('trigger', 'view') ORDER BY name",
+    )?;
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })? {
+        let (kind, name, table) = row?;
+        out.push(format!(
+            "a {kind} `{name}` on `{table}`: the store makes none"
+        ));
+    }
+    static INDEX: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let index_sql = INDEX.get_or_init(|| {
+        regex::Regex::new(
+            r#"^CREATE (?:UNIQUE )?INDEX (?:IF NOT EXISTS )?"((?:[^"]|"")*)" ON ([a-z_]+) \(((?:"\$(?:[^"]|"")*"(?: DESC)?|id(?: DESC)?)(?:, (?:"\$(?:[^"]|"")*"(?: DESC)?|id(?: DESC)?))*)\)$"#,
+        )
+        .expect("static regex")
+    });
+    for c in super::TABLES {
+        let t = c.name();
+        if !table_exists(conn, t)? {
+            continue;
+        }
+        let mut cols = conn.prepare(&format!("PRAGMA table_xinfo({t})"))?;
+        let cols: Vec<(String, String, bool, Option<String>, i64, i64)> = cols
+            .query_map([], |r| {
+                Ok((
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let own = |i: usize,
+                   (name, ty, notnull, default, pk, hidden): &(
+            String,
+            String,
+            bool,
+            Option<String>,
+            i64,
+            i64,
+        )| match i {
+            0 => name == "rowid" && ty == "INTEGER" && *pk == 1 && *hidden == 0,
+            1 => {
+                name == "id"
+                    && ty == "TEXT"
+                    && *notnull
+                    && *pk == 0
+                    && default.is_none()
+                    && *hidden == 0
+            }
+            2 => {
+                name == "doc"
+                    && ty == "BLOB"
+                    && *notnull
+                    && *pk == 0
+                    && default.is_none()
+                    && *hidden == 0
+            }
+            _ => {
+                name.starts_with('$')
+                    && ty.is_empty()
+                    && !*notnull
+                    && *pk == 0
+                    && default.is_none()
+                    && *hidden == 0
+            }
+        };
+        for (i, col) in cols.iter().enumerate() {
+            if !own(i, col) {
+                out.push(format!(
+                    "table `{t}`: column `{}` is not one the store makes",
+                    col.0
+                ));
+            }
+        }
+        if cols.len() < 3 {
+            out.push(format!("table `{t}` lacks the store's columns"));
+        }
+        let mut list = conn.prepare(&format!("PRAGMA index_list({t})"))?;
+        let indexes: Vec<(String, bool, String, bool)> = list
+            .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut id_unique = false;
+        for (name, unique, origin, partial) in &indexes {
+            if partial.to_owned() {
+                out.push(format!(
+                    "index `{name}` on `{t}` is partial: the store makes none"
+                ));
+            }
+            if origin == "u" && *unique {
+                let cols: Vec<String> = conn
+                    .prepare(&format!(
+                        "PRAGMA index_info(\"{}\")",
+                        name.replace('"', "\"\"")
+                    ))?
+                    .query_map([], |r| r.get(2))?
+                    .collect::<rusqlite::Result<_>>()?;
+                id_unique |= cols == ["id"];
+                continue;
+            }
+            let sql: Option<String> = conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            // The name says what the index is on (`audit_access.user.id_1`): SQL rewritten to
+            // index another column no longer fits its name.
+            let fits = sql
+                .as_deref()
+                .and_then(|s| index_sql.captures(s))
+                .is_some_and(|m| {
+                    let spec = crate::store::IndexSpec {
+                        keys: super::parse_index_keys(&m[0]),
+                        unique: m[0].starts_with("CREATE UNIQUE"),
+                    };
+                    m[1].replace("\"\"", "\"") == *name
+                        && &m[2] == t
+                        && *name == format!("{t}.{}", spec.name())
+                });
+            if !fits {
+                out.push(format!(
+                    "index `{name}` on `{t}` is not one the store makes: {}",
+                    sql.unwrap_or_default()
+                ));
+            }
+        }
+        if !id_unique {
+            out.push(format!("table `{t}`: its `id` column is not unique"));
+        }
+    }
+    if deep {
+        let mut check = conn.prepare("PRAGMA integrity_check(20)")?;
+        let problems: Vec<String> = check
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if problems != ["ok"] {
+            out.extend(problems.into_iter().map(|p| format!("integrity: {p}")));
+        }
     }
     Ok(out)
 }
