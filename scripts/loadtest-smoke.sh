@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A short run of the load test (2,000 requests per configuration, closed loop; MongoDB too when
-# MONGODB_URI is set): it fails when an audited server stored a different number of records than
-# it answered; then the JSON it wrote must hold every configuration and target, and the chart
-# script must draw it. Run it under scripts/mongo-test-server.sh to include MongoDB.
+# MONGODB_URI is set, PostgreSQL when POSTGRES_URI is): it fails when an audited server stored a
+# different number of records than it answered; then the JSON it wrote must hold every
+# configuration and target, and the chart script must draw it. Run it under
+# scripts/mongo-test-server.sh and scripts/pg-test-server.sh to include those stores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,8 @@ want = ["bare", "trace-json", "audited-sync-sqlite", "audited-async-sqlite", "ba
 import os
 if os.environ.get("MONGODB_URI"):
     want.append("audited-async-mongodb")
+if os.environ.get("POSTGRES_URI"):
+    want += ["audited-async-postgres", "audited-sync-postgres"]
 missing = [c for c in want if c not in runs]
 assert not missing, f"configurations missing from the results: {missing}"
 for name, r in runs.items():
@@ -27,7 +30,7 @@ for name, r in runs.items():
     if name.startswith("audited"):
         assert r["records_written"] == r["records_expected"] == 2000 + 500, (name, r)
         assert r["writer_cpu_us_per_record"] > 0, (name, r)
-assert len(doc["targets"]) == 9, doc["targets"]
+assert len(doc["targets"]) == 10, doc["targets"]
 assert doc["stores"]["store_docs_per_s"] > 0
 print(f"loadtest smoke: {len(runs)} configurations, records written = requests answered")
 PY

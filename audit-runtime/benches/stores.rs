@@ -1,8 +1,15 @@
 //! Store throughput with 2 KB access documents and every default index: insert one (one commit
 //! each), insert batches of 100, an indexed nested-path query, a regex query and a ranged delete.
-//! Prints documents (or queries) per second for SQLite, for MongoDB when `MONGODB_URI` is set, and
-//! for a raw rusqlite baseline doing the same batched inserts into the schema of earlier versions
-//! (expression indexes), measured in the same run, rounds interleaved; then the ratio store / raw.
+//! Prints documents (or queries) per second for SQLite, for MongoDB when `MONGODB_URI` is set,
+//! for PostgreSQL when `POSTGRES_URI` is, and for a raw rusqlite baseline doing the same batched
+//! inserts into the schema of earlier versions (expression indexes), measured in the same run,
+//! rounds interleaved; then the ratio store / raw.
+//!
+//! On PostgreSQL the baselines are the same rows (bytes, `jsonb`, typed columns) inserted plainly
+//! into a table without indexes, batches of 100, in the same run: by sqlx (one `INSERT ... SELECT
+//! FROM UNNEST`, as the store does), by tokio-postgres (the same statement: the other driver
+//! considered), and by `COPY`; then the first page of a one-hour time range, on the btree index
+//! the store makes and on a BRIN index of the same rows, with both indexes' sizes.
 //!
 //! `cargo bench -p audit-runtime --bench stores` (`-- --quick` for a short run).
 
@@ -191,6 +198,13 @@ async fn main() {
     store_batched(&store, &docs[singles..], 100).await;
     queries(&store, "sqlite", if quick { 100 } else { 2_000 }).await;
 
+    match std::env::var("POSTGRES_URI") {
+        Ok(uri) => postgres::bench(&uri, &docs, rounds, quick).await,
+        Err(_) => println!(
+            "postgres skipped: set POSTGRES_URI (scripts/pg-test-server.sh starts a server)"
+        ),
+    }
+
     match std::env::var("MONGODB_URI") {
         Ok(uri) => {
             let db = format!("audit_bench_{}", bson::oid::ObjectId::new().to_hex());
@@ -220,5 +234,275 @@ async fn main() {
         Err(_) => println!(
             "mongodb  skipped: set MONGODB_URI (scripts/mongo-test-server.sh starts a server)"
         ),
+    }
+}
+
+mod postgres {
+    use super::*;
+    use sqlx::Executor;
+
+    /// A fresh database on the server of `base` (a role that may create them).
+    fn database(base: &str) -> String {
+        let name = format!("audit_bench_{}", bson::oid::ObjectId::new().to_hex());
+        let out = std::process::Command::new("psql")
+            .arg(base)
+            .args(["-q", "-c"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()
+            .expect("psql runs");
+        assert!(out.status.success(), "{out:?}");
+        format!("{}/{name}", base.rsplit_once('/').expect("a database").0)
+    }
+
+    /// The rows the store writes for `docs`, column by column, as the baselines insert them.
+    struct Rows {
+        ids: Vec<String>,
+        bsons: Vec<Vec<u8>>,
+        docs: Vec<String>,
+        users: Vec<String>,
+        paths: Vec<String>,
+        times: Vec<chrono::DateTime<Utc>>,
+        apps: Vec<String>,
+        names: Vec<String>,
+        methods: Vec<String>,
+        interlinks: Vec<String>,
+    }
+
+    fn rows(docs: &[Access]) -> Rows {
+        let mut r = Rows {
+            ids: vec![],
+            bsons: vec![],
+            docs: vec![],
+            users: vec![],
+            paths: vec![],
+            times: vec![],
+            apps: vec![],
+            names: vec![],
+            methods: vec![],
+            interlinks: vec![],
+        };
+        for a in docs {
+            let d = bson::to_document(a).unwrap();
+            r.ids.push(a.id.to_hex());
+            r.bsons.push(bson::to_vec(&d).unwrap());
+            r.docs
+                .push(bson::Bson::Document(d).into_relaxed_extjson().to_string());
+            r.users.push(a.user.as_ref().unwrap().id.to_string());
+            r.paths.push(a.request.path.clone());
+            r.times.push(a.time.request);
+            r.apps.push(a.view.app.clone());
+            r.names.push(a.view.name.clone());
+            r.methods.push("POST".into());
+            r.interlinks
+                .push(a.interlink_id.clone().unwrap_or_default());
+        }
+        r
+    }
+
+    const PLAIN: &str = "CREATE TABLE plain (id text, bson bytea, doc jsonb, interlink_id text,
+        user_id jsonb, request_path text, time_request timestamptz, exception_type text,
+        view_app text, view_name text, request_method text)";
+    const INSERT: &str = "INSERT INTO plain SELECT u.a, u.b, u.c::jsonb, u.i, u.u::jsonb, u.p, u.t,
+        NULL, u.va, u.vn, u.m FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::text[],
+        $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::text[])
+        AS u(a, b, c, i, u, p, t, va, vn, m)";
+
+    async fn plain_sqlx(uri: &str, docs: &[Access]) -> f64 {
+        let pool = sqlx::PgPool::connect(uri).await.unwrap();
+        pool.execute("DROP TABLE IF EXISTS plain").await.unwrap();
+        pool.execute(PLAIN).await.unwrap();
+        let start = Instant::now();
+        for chunk in docs.chunks(100) {
+            let r = rows(chunk);
+            sqlx::query(INSERT)
+                .bind(r.ids)
+                .bind(r.bsons)
+                .bind(r.docs)
+                .bind(r.interlinks)
+                .bind(r.users)
+                .bind(r.paths)
+                .bind(r.times)
+                .bind(r.apps)
+                .bind(r.names)
+                .bind(r.methods)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        docs.len() as f64 / start.elapsed().as_secs_f64()
+    }
+
+    async fn plain_tokio_postgres(uri: &str, docs: &[Access]) -> f64 {
+        let (client, conn) = tokio_postgres::connect(uri, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS plain; {PLAIN}"))
+            .await
+            .unwrap();
+        let stmt = client.prepare(INSERT).await.unwrap();
+        let start = Instant::now();
+        for chunk in docs.chunks(100) {
+            let r = rows(chunk);
+            client
+                .execute(
+                    &stmt,
+                    &[
+                        &r.ids,
+                        &r.bsons,
+                        &r.docs,
+                        &r.interlinks,
+                        &r.users,
+                        &r.paths,
+                        &r.times,
+                        &r.apps,
+                        &r.names,
+                        &r.methods,
+                    ],
+                )
+                .await
+                .unwrap();
+        }
+        docs.len() as f64 / start.elapsed().as_secs_f64()
+    }
+
+    /// `COPY ... FROM STDIN` in text format, one statement per batch.
+    async fn plain_copy(uri: &str, docs: &[Access]) -> f64 {
+        let pool = sqlx::PgPool::connect(uri).await.unwrap();
+        pool.execute("DROP TABLE IF EXISTS plain").await.unwrap();
+        pool.execute(PLAIN).await.unwrap();
+        let text = |s: &str| {
+            s.replace('\\', "\\\\")
+                .replace('\t', "\\t")
+                .replace('\n', "\\n")
+                .replace('\r', "\\r")
+        };
+        let start = Instant::now();
+        for chunk in docs.chunks(100) {
+            let r = rows(chunk);
+            let mut data = String::new();
+            for i in 0..chunk.len() {
+                let hex: String = r.bsons[i].iter().map(|b| format!("{b:02x}")).collect();
+                data.push_str(&format!(
+                    "{}\t\\\\x{hex}\t{}\t{}\t{}\t{}\t{}\t\\N\t{}\t{}\t{}\n",
+                    r.ids[i],
+                    text(&r.docs[i]),
+                    text(&r.interlinks[i]),
+                    text(&r.users[i]),
+                    text(&r.paths[i]),
+                    r.times[i].to_rfc3339(),
+                    text(&r.apps[i]),
+                    text(&r.names[i]),
+                    text(&r.methods[i]),
+                ));
+            }
+            let mut conn = pool.acquire().await.unwrap();
+            let mut copy = conn.copy_in_raw("COPY plain FROM STDIN").await.unwrap();
+            copy.send(data.as_bytes()).await.unwrap();
+            copy.finish().await.unwrap();
+        }
+        docs.len() as f64 / start.elapsed().as_secs_f64()
+    }
+
+    pub(super) async fn bench(base: &str, docs: &[Access], rounds: usize, quick: bool) {
+        let (mut store_rates, mut sqlx_rates, mut tp_rates, mut copy_rates) =
+            (vec![], vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            let fresh: Vec<Access> = docs
+                .iter()
+                .map(|a| Access {
+                    id: bson::oid::ObjectId::new(),
+                    ..a.clone()
+                })
+                .collect();
+            let uri = database(base);
+            let store = open_store(DbConnection::Postgres { uri: uri.clone() }).await;
+            store_rates.push(store_batched(&store, &fresh, 100).await);
+            sqlx_rates.push(plain_sqlx(&uri, &fresh).await);
+            tp_rates.push(plain_tokio_postgres(&uri, &fresh).await);
+            copy_rates.push(plain_copy(&uri, &fresh).await);
+        }
+        let (ours, plain, tp, copy) = (
+            median(store_rates),
+            median(sqlx_rates),
+            median(tp_rates),
+            median(copy_rates),
+        );
+        println!("postgres store, batches of 100, every default index {ours:>10.0} docs/s   ratio store/plain = {:.2}", ours / plain);
+        println!("postgres plain INSERT (UNNEST), sqlx, no index   {plain:>10.0} docs/s");
+        println!("postgres plain INSERT (UNNEST), tokio-postgres   {tp:>10.0} docs/s   ratio tokio-postgres/sqlx = {:.2}", tp / plain);
+        println!("postgres plain COPY, sqlx, no index              {copy:>10.0} docs/s   ratio copy/insert = {:.2}", copy / plain);
+
+        let uri = database(base);
+        let store = open_store(DbConnection::Postgres { uri: uri.clone() }).await;
+        let start = Instant::now();
+        for a in &docs[..docs.len().min(if quick { 100 } else { 1_000 })] {
+            store.insert(a).await.unwrap();
+        }
+        println!(
+            "postgres store, one per commit                  {:>10.0} docs/s",
+            docs.len().min(if quick { 100 } else { 1_000 }) as f64 / start.elapsed().as_secs_f64()
+        );
+        store_batched(
+            &store,
+            &docs[docs.len().min(if quick { 100 } else { 1_000 })..],
+            100,
+        )
+        .await;
+        brin_against_btree(&uri).await;
+        queries(&store, "postgres", if quick { 100 } else { 2_000 }).await;
+    }
+
+    /// The first page (20 newest) of a one-hour range, on the store's btree index on
+    /// `time_request` and on a BRIN index of a copy of the same rows; with the indexes' sizes.
+    async fn brin_against_btree(uri: &str) {
+        let pool = sqlx::PgPool::connect(uri).await.unwrap();
+        pool.execute(
+            "CREATE TABLE brin_copy AS SELECT * FROM audit_access;
+             CREATE INDEX brin_copy_time ON brin_copy USING brin (time_request);
+             ANALYZE brin_copy; ANALYZE audit_access;",
+        )
+        .await
+        .unwrap();
+        let page = |table: &str| {
+            format!(
+                "SELECT bson FROM {table} WHERE time_request >= '2024-01-01 00:00:30+00'
+                 AND time_request < '2024-01-01 01:00:30+00' ORDER BY time_request DESC LIMIT 20"
+            )
+        };
+        for (label, table) in [("btree", "audit_access"), ("brin", "brin_copy")] {
+            let sql = page(table);
+            let n = 200;
+            let start = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(
+                    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap(),
+                );
+            }
+            println!(
+                "postgres first page of a time range, {label:<5}     {:>10.0} queries/s",
+                n as f64 / start.elapsed().as_secs_f64()
+            );
+        }
+        let size: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT sum(pg_relation_size(i.indexrelid))::bigint FROM pg_index i
+                      JOIN pg_class c ON c.oid = i.indexrelid
+                      WHERE obj_description(i.indrelid, 'pg_class') IS NULL
+                        AND pg_get_indexdef(i.indexrelid) LIKE '%(time_request)%'
+                        AND c.relname LIKE 'audit_access%'),
+                    pg_relation_size('brin_copy_time')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        println!(
+            "postgres time index size: btree {} KiB (all partitions), brin {} KiB",
+            size.0 / 1024,
+            size.1 / 1024
+        );
     }
 }

@@ -253,9 +253,14 @@ async fn print_trail(
         auditor.config().db_connection
     );
     // The same trail in a browser: the console reads the store the tour just wrote.
+    let features = match &auditor.config().db_connection {
+        audit_runtime::DbConnection::Sqlite(_) => "cli",
+        audit_runtime::DbConnection::Mongo { .. } => "cli,mongodb",
+        audit_runtime::DbConnection::Postgres { .. } => "cli,postgres",
+    };
     println!(
         "\nLook at this trail in the console (then open http://127.0.0.1:8080/):\n  \
-         cargo run -p audit-runtime --features cli --bin audit -- --db {} serve --addr 127.0.0.1:8080",
+         cargo run -p audit-runtime --features {features} --bin audit -- --db {} serve --addr 127.0.0.1:8080",
         console_db_arg(&auditor.config().db_connection)
     );
     Ok(())

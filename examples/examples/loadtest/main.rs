@@ -66,12 +66,14 @@ struct Args {
     serve: Option<String>,
 }
 
-const CONFIGS: [&str; 6] = [
+const CONFIGS: [&str; 8] = [
     "bare",
     "trace-json",
     "audited-sync-sqlite",
     "audited-async-sqlite",
     "audited-async-mongodb",
+    "audited-async-postgres",
+    "audited-sync-postgres",
     "bare-again",
 ];
 
@@ -238,6 +240,7 @@ async fn drive(args: Args, dir: std::path::PathBuf, cpus: usize, pin: bool) -> b
             .as_deref()
             .is_none_or(|o| o.split(',').any(|x| x == name))
             && (name != "audited-async-mongodb" || std::env::var("MONGODB_URI").is_ok())
+            && (!name.ends_with("-postgres") || std::env::var("POSTGRES_URI").is_ok())
     };
     let mut servers = Vec::new();
     for name in CONFIGS.into_iter().filter(|n| wanted(n)) {
@@ -387,6 +390,12 @@ async fn drive(args: Args, dir: std::path::PathBuf, cpus: usize, pin: bool) -> b
             ratio(rps("audited-async-mongodb"), rps("trace-json")),
             ">=",
             1.2,
+        ),
+        target(
+            "async PostgreSQL rps / trace-json rps",
+            ratio(rps("audited-async-postgres"), rps("trace-json")),
+            ">=",
+            1.0,
         ),
         target(
             "sync SQLite rps / async SQLite rps",

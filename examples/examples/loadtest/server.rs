@@ -78,6 +78,8 @@ pub(crate) fn run(config: &str, dir: &std::path::Path) {
                         ),
                     },
                 ),
+                "audited-async-postgres" => (true, postgres_database()),
+                "audited-sync-postgres" => (false, postgres_database()),
                 other => panic!("unknown configuration `{other}`"),
             };
             // A long deadline: the count after shutdown must be the whole story, even on a slow
@@ -193,4 +195,24 @@ fn memory_mb() -> (f64, f64) {
             .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A fresh database on the PostgreSQL server of `POSTGRES_URI` (a role that may create them).
+fn postgres_database() -> DbConnection {
+    let base = std::env::var("POSTGRES_URI").expect("POSTGRES_URI");
+    let name = format!(
+        "audit_load_{}",
+        audit_runtime::bson::oid::ObjectId::new().to_hex()
+    );
+    let out = std::process::Command::new("psql")
+        .arg(&base)
+        .args(["-q", "-c"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .expect("psql runs");
+    assert!(out.status.success(), "cannot create {name}: {out:?}");
+    let (server, _) = base.rsplit_once('/').expect("a database in POSTGRES_URI");
+    DbConnection::Postgres {
+        uri: format!("{server}/{name}"),
+    }
 }

@@ -217,6 +217,16 @@ impl PgStore {
             self.partitions_for(*c, docs).await?;
             batches.push((*c, Batch::of(*c, docs)?));
         }
+        // One statement is atomic by itself: no transaction to open and commit around it.
+        if batches.len() == 1 {
+            let (c, batch) = batches.remove(0);
+            let stmt = sql::insert_sql(c, any_conflict);
+            return Ok(sqlx::query_with(safe(&stmt), batch.arguments(c)?)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| duplicate(c, e))?
+                .rows_affected());
+        }
         let mut tx = self.pool.begin().await?;
         let mut first = None;
         for (c, batch) in batches {

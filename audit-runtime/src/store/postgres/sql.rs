@@ -383,12 +383,33 @@ pub(crate) fn where_sql(c: Collection, f: &crate::store::Filter, p: &mut Params)
             match source(c, path) {
                 Source::Id => format!("id {op} {pat}"),
                 Source::Column(col) if col.kind == Kind::Text => {
-                    // The column may hold a prefix of a long value: the match reads `doc`.
+                    // The column holds the value, or for a long one its first bytes: a long one
+                    // is matched in `doc`. An anchored literal start narrows the rows through the
+                    // index first, as on the other stores.
+                    let name = quoted(col.name);
                     let full = format!("({} #>> '{{}}')", json_path(path));
-                    format!(
-                        "(jsonb_typeof({}) = 'string' AND {full} {op} {pat})",
-                        json_path(path)
-                    )
+                    // The column sorts bytewise ("C"), which folds only ASCII letters: a
+                    // case-insensitive match folds as the database's own locale does, as the
+                    // `jsonb` text of a long value does.
+                    let folded = if *case_insensitive {
+                        format!("({name} COLLATE \"default\")")
+                    } else {
+                        name.clone()
+                    };
+                    let test = format!(
+                        "(CASE WHEN octet_length({name}) < {} THEN {folded} {op} {pat} ELSE {full} {op} {pat} END)",
+                        TEXT_LIMIT - 3
+                    );
+                    match crate::store::filter::literal_prefix(pattern)
+                        .filter(|x| !*case_insensitive && x.len() < TEXT_LIMIT - 3)
+                    {
+                        Some(prefix) => {
+                            let lo = p.push(Param::Text(clean(&prefix).into()));
+                            let hi = p.push(Param::Text(format!("{}\u{10FFFF}", clean(&prefix))));
+                            format!("({name} >= {lo} AND {name} < {hi} AND {test})")
+                        }
+                        None => format!("({name} IS NOT NULL AND {test})"),
+                    }
                 }
                 Source::Column(col) => format!(
                     "(jsonb_typeof(to_jsonb({0})) = 'string' AND ({0} #>> '{{}}') {op} {pat})",
