@@ -3,9 +3,12 @@
 //! 1. The async writer into SQLite, with and without seals: rounds alternate, each round records
 //!    the same accesses through a fresh auditor and waits for the shutdown flush; it prints
 //!    documents per second for both and the ratio.
-//! 2. `verify` over a sealed SQLite trail, opened read-only as `audit verify` opens it: records per
-//!    second (every row re-hashed with its salt, and each of its indexed copies checked against
-//!    its bytes).
+//!    A third arm signs the seals (and their checkpoints), as a trail with witnesses does.
+//! 2. `verify` over a signed SQLite trail, opened read-only as `audit verify` opens it: records
+//!    per second (every row re-hashed with its salt, each of its indexed copies checked against
+//!    its bytes, each stream's Merkle tree rebuilt, the checkpoints published held against it).
+//! 3. Receipts on that trail: the time to make one (`seal::prove`, O(log n) seal reads), its size,
+//!    and the time to check it with the public key alone.
 //!
 //! `cargo bench -p audit-runtime --bench seal` (`SEAL_BENCH_RECORDS` sets the trail's size).
 
@@ -28,9 +31,17 @@ fn access(i: usize) -> Access {
     a
 }
 
-async fn write_trail(dir: &std::path::Path, n: usize, sealed: bool) -> Duration {
+async fn write_trail(
+    dir: &std::path::Path,
+    n: usize,
+    sealed: bool,
+    key: Option<&std::path::Path>,
+) -> Duration {
     let db = dir.join(format!("audit-{}.db", bson::oid::ObjectId::new()));
-    let toml = format!("run_async = true\nseal = {sealed}");
+    let mut toml = format!("run_async = true\nseal = {sealed}");
+    if let Some(k) = key {
+        toml.push_str(&format!("\nseal_key_file = {:?}", k.display().to_string()));
+    }
     let config = AuditConfig::from_sources(Some(&toml), Vec::<(String, String)>::new())
         .unwrap()
         .with_connection(DbConnection::Sqlite(db));
@@ -61,56 +72,108 @@ fn main() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("seal.key");
+    seal::keygen(&key).unwrap();
     rt.block_on(async {
         let per_round = (n / 5).max(400);
-        let (mut with, mut without) = (Vec::new(), Vec::new());
-        write_trail(dir.path(), per_round / 10, true).await; // warm-up
+        let (mut with, mut without, mut signed) = (Vec::new(), Vec::new(), Vec::new());
+        write_trail(dir.path(), per_round / 10, true, None).await; // warm-up
         for _ in 0..5 {
-            without.push(write_trail(dir.path(), per_round, false).await);
-            with.push(write_trail(dir.path(), per_round, true).await);
+            without.push(write_trail(dir.path(), per_round, false, None).await);
+            with.push(write_trail(dir.path(), per_round, true, None).await);
+            signed.push(write_trail(dir.path(), per_round, true, Some(&key)).await);
         }
         let median = |v: &mut Vec<Duration>| {
             v.sort();
             v[v.len() / 2]
         };
-        let (w, wo) = (median(&mut with), median(&mut without));
+        let (w, wo, ws) = (
+            median(&mut with),
+            median(&mut without),
+            median(&mut signed),
+        );
         let rate = |d: Duration| per_round as f64 / d.as_secs_f64();
         println!(
             "async writer, SQLite, {per_round} accesses per round, 5 rounds each, median: \
-             without seals {:.0} docs/s, with seals {:.0} docs/s, ratio {:.3}",
+             without seals {:.0} docs/s, with seals {:.0} docs/s (ratio {:.3}), with signed \
+             seals and checkpoints {:.0} docs/s (ratio {:.3})",
             rate(wo),
             rate(w),
-            rate(w) / rate(wo)
+            rate(w) / rate(wo),
+            rate(ws),
+            rate(ws) / rate(wo)
         );
 
-        // A sealed trail of n records, then verify it.
+        // A signed trail of n records, its checkpoints published to a file, then verify it.
         let db = dir.path().join("verify.db");
-        let config =
-            AuditConfig::from_sources(Some("run_async = true"), Vec::<(String, String)>::new())
-                .unwrap()
-                .with_connection(DbConnection::Sqlite(db.clone()));
+        let checkpoints = dir.path().join("verify.checkpoints");
+        let toml = format!(
+            "run_async = true\nseal_key_file = {:?}\ncheckpoint_file = {:?}",
+            key.display().to_string(),
+            checkpoints.display().to_string()
+        );
+        let config = AuditConfig::from_sources(Some(&toml), Vec::<(String, String)>::new())
+            .unwrap()
+            .with_connection(DbConnection::Sqlite(db.clone()));
         let (auditor, guard) = Auditor::start(config).await.unwrap();
+        let mut ids = Vec::with_capacity(n);
         for i in 0..n {
-            auditor.record_access(access(i)).await;
+            let a = access(i);
+            ids.push(a.id);
+            auditor.record_access(a).await;
         }
         guard.shutdown().await;
+        let public = seal::load_verifying_key(&seal::public_key_path(&key)).unwrap();
+        let published = seal::read_checkpoints(
+            &std::fs::read_to_string(&checkpoints).unwrap(),
+            Some(&public),
+        )
+        .unwrap();
         // As `audit verify` opens it: read-only.
         let store = audit_runtime::Store::open_read_only(&DbConnection::Sqlite(db))
             .await
             .unwrap();
+        let mut opts = VerifyOptions::default();
+        opts.key = Some(public);
+        opts.checkpoints = published.clone();
         let started = Instant::now();
         let mut findings = 0;
-        let summary = seal::verify(&store, &VerifyOptions::default(), |_| findings += 1, |_| {})
+        let summary = seal::verify(&store, &opts, |_| findings += 1, |_| {})
             .await
             .unwrap();
         let took = started.elapsed();
         assert_eq!(findings, 0);
         println!(
-            "verify, SQLite, {} records in {} seals: {:.2} s, {:.0} records/s",
+            "verify, SQLite, signed, {} checkpoints: {} records in {} seals: {:.2} s, {:.0} records/s",
+            published.len(),
             summary.records,
             summary.seals,
             took.as_secs_f64(),
             summary.records as f64 / took.as_secs_f64()
+        );
+
+        // Receipts for records spread over the trail.
+        let picks: Vec<_> = (0..50).map(|k| ids[(k * 7919) % n]).collect();
+        let (mut prove_times, mut check_times, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
+        for id in picks {
+            let started = Instant::now();
+            let receipt = seal::prove(&store, id, None).await.unwrap();
+            prove_times.push(started.elapsed());
+            let text = receipt.to_text();
+            sizes.push(text.len());
+            let started = Instant::now();
+            seal::check_receipt(&text, &public).unwrap();
+            check_times.push(started.elapsed());
+        }
+        let hashes = seal::merkle::inclusion_ranges(0, summary.records).len();
+        sizes.sort();
+        println!(
+            "receipts, tree of {} records: {hashes} proof hashes, {} bytes (median, record \
+             included); prove {:.2} ms, check {:.3} ms (medians of 50)",
+            summary.records,
+            sizes[sizes.len() / 2],
+            median(&mut prove_times).as_secs_f64() * 1e3,
+            median(&mut check_times).as_secs_f64() * 1e3,
         );
     });
 }

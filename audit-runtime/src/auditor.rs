@@ -184,10 +184,10 @@ impl AuditorBuilder {
                 Some(writer::Sealing {
                     // A stream per writer, so that writers never coordinate, even two in one
                     // process; the seals also name the process they write for.
-                    sealer: crate::seal::Sealer::new(ObjectId::new(), key),
+                    sealer: crate::seal::Sealer::new(ObjectId::new(), key)
+                        .trail(&config.trail_name),
                     process: process.id,
                     process_doc,
-                    anchor_every: config.seal_anchor_every,
                 })
             } else {
                 None

@@ -71,6 +71,7 @@ mod secret;
 mod store;
 mod tracked;
 mod view;
+mod witness;
 mod writer;
 
 pub use actions::{record_create, record_delete, record_update};

@@ -157,6 +157,8 @@ pub(crate) struct Metrics {
     journal_forged: AtomicU64,
     seals: AtomicU64,
     seals_failed: AtomicU64,
+    /// The checkpoints published (and the publications that failed).
+    witness: Arc<crate::witness::WitnessMetrics>,
     /// Accepted records not yet written, journaled, quarantined or counted as failed.
     outstanding: AtomicU64,
 }
@@ -223,6 +225,11 @@ pub struct MetricsSnapshot {
     /// Seals that could not be stored before shutdown gave up on them: the chain has a gap there,
     /// which `audit verify` reports.
     pub seals_failed: u64,
+    /// Checkpoints published (to the log, and to every witness sink configured).
+    pub checkpoints: u64,
+    /// Checkpoint publications a witness sink failed (`checkpoint_file`, `checkpoint_url`); each
+    /// is logged at error level.
+    pub checkpoint_failures: u64,
 }
 
 /// Handle to submit records. Cheap to clone.
@@ -249,9 +256,15 @@ pub struct WriterGuard {
     task: Option<tokio::task::JoinHandle<()>>,
     /// The retention job, when `retention_days` is set.
     retention: Option<tokio::task::JoinHandle<()>>,
+    /// The checkpoint publisher: it publishes the last head once the consumer is gone.
+    witness: Option<tokio::task::JoinHandle<()>>,
     stopping: Arc<AtomicBool>,
     timeout: Duration,
 }
+
+/// How long shutdown waits for the last checkpoint to reach the witness sinks (an HTTP sink
+/// gives up after 10 s on its own).
+const WITNESS_GRACE: Duration = Duration::from_secs(15);
 
 /// The kind of the seal that says a spill journal (its epoch) was replayed whole.
 pub(crate) const JOURNAL_SEAL: &str = "journal";
@@ -264,7 +277,6 @@ pub(crate) struct Sealing {
     /// The process document as this process writes it; the stored one is sealed with the first
     /// batch when it holds the same (read by its bytes, whatever the store's copies say).
     pub(crate) process_doc: Option<crate::document::Process>,
-    pub(crate) anchor_every: u64,
 }
 
 /// Starts the writer's consumer task on the current tokio runtime.
@@ -292,6 +304,17 @@ pub(crate) fn spawn(
     let journal_dirty = Arc::new(AtomicBool::new(false));
     let max_bytes = config.queue_max_bytes.clamp(1, Semaphore::MAX_PERMITS);
     let store_for_retention = store.clone();
+    let (witness, witness_task) = match &sealing {
+        Some(s) => {
+            let (w, t) = crate::witness::spawn(
+                config,
+                s.sealer.signing_key().cloned(),
+                metrics.witness.clone(),
+            );
+            (Some(w), Some(t))
+        }
+        None => (None, None),
+    };
     let consumer = Consumer {
         store,
         metrics: metrics.clone(),
@@ -313,7 +336,8 @@ pub(crate) fn spawn(
         sealing,
         sealed: Vec::new(),
         unstored_seal: None,
-        seals_since_anchor: 0,
+        witness,
+        seals_made: 0,
         replaying_closed: false,
         replay_epoch: None,
         pending_close: Vec::new(),
@@ -340,6 +364,7 @@ pub(crate) fn spawn(
                 days,
             ))
         }),
+        witness: witness_task,
         stopping,
         timeout: config.flush_timeout,
     };
@@ -593,6 +618,8 @@ impl Writer {
             queue_bytes: (self.max_bytes - self.bytes.available_permits()) as u64,
             seals: m.seals.load(Ordering::Relaxed),
             seals_failed: m.seals_failed.load(Ordering::Relaxed),
+            checkpoints: m.witness.published.load(Ordering::Relaxed),
+            checkpoint_failures: m.witness.failures.load(Ordering::Relaxed),
         }
     }
 }
@@ -616,6 +643,7 @@ impl WriterGuard {
             writer,
             task: None,
             retention: None,
+            witness: None,
             stopping: Arc::default(),
             timeout: Duration::ZERO,
         }
@@ -667,6 +695,13 @@ impl WriterGuard {
         }
         task.abort();
         let _ = task.await;
+        // The consumer, gone, no longer offers heads: the publisher sends the last one and ends.
+        if let Some(witness) = self.witness.take() {
+            if tokio::time::timeout(WITNESS_GRACE, witness).await.is_err() {
+                tracing::error!(target: "audit",
+                    "audit checkpoint publisher did not finish within {WITNESS_GRACE:?} at shutdown");
+            }
+        }
         // A store call that had not returned leaves records in the aborted consumer's hands: they
         // are counted as failed (a write in flight may still land; its outcome is unknown), never
         // left out of the counts.
@@ -733,7 +768,10 @@ struct Consumer {
     /// A seal made but not stored yet (the store failed), with its salts: stored before the next
     /// one is made, so the chain stays in order.
     unstored_seal: Option<Prepared>,
-    seals_since_anchor: u64,
+    /// Where the stream's tree heads are offered for publication as checkpoints.
+    witness: Option<crate::witness::Witness>,
+    /// Seals made so far (checkpoints are published every `seal_anchor_every` of them).
+    seals_made: u64,
     /// The journal being replayed is one a `journal` seal says was replayed whole already (a copy
     /// put back): its entries are quarantined, not stored.
     replaying_closed: bool,
@@ -1164,18 +1202,18 @@ impl Consumer {
         Ok(out)
     }
 
-    /// The chain moves on to a seal, and now and then its head goes to the log.
+    /// The chain moves on to a seal, and its tree head is offered for publication.
     fn note_seal(&mut self, head: seal::Head) {
         let Some(sealing) = self.sealing.as_mut() else {
             return;
         };
         sealing.sealer.commit(head);
-        self.seals_since_anchor += 1;
-        if self.seals_since_anchor >= sealing.anchor_every {
-            self.seals_since_anchor = 0;
-            let head = sealing.sealer.head();
-            tracing::info!(target: "audit", stream = %head.stream, seq = head.seq, hash = %head.hash,
-                "audit seal chain head");
+        self.seals_made += 1;
+        if let Some(w) = &self.witness {
+            w.offer(crate::witness::Offer {
+                seals: self.seals_made,
+                checkpoint: sealing.sealer.checkpoint(),
+            });
         }
     }
 

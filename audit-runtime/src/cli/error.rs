@@ -83,6 +83,26 @@ pub enum CliError {
     /// The console would listen beyond loopback without a token.
     #[error("{0}")]
     NeedsToken(String),
+    /// A file the command names cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The checkpoint file holds something that is not a checkpoint (signed by the key, with
+    /// `--key`).
+    #[error("{}: {source}", path.display())]
+    CheckpointFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: crate::seal::note::NoteError,
+    },
+    /// `--key` is neither a key file nor a verifier key string.
+    #[error("{0}")]
+    BadKeyArgument(String),
 
     // === runtime failures: exit 1 ===
     /// The store cannot be opened.
@@ -106,6 +126,12 @@ pub enum CliError {
     /// Verification found the trail changed.
     #[error("{0} findings: the trail is not intact")]
     NotIntact(u64),
+    /// A proof could not be made.
+    #[error("{0}")]
+    Proof(#[source] Box<crate::seal::ProofError>),
+    /// A receipt does not prove its record.
+    #[error("the receipt is not valid: {0}")]
+    InvalidReceipt(#[source] crate::seal::note::NoteError),
     /// No record of that collection has that id.
     #[error("no record in {collection} has the id {id}")]
     NotFound {
@@ -184,6 +210,9 @@ impl CliError {
                 | CliError::EmptyToken
                 | CliError::Addr { .. }
                 | CliError::NeedsToken(_)
+                | CliError::ReadFile { .. }
+                | CliError::CheckpointFile { .. }
+                | CliError::BadKeyArgument(_)
         )
     }
 

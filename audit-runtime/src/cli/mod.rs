@@ -12,6 +12,7 @@
 mod dates;
 mod drop;
 mod error;
+mod evidence;
 mod export;
 mod format;
 mod list;
@@ -96,6 +97,17 @@ enum Command {
     /// Read-only. Exit 0 when intact, 1 when anything is wrong, 2 when the key, the store or an
     /// option is (a missing or empty trail included).
     Verify(seal::VerifyArgs),
+    /// Print the newest signed checkpoint of every stream (the tree head, as a C2SP signed note),
+    /// each followed by a blank line: the form `checkpoint_file` keeps and `verify --checkpoints`
+    /// reads.
+    Checkpoint,
+    /// Write a receipt for one record: its bytes as sealed (or its commitment), its inclusion
+    /// proof and a signed checkpoint, which anyone holding the public key checks without the
+    /// database (`audit check-receipt`, or any RFC 6962 implementation).
+    Prove(evidence::ProveArgs),
+    /// Check a receipt with the public key alone (no store). Exit 0 when it proves its record, 1
+    /// when it does not, 2 when the receipt or the key cannot be read.
+    CheckReceipt(evidence::CheckReceiptArgs),
     /// Replace a user's personal data in their accesses (and the model actions those caused)
     /// with a tombstone, stated in an erasure seal so that `verify` still passes. A signed trail
     /// needs its key (seal_key_file).
@@ -253,7 +265,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 show::show(&config, Kind::Process, a, query_timeout, &mut out).await
             }
         },
-        Command::Keygen { out: path } => seal::keygen(&path, &mut out),
+        Command::Keygen { out: path } => seal::keygen(&path, &config.trail_name, &mut out),
+        Command::Checkpoint => evidence::checkpoint(&config, &mut out).await,
+        Command::Prove(args) => evidence::prove(&config, args, &mut out).await,
+        Command::CheckReceipt(args) => evidence::check_receipt(args, &mut out),
         Command::Verify(args) => seal::verify(&config, args, &mut out).await,
         Command::Erase(args) => seal::erase(&config, args, &mut out).await,
         Command::Export(args) => export::export(&config, args, &mut out).await,

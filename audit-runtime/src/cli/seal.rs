@@ -11,8 +11,8 @@ use clap::Args;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-/// Runs `keygen`.
-pub(super) fn keygen(path: &Path, out: &mut impl Write) -> Result<(), CliError> {
+/// Runs `keygen`; `trail` is the name the trail's checkpoints are signed under.
+pub(super) fn keygen(path: &Path, trail: &str, out: &mut impl Write) -> Result<(), CliError> {
     let public = crate::seal::keygen(path)?;
     let hex: String = public
         .as_bytes()
@@ -21,9 +21,10 @@ pub(super) fn keygen(path: &Path, out: &mut impl Write) -> Result<(), CliError> 
         .collect();
     writeln!(
         out,
-        "private key: {} (keep it from the database's administrators)\npublic key:  {} ({hex})\nsign seals with: seal_key_file = \"{}\"",
+        "private key: {} (keep it from the database's administrators)\npublic key:  {} ({hex})\nverifier key of the checkpoints: {}\nsign seals with: seal_key_file = \"{}\"",
         path.display(),
         crate::seal::public_key_path(path).display(),
+        crate::seal::note::vkey(trail, &public),
         path.display()
     )?;
     Ok(())
@@ -55,6 +56,11 @@ pub(super) struct VerifyArgs {
     /// Also check every index against its table, entry by entry (SQLite): several times slower.
     #[arg(long)]
     deep: bool,
+    /// The witness file of checkpoints published earlier (`checkpoint_file`): every stream must
+    /// still hold each of them (with --key, each must be signed by it). Catches the newest seals
+    /// deleted with their records, a stream deleted, and history rewritten.
+    #[arg(long)]
+    checkpoints: Option<PathBuf>,
 }
 
 /// Runs `verify`: every finding, then the heads and a summary; exit 1 when anything was found.
@@ -67,6 +73,21 @@ pub(super) async fn verify(
         .key
         .map(|k| crate::seal::load_verifying_key(&k))
         .transpose()?;
+    let checkpoints = match &args.checkpoints {
+        None => Vec::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| CliError::ReadFile {
+                path: path.clone(),
+                source,
+            })?;
+            crate::seal::read_checkpoints(&text, key.as_ref()).map_err(|source| {
+                CliError::CheckpointFile {
+                    path: path.clone(),
+                    source,
+                }
+            })?
+        }
+    };
     let opts = crate::seal::VerifyOptions {
         key,
         from: args
@@ -86,6 +107,7 @@ pub(super) async fn verify(
             .map(|t| parse_moment(t, false))
             .transpose()?,
         deep: args.deep,
+        checkpoints,
     };
     // Read-only: verification never creates, migrates or writes anything in the store.
     let store = open_read_only(config).await?;
@@ -134,8 +156,8 @@ pub(super) async fn verify(
         for h in &summary.heads {
             writeln!(
                 out,
-                "head: stream {} seq {} hash {}",
-                h.stream, h.seq, h.hash
+                "head: stream {} seq {} hash {} tree size {}",
+                h.stream, h.seq, h.hash, h.size
             )?;
         }
         writeln!(
@@ -159,7 +181,7 @@ pub(super) async fn verify(
 }
 
 /// Opens the store for verification: it must exist, and nothing in it is created or changed.
-async fn open_read_only(config: &AuditConfig) -> Result<crate::store::Store, CliError> {
+pub(super) async fn open_read_only(config: &AuditConfig) -> Result<crate::store::Store, CliError> {
     if let crate::config::DbConnection::Sqlite(path) = &config.db_connection {
         if !path.exists() {
             return Err(CliError::NoDatabase(path.clone()));

@@ -117,9 +117,23 @@ pub struct AuditConfig {
     /// The Ed25519 private key (PEM, from `audit keygen`) that signs every seal; unsigned seals
     /// without it.
     pub seal_key_file: Option<PathBuf>,
-    /// Every this many seals the writer logs the head of its chain at info level, so the head
-    /// also lives in the application's own logs.
+    /// Every this many seals (or every `checkpoint_interval_secs`, whichever comes first) the
+    /// writer publishes its stream's checkpoint: the tree head, signed, to the log at info level
+    /// and to the witness sinks (`checkpoint_file`, `checkpoint_url`).
     pub seal_anchor_every: u64,
+    /// Seconds after which a new seal is published as a checkpoint even if fewer than
+    /// `seal_anchor_every` seals were made (0: by count only).
+    pub checkpoint_interval_secs: u64,
+    /// The append-only file each published checkpoint is added to (a signed note and a blank
+    /// line; created 0600, never through a symlink). Keep it where the database's administrators
+    /// cannot rewrite it: another disk, a mounted WORM bucket. Needs `seal_key_file`.
+    pub checkpoint_file: Option<PathBuf>,
+    /// An `http://` or `https://` endpoint each published checkpoint is POSTed to (a witness
+    /// service). Needs `seal_key_file` and the `witness` feature.
+    pub checkpoint_url: Option<String>,
+    /// The trail's name in its checkpoints (`<trail_name>/<stream>` is their origin) and the
+    /// name of the key that signs them. No spaces and no `+`; default `audit-tools`.
+    pub trail_name: String,
     /// What `audit erase` replaces with a tombstone besides the user name: dotted paths in the
     /// user's accesses and in the model actions they caused, each erased leaf by leaf except the
     /// paths of [`seal::ERASURE_KEEPS`](crate::seal::ERASURE_KEEPS) inside it (by default every
@@ -223,6 +237,10 @@ impl Default for AuditConfig {
             seal: true,
             seal_key_file: None,
             seal_anchor_every: 100,
+            checkpoint_interval_secs: 60,
+            checkpoint_file: None,
+            checkpoint_url: None,
+            trail_name: crate::seal::DEFAULT_TRAIL_NAME.to_owned(),
             erase_fields: DEFAULT_ERASE_FIELDS.map(String::from).to_vec(),
             retention_days: None,
             quarantine_path: None,
@@ -252,6 +270,10 @@ const KEYS: &[&str] = &[
     "seal",
     "seal_key_file",
     "seal_anchor_every",
+    "checkpoint_interval_secs",
+    "checkpoint_file",
+    "checkpoint_url",
+    "trail_name",
     "erase_fields",
     "retention_days",
     "quarantine_path",
@@ -423,6 +445,39 @@ impl AuditConfig {
                     let p = as_str(&key, &value)?;
                     c.quarantine_path = (!p.is_empty()).then(|| PathBuf::from(p));
                 }
+                "checkpoint_interval_secs" => {
+                    c.checkpoint_interval_secs = match value.as_integer() {
+                        Some(n) if (0..=i64::from(u32::MAX)).contains(&n) => n as u64,
+                        _ => {
+                            return err(format!(
+                                "checkpoint_interval_secs: expected a number of seconds, got \
+                                 {value}"
+                            ))
+                        }
+                    }
+                }
+                "checkpoint_file" => {
+                    let p = as_str(&key, &value)?;
+                    c.checkpoint_file = (!p.is_empty()).then(|| PathBuf::from(p));
+                }
+                "checkpoint_url" => {
+                    let u = as_str(&key, &value)?;
+                    if !(u.is_empty() || u.starts_with("http://") || u.starts_with("https://")) {
+                        return err(format!(
+                            "checkpoint_url: expected an http:// or https:// URL, got `{u}`"
+                        ));
+                    }
+                    c.checkpoint_url = (!u.is_empty()).then_some(u);
+                }
+                "trail_name" => {
+                    let n = as_str(&key, &value)?;
+                    if !crate::seal::note::valid_key_name(&n) {
+                        return err(format!(
+                            "trail_name: `{n}` cannot name a trail (not empty, no spaces, no `+`)"
+                        ));
+                    }
+                    c.trail_name = n;
+                }
                 "queue_max_bytes" => {
                     c.queue_max_bytes = match value.as_integer() {
                         Some(n) if n > 0 => n as usize,
@@ -442,6 +497,21 @@ impl AuditConfig {
             }
         }
         apply_env_credentials(&mut c.db_connection, &credentials);
+        if c.checkpoint_file.is_some() || c.checkpoint_url.is_some() {
+            if c.seal_key_file.is_none() || !c.seal {
+                return err(
+                    "checkpoint_file and checkpoint_url publish checkpoints signed with the seal \
+                     key: set seal_key_file (AUDIT_SEAL_KEY_FILE), with seal = true"
+                        .to_owned(),
+                );
+            }
+            if c.checkpoint_url.is_some() && !cfg!(feature = "witness") {
+                return err(
+                    "checkpoint_url needs audit-runtime's `witness` feature (the HTTP client)"
+                        .to_owned(),
+                );
+            }
+        }
         Ok(c)
     }
 
@@ -517,7 +587,9 @@ fn env_value(var: &str, key: &str, v: &str) -> Result<Option<(String, Value)>, C
                 .ok_or_else(|| ConfigError(format!("{var}: expected true or false, got `{v}`")))?,
         ),
         "db_alias" | "queue_name" | "full_policy" | "spill_path" | "seal_key_file"
-        | "quarantine_path" => Value::String(v.to_owned()),
+        | "quarantine_path" | "checkpoint_file" | "checkpoint_url" | "trail_name" => {
+            Value::String(v.to_owned())
+        }
         "logged_models" if !v.trim_start().starts_with('[') => Value::Array(
             v.split(',')
                 .map(str::trim)

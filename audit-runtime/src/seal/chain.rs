@@ -2,8 +2,17 @@
 //! lists, for every record of its batch, a commitment to its exact stored bytes (see
 //! [`crate::commitment`]) made with a fresh salt, and hands the salt documents to the caller,
 //! who stores them with the seal.
+//!
+//! The commitments of a stream, in order, are also the leaves of an RFC 6962 Merkle tree (see
+//! [`super::merkle`]). Every seal states the tree after it (`size`, `root`, and `origin`, which
+//! names the trail and the stream), a batch seal stores the interior nodes its records complete
+//! (`nodes`), and a signed seal carries `note_sig`, the signature of that tree head as a C2SP
+//! checkpoint: anyone holding the public key can check a checkpoint or a receipt made from the
+//! seal without the database.
 
 use super::keys::hex;
+use super::merkle::{self, Frontier, Hash};
+use super::note::Checkpoint;
 use super::SealError;
 use crate::commitment::{commitment, is_salted, record_date, SALTED, SALT_LEN};
 use crate::document::Collection;
@@ -51,8 +60,12 @@ pub struct Covered {
     /// `{c, id, h, t}`: collection, `_id`, commitment (32 bytes of binary) and date.
     pub entry: RawDocumentBuf,
     /// `{_id, c, s}` for the `audit_salt` collection: the record's `_id`, its collection and the
-    /// salt (none for a process document, see [`SALTED`]).
+    /// salt (none for a process document, see [`SALTED`]). The seal that lists the record adds
+    /// where it is in the tree (`st`: the stream, `i`: the leaf index), so that a receipt for
+    /// the record is made without searching the seals.
     pub salt: Option<RawDocumentBuf>,
+    /// The commitment (`h`): the record's leaf in the stream's tree.
+    pub commitment: Hash,
 }
 
 fn binary(bytes: &[u8]) -> bson::RawBinaryRef<'_> {
@@ -72,17 +85,25 @@ pub struct Head {
     pub seq: i64,
     /// The last seal's hash (`""` before the first seal).
     pub hash: String,
+    /// The stream's tree after the last seal.
+    pub tree: Frontier,
 }
 
 impl std::fmt::Display for Head {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "stream {} seq {} hash {}",
-            self.stream, self.seq, self.hash
+            "stream {} seq {} hash {} tree size {}",
+            self.stream,
+            self.seq,
+            self.hash,
+            self.tree.size()
         )
     }
 }
+
+/// The name a trail's checkpoints carry when none is configured (`trail_name`).
+pub const DEFAULT_TRAIL_NAME: &str = "audit-tools";
 
 /// A seal made and not stored yet, with the salts its records' commitments were made with and
 /// the head it moves the chain to.
@@ -101,6 +122,8 @@ pub struct Prepared {
 pub struct Sealer {
     head: Head,
     key: Option<SigningKey>,
+    /// `<trail name>/<stream>`: the checkpoints' origin line.
+    origin: String,
     /// Salts are drawn from a keyed pseudo-random function of this writer's own secret (taken
     /// from the operating system once) and a counter: unpredictable to anyone without the
     /// secret, which never leaves memory, and no system call per record.
@@ -118,30 +141,37 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// A new stream (nothing sealed yet), signing with `key` when given.
+    /// A new stream (nothing sealed yet) of the trail named [`DEFAULT_TRAIL_NAME`], signing with
+    /// `key` when given.
     pub fn new(stream: ObjectId, key: Option<SigningKey>) -> Self {
-        Self::resume(
-            Head {
-                stream,
-                seq: -1,
-                hash: String::new(),
-            },
-            key,
-        )
-    }
-
-    /// Continues a stream from its last seal.
-    pub fn resume(head: Head, key: Option<SigningKey>) -> Self {
         let mut salt_key = [0u8; 32];
         // The operating system's generator does not fail once the system has booted; without it
         // no key could be made either.
         getrandom::fill(&mut salt_key).expect("the operating system's random number generator");
         Sealer {
-            head,
+            head: Head {
+                stream,
+                seq: -1,
+                hash: String::new(),
+                tree: Frontier::new(),
+            },
             key,
+            origin: format!("{DEFAULT_TRAIL_NAME}/{}", stream.to_hex()),
             salt_key,
             salts_drawn: AtomicU64::new(0),
         }
+    }
+
+    /// The same stream, in the trail named `name` (a valid key name: no spaces, no `+`): the
+    /// name its checkpoints carry, and the name of the key that signs them.
+    pub fn trail(mut self, name: &str) -> Self {
+        self.origin = format!("{name}/{}", self.head.stream.to_hex());
+        self
+    }
+
+    /// The origin line of this stream's checkpoints.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// The last seal made.
@@ -152,6 +182,20 @@ impl Sealer {
     /// True when the seals are signed.
     pub fn is_signed(&self) -> bool {
         self.key.is_some()
+    }
+
+    /// The key the seals are signed with.
+    pub(crate) fn signing_key(&self) -> Option<&SigningKey> {
+        self.key.as_ref()
+    }
+
+    /// The stream's tree head after the last seal, as a checkpoint states it.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            origin: self.origin.clone(),
+            size: self.head.tree.size(),
+            root: self.head.tree.root(),
+        }
     }
 
     /// A fresh salt.
@@ -182,10 +226,8 @@ impl Sealer {
             Some(id) => entry.append_ref("id", id),
             None => entry.append("id", bson::RawBson::Null),
         }
-        entry.append_ref(
-            "h",
-            binary(&commitment(salt.as_ref().map(|s| &s[..]), doc.as_bytes())),
-        );
+        let h = commitment(salt.as_ref().map(|s| &s[..]), doc.as_bytes());
+        entry.append_ref("h", binary(&h));
         if let Some(t) = record_date(c, doc) {
             entry.append("t", t);
         }
@@ -199,7 +241,11 @@ impl Sealer {
             salt_doc.append_ref("s", binary(&salt));
             salt_doc
         });
-        Covered { entry, salt }
+        Covered {
+            entry,
+            salt,
+            commitment: h,
+        }
     }
 
     /// The seal of a batch of stored records, moving the head on at once (for callers that store
@@ -218,21 +264,29 @@ impl Sealer {
     /// for; the head moves on at [`commit`](Self::commit).
     pub fn prepare_batch(&self, process: Option<ObjectId>, covered: &[Covered]) -> Prepared {
         let mut records = bson::RawArrayBuf::new();
+        let mut tree = self.head.tree.clone();
+        let mut nodes = Vec::with_capacity(covered.len() * 32);
+        let mut salts = Vec::with_capacity(covered.len());
         for c in covered {
             records.push(c.entry.clone());
+            if let Some(salt) = &c.salt {
+                let mut salt = salt.clone();
+                salt.append("st", self.head.stream);
+                salt.append("i", tree.size() as i64);
+                salts.push(salt);
+            }
+            tree.push(merkle::leaf_hash(&c.commitment), &mut |n| {
+                nodes.extend_from_slice(&n)
+            });
         }
-        let (seal, head) = self.prepare_raw("batch", |raw| {
+        let (seal, head) = self.prepare_raw("batch", tree, Some(nodes), |raw| {
             if let Some(p) = process {
                 raw.append("process", p);
             }
             raw.append("commit", SALTED);
             raw.append("records", records);
         });
-        Prepared {
-            seal,
-            salts: covered.iter().filter_map(|c| c.salt.clone()).collect(),
-            head,
-        }
+        Prepared { seal, salts, head }
     }
 
     /// A seal of `kind` with `body`'s fields after the chain fields. The stream's head moves on:
@@ -256,16 +310,20 @@ impl Sealer {
         for element in &body {
             elements.push(element.map_err(|e| SealError::Unencodable(e.to_string()))?);
         }
-        Ok(self.prepare_raw(kind, |raw| {
+        Ok(self.prepare_raw(kind, self.head.tree.clone(), None, |raw| {
             for (k, v) in elements {
                 raw.append_ref(k, v);
             }
         }))
     }
 
+    /// A seal of `kind` after the head, stating `tree` (with the interior nodes `nodes` its
+    /// records completed, for a batch seal).
     fn prepare_raw(
         &self,
         kind: &str,
+        tree: Frontier,
+        nodes: Option<Vec<u8>>,
         body: impl FnOnce(&mut RawDocumentBuf),
     ) -> (RawDocumentBuf, Head) {
         let seq = self.head.seq + 1;
@@ -277,6 +335,21 @@ impl Sealer {
         raw.append("time", bson::DateTime::now());
         raw.append("prev", self.head.hash.clone());
         body(&mut raw);
+        let checkpoint = Checkpoint {
+            origin: self.origin.clone(),
+            size: tree.size(),
+            root: tree.root(),
+        };
+        raw.append("origin", checkpoint.origin.as_str());
+        raw.append("size", checkpoint.size as i64);
+        raw.append_ref("root", binary(&checkpoint.root));
+        if let Some(nodes) = &nodes {
+            raw.append_ref("nodes", binary(nodes));
+        }
+        if let Some(key) = &self.key {
+            let sig = key.sign(checkpoint.text().as_bytes());
+            raw.append_ref("note_sig", binary(&sig.to_bytes()));
+        }
         let hash = sha256_hex(raw.as_bytes());
         raw.append("hash", hash.clone());
         if let Some(key) = &self.key {
@@ -288,6 +361,7 @@ impl Sealer {
             stream: self.head.stream,
             seq,
             hash,
+            tree,
         };
         (raw, head)
     }

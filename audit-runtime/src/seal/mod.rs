@@ -14,9 +14,16 @@
 //! twice, a seal removed, reordered or altered, are all found by
 //! [`verify`](crate::seal::verify()) — as long as whoever edits cannot also rewrite the chain.
 //! Without a key, someone with write access to the database can recompute a whole chain after an
-//! edit; with a key, they also need the private key. Someone holding the private key can rewrite
-//! history: keep it away from the database's administrators, and keep the head that the writer
-//! logs now and then (see `seal_anchor_every`) in an external log.
+//! edit; with a key, they also need the private key.
+//!
+//! Evidence outside the database: each stream's commitments are the leaves of an RFC 6962 Merkle
+//! tree ([`merkle`]); every seal states the tree after it, and a signed seal signs that head as a
+//! C2SP checkpoint ([`note`]). The writer publishes checkpoints to the log and to witness sinks
+//! (`checkpoint_file`, `checkpoint_url`); `verify` given them finds the newest seals deleted with
+//! their records, a stream deleted, an emptied trail, and history rewritten even by someone
+//! holding the key. [`prove`] makes a receipt for one record (its bytes, an inclusion proof, a
+//! signed checkpoint) that [`check_receipt`], or any RFC 6962 implementation, checks with the
+//! public key alone.
 //!
 //! Seals of other kinds keep the chain verifiable through legitimate changes: `prune` (a ranged
 //! delete, or the retention job) says which range of which collection was removed and how many
@@ -27,20 +34,29 @@
 mod chain;
 mod erase;
 mod keys;
+pub mod merkle;
+pub mod note;
 mod prune;
+mod tree;
 #[cfg(feature = "embedded-store")]
 mod verify;
 
 pub use crate::commitment::{
     commitment, is_salted, record_date, salt_of, sha256, SALTED, SALT_LEN,
 };
-pub use chain::{compute_seal_hash, entry_hash_hex, sha256_hex, Covered, Head, Prepared, Sealer};
+pub use chain::{
+    compute_seal_hash, entry_hash_hex, sha256_hex, Covered, Head, Prepared, Sealer,
+    DEFAULT_TRAIL_NAME,
+};
 pub use erase::{erase_user, Erasure, ERASURE_KEEPS, TOMBSTONE};
 pub use keys::{
     configured_key, keygen, load_signing_key, load_verifying_key, public_key_path,
     signature_is_valid, KeyError,
 };
 pub use prune::{prune_older_than, retention_job, seal_prune, PrunedRange, CLOCK_SKEW};
+pub use tree::{
+    check_receipt, checkpoints, prove, read_checkpoints, CheckedReceipt, ProofError, Receipt,
+};
 #[cfg(feature = "embedded-store")]
 pub use verify::{verify, Finding, FindingKind, HeadSummary, Summary, VerifyError, VerifyOptions};
 

@@ -18,10 +18,20 @@
 //! 3. the sealed records never seen in pass 2: `deleted`, unless a prune seal made after their
 //!    batch seal covers their date — and no prune seal excuses more records than it states.
 //!
+//! Each stream's Merkle tree is rebuilt from the commitments its batch seals list, in order, and
+//! must be what every seal states (size, root, the nodes it stores). Checkpoints kept outside the
+//! database (`VerifyOptions::checkpoints`) are then held against the rebuilt trees: a stream
+//! missing, a tree smaller than a checkpoint of it, or a different root at a checkpoint's size is
+//! history removed or rewritten after the checkpoint was published, whoever holds the key.
+//!
 //! It opens nothing for writing: the store is opened read-only by the caller, and an empty trail
-//! is an error, not a clean result.
+//! is an error, not a clean result (unless checkpoints say what it should hold: then each is a
+//! finding).
 
 use super::keys::{signature_is_valid, unhex};
+use super::merkle::{self, Frontier, Hash};
+use super::note::Checkpoint;
+use super::tree::{self, Consistency};
 use super::{compute_seal_hash, Head, CLOCK_SKEW};
 use crate::commitment::is_salted;
 use crate::document::Collection;
@@ -56,6 +66,10 @@ pub struct VerifyOptions {
     /// integrity_check`): a hand-edited index page can make a search miss or invent rows while
     /// the table is intact. It reads every index whole: several times slower.
     pub deep: bool,
+    /// Checkpoints published earlier (read from the witness file with
+    /// [`read_checkpoints`](crate::seal::read_checkpoints)): each stream's tree must still hold
+    /// each of them.
+    pub checkpoints: Vec<Checkpoint>,
 }
 
 impl Default for VerifyOptions {
@@ -67,6 +81,7 @@ impl Default for VerifyOptions {
             in_flight: Duration::from_secs(600),
             accept_unsealed_before: None,
             deep: false,
+            checkpoints: Vec::new(),
         }
     }
 }
@@ -100,6 +115,14 @@ pub enum FindingKind {
     /// contents disagree with its table. What the searches read could then differ from what
     /// verification reads.
     Schema,
+    /// A stream's tree is smaller than a checkpoint of it: its newest seals (and their records)
+    /// were removed after the checkpoint was published.
+    Truncated,
+    /// A checkpoint names a stream of which no seal is stored.
+    StreamMissing,
+    /// A stream's tree does not extend a checkpoint of it: history older than the checkpoint
+    /// was rewritten.
+    Inconsistent,
 }
 
 impl std::fmt::Display for FindingKind {
@@ -114,6 +137,9 @@ impl std::fmt::Display for FindingKind {
             FindingKind::Duplicate => "duplicate",
             FindingKind::Malformed => "malformed",
             FindingKind::Schema => "schema",
+            FindingKind::Truncated => "truncated",
+            FindingKind::StreamMissing => "stream_missing",
+            FindingKind::Inconsistent => "inconsistent",
         })
     }
 }
@@ -241,6 +267,8 @@ pub struct HeadSummary {
     pub seq: i64,
     /// Its last seal's hash.
     pub hash: String,
+    /// How many records its tree holds.
+    pub size: u64,
 }
 
 impl From<&Head> for HeadSummary {
@@ -249,6 +277,7 @@ impl From<&Head> for HeadSummary {
             stream: h.stream.to_hex(),
             seq: h.seq,
             hash: h.hash.clone(),
+            size: h.tree.size(),
         }
     }
 }
@@ -339,7 +368,8 @@ impl Index {
              CREATE TABLE unsealed (c TEXT NOT NULL, id TEXT NOT NULL,
                  PRIMARY KEY (c, id)) WITHOUT ROWID;
              CREATE TABLE chain (stream TEXT NOT NULL, seq INTEGER NOT NULL, prev TEXT NOT NULL,
-                 hash TEXT NOT NULL, seal TEXT NOT NULL);
+                 hash TEXT NOT NULL, seal TEXT NOT NULL, size INTEGER, root BLOB, nodes BLOB,
+                 leaves BLOB);
              CREATE INDEX chain_order ON chain (stream, seq);",
         )?;
         Ok(Index { conn, _dir: dir })
@@ -463,7 +493,18 @@ pub async fn verify(
     if let Some(e) = failure {
         return Err(e);
     }
-    check_chains(&index, &mut heads, &mut |f| emit(f, &mut summary))?;
+    let mut roots_at = RootsAt::new();
+    check_chains(
+        &index,
+        &mut heads,
+        &opts.checkpoints,
+        &mut roots_at,
+        &mut |f| emit(f, &mut summary),
+    )?;
+    check_checkpoints(store, &opts.checkpoints, &heads, &roots_at, &mut |f| {
+        emit(f, &mut summary)
+    })
+    .await;
     apply_erasures(&index, &mut |f| emit(f, &mut summary))?;
 
     // 2. The records.
@@ -498,26 +539,47 @@ pub async fn verify(
         .filter_map(|s| heads.get(s))
         .map(HeadSummary::from)
         .collect();
-    if summary.seals == 0 && summary.records == 0 {
+    if summary.seals == 0 && summary.records == 0 && opts.checkpoints.is_empty() {
         return Err(VerifyError::EmptyTrail);
     }
     Ok(summary)
 }
 
+/// The roots of stream trees at the sizes the checkpoints name, as rebuilt from the seals.
+type RootsAt = HashMap<(ObjectId, u64), Hash>;
+
 /// Every stream's chain, in sequence order: each seal must follow the previous one (`seq` one
-/// more, `prev` its hash); gaps, repeats and breaks are findings. Fills the heads.
+/// more, `prev` its hash); gaps, repeats and breaks are findings. Each stream's tree is rebuilt
+/// from its batch seals' commitments and must be what each seal states. Fills the heads (their
+/// trees as rebuilt), and the roots at the sizes of `checkpoints`.
 fn check_chains(
     index: &Index,
     heads: &mut HashMap<ObjectId, Head>,
+    checkpoints: &[Checkpoint],
+    roots_at: &mut RootsAt,
     emit: &mut dyn FnMut(Finding),
 ) -> Result<(), VerifyError> {
-    let mut stmt = index
-        .conn
-        .prepare("SELECT stream, seq, prev, hash, seal FROM chain ORDER BY stream, seq, rowid")?;
+    let mut wanted: HashMap<ObjectId, Vec<u64>> = HashMap::new();
+    for cp in checkpoints {
+        if let Some(stream) = cp.stream() {
+            wanted.entry(stream).or_default().push(cp.size);
+        }
+    }
+    let mut stmt = index.conn.prepare(
+        "SELECT stream, seq, prev, hash, seal, size, root, nodes, leaves FROM chain
+         ORDER BY stream, seq, rowid",
+    )?;
     let mut rows = stmt.query([])?;
+    // Per stream: whether its seals state trees, and whether the rebuilt one still agrees (after
+    // a first disagreement every later seal would disagree too: it is reported once).
+    let mut trees: HashMap<ObjectId, (bool, bool)> = HashMap::new();
     while let Some(r) = rows.next()? {
         let (stream, seq, prev, hash, seal): (String, i64, String, String, String) =
             (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+        let size: Option<i64> = r.get(5)?;
+        let root: Option<Vec<u8>> = r.get(6)?;
+        let nodes: Option<Vec<u8>> = r.get(7)?;
+        let leaves: Option<Vec<u8>> = r.get(8)?;
         let Ok(stream_id) = ObjectId::parse_str(&stream) else {
             continue;
         };
@@ -525,6 +587,7 @@ fn check_chains(
             stream: stream_id,
             seq: -1,
             hash: String::new(),
+            tree: Frontier::new(),
         });
         let finding = |detail: String| {
             Finding::new(FindingKind::ChainBroken, detail).sealed_by(
@@ -539,7 +602,8 @@ fn check_chains(
             )));
             continue;
         }
-        if seq > head.seq + 1 {
+        let gap = seq > head.seq + 1;
+        if gap {
             emit(finding(format!(
                 "seals {} to {} of the stream are missing",
                 head.seq + 1,
@@ -550,13 +614,124 @@ fn check_chains(
                 "`prev` is not the hash of the stream's previous seal".into(),
             ));
         }
-        *head = Head {
-            stream: stream_id,
-            seq,
-            hash,
-        };
+        head.seq = seq;
+        head.hash = hash;
+
+        // Whether a stream's seals state trees is decided by its first seal: every seal of a
+        // stream is made by one version.
+        let (has_tree, agrees) = trees
+            .entry(stream_id)
+            .or_insert((size.is_some() && root.is_some(), true));
+        if gap {
+            // Without the missing seals' leaves the tree cannot be rebuilt past the gap, which
+            // is reported already.
+            *agrees = false;
+        }
+        match (size, root) {
+            (Some(size), Some(root)) if *has_tree => {
+                if !*agrees {
+                    continue;
+                }
+                let sizes = wanted.get(&stream_id);
+                let mut made = Vec::new();
+                let leaves = leaves.unwrap_or_default();
+                for leaf in leaves.chunks(32) {
+                    head.tree
+                        .push(merkle::leaf_hash(leaf), &mut |n| made.extend_from_slice(&n));
+                    if sizes.is_some_and(|s| s.contains(&head.tree.size())) {
+                        roots_at.insert((stream_id, head.tree.size()), head.tree.root());
+                    }
+                }
+                if leaves.len() % 32 != 0
+                    || u64::try_from(size) != Ok(head.tree.size())
+                    || root[..] != head.tree.root()[..]
+                    || made != nodes.unwrap_or_default()
+                {
+                    *agrees = false;
+                    emit(finding(
+                        "the tree the seal states (size, root or stored nodes) is not the one \
+                         the commitments of its stream make"
+                            .into(),
+                    ));
+                }
+            }
+            (Some(_), Some(_)) => emit(finding(
+                "the seal states a tree, though its stream's first seal states none".into(),
+            )),
+            (Some(_), None) | (None, Some(_)) => emit(finding(
+                "the seal states half a tree (a size without a root, or a root without a size)"
+                    .into(),
+            )),
+            (None, None) if *has_tree => emit(finding(
+                "the seal states no tree, though its stream's earlier seals do".into(),
+            )),
+            (None, None) => {}
+        }
     }
     Ok(())
+}
+
+/// Holds each checkpoint against the rebuilt trees, then against the consistency proof the
+/// stored nodes give.
+async fn check_checkpoints(
+    store: &Store,
+    checkpoints: &[Checkpoint],
+    heads: &HashMap<ObjectId, Head>,
+    roots_at: &RootsAt,
+    emit: &mut dyn FnMut(Finding),
+) {
+    for cp in checkpoints {
+        let finding = |kind, detail: String| {
+            let mut f = Finding::new(
+                kind,
+                format!("checkpoint of {} at size {}: {detail}", cp.origin, cp.size),
+            );
+            f.stream = cp.stream().map(|s| s.to_hex());
+            f
+        };
+        let Some(head) = cp.stream().and_then(|s| heads.get(&s)) else {
+            emit(finding(
+                FindingKind::StreamMissing,
+                "no seal of this stream is stored".into(),
+            ));
+            continue;
+        };
+        if head.tree.size() < cp.size {
+            emit(finding(
+                FindingKind::Truncated,
+                format!(
+                    "the stream's tree now holds {} records: its newest seals and records are gone",
+                    head.tree.size()
+                ),
+            ));
+            continue;
+        }
+        let root = if cp.size == 0 {
+            Some(merkle::empty_root())
+        } else {
+            roots_at.get(&(head.stream, cp.size)).copied()
+        };
+        if root != Some(cp.root) {
+            emit(finding(
+                FindingKind::Inconsistent,
+                "the stream's records make another root at this size: history older than the \
+                 checkpoint was rewritten"
+                    .into(),
+            ));
+            continue;
+        }
+        match tree::extends(store, cp).await {
+            Ok(Consistency::Extends) => {}
+            Ok(_) => emit(finding(
+                FindingKind::Inconsistent,
+                "the consistency proof made from the stored nodes does not check".into(),
+            )),
+            Err(e) => emit(finding(
+                FindingKind::Inconsistent,
+                format!("no consistency proof can be made from the seals: {e}"),
+            )),
+        }
+    }
 }
 
 /// Applies the erasure seals, in the order they were sealed (seals of different streams, the
@@ -851,15 +1026,32 @@ fn check_seal(
     if !order.contains(&stream) {
         order.push(stream);
     }
+    let tree = tree_fields(seal);
+    if let (Some(key), Some((size, root, _))) = (&opts.key, &tree) {
+        if !checkpoint_signature_is_valid(seal, *size, root, key) {
+            emit(finding(
+                FindingKind::BadSignature,
+                "the seal's checkpoint signature (`note_sig`) is missing or not valid for the \
+                 given key"
+                    .into(),
+            ));
+        }
+    }
+    let leaves = (seal.get_str("kind") == Ok("batch")).then(|| leaves_of(seal));
     tx.prepare_cached(
-        "INSERT INTO chain (stream, seq, prev, hash, seal) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO chain (stream, seq, prev, hash, seal, size, root, nodes, leaves)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         stream.to_hex(),
         seq,
         seal.get_str("prev").unwrap_or(""),
         stored_hash,
-        seal_id
+        seal_id,
+        tree.as_ref().map(|t| t.0),
+        tree.as_ref().map(|t| t.1.clone()),
+        tree.as_ref().map(|t| t.2.clone()),
+        leaves
     ])?;
 
     let time = seal.get_datetime("time").ok().map(|t| t.timestamp_millis());
@@ -961,6 +1153,57 @@ fn check_seal(
         )),
     }
     Ok(())
+}
+
+/// The tree a seal states: its size, root and stored nodes (`None` for a seal of an earlier
+/// version, which states none).
+fn tree_fields(seal: &bson::RawDocument) -> Option<(i64, Vec<u8>, Vec<u8>)> {
+    let bin = |k: &str| match seal.get(k).ok().flatten() {
+        Some(RawBsonRef::Binary(b)) => Some(b.bytes.to_vec()),
+        _ => None,
+    };
+    Some((
+        seal.get_i64("size").ok()?,
+        bin("root")?,
+        bin("nodes").unwrap_or_default(),
+    ))
+}
+
+/// The commitments a batch seal lists, in order, one after the other: its leaves. An entry
+/// without a 32-byte commitment leaves a gap the tree check then reports.
+fn leaves_of(seal: &bson::RawDocument) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in seal.get_array("records").into_iter().flatten().flatten() {
+        if let Some(h) = entry.as_document().and_then(entry_hash) {
+            out.extend_from_slice(&h);
+        }
+    }
+    out
+}
+
+/// Whether the seal's `note_sig` is `key`'s signature of the checkpoint it states.
+fn checkpoint_signature_is_valid(
+    seal: &bson::RawDocument,
+    size: i64,
+    root: &[u8],
+    key: &VerifyingKey,
+) -> bool {
+    let (Ok(origin), Ok(Some(RawBsonRef::Binary(sig))), Ok(root), Ok(size)) = (
+        seal.get_str("origin"),
+        seal.get("note_sig"),
+        Hash::try_from(root),
+        u64::try_from(size),
+    ) else {
+        return false;
+    };
+    let text = Checkpoint {
+        origin: origin.to_owned(),
+        size,
+        root,
+    }
+    .text();
+    ed25519_dalek::Signature::from_slice(sig.bytes)
+        .is_ok_and(|sig| ed25519_dalek::Verifier::verify(key, text.as_bytes(), &sig).is_ok())
 }
 
 /// The bytes a record entry commits to, stored as binary (or, by earlier versions, as hex).
