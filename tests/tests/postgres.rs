@@ -233,3 +233,38 @@ async fn partitions_are_made_ahead_and_on_demand() {
     }
     assert_eq!(t.psql("SELECT count(*) FROM audit_access_default"), "0");
 }
+
+/// The commands that only read (list, show, export, verify, serve) open PostgreSQL read-only and
+/// create nothing, so they run against a read replica: here a database whose every transaction
+/// is read-only, as on a hot standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_commands_run_on_a_read_only_replica() {
+    let t = trail((0..3).map(|i| access(i, hours_ago(2))).collect()).await;
+    let db = t.uri.rsplit('/').next().unwrap().to_owned();
+    t.psql(&format!(
+        "ALTER DATABASE {db} SET default_transaction_read_only = on"
+    ));
+    let run = |args: &[&str]| {
+        let out = assert_cmd::Command::new(env!("CARGO_BIN_EXE_audit_cli"))
+            .env_remove("AUDIT_DB")
+            .env_remove("AUDIT_CONFIG")
+            .args(["--db", &t.uri])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(run(&["access", "list", "--json"]).lines().count(), 3);
+    assert_eq!(run(&["export", "access"]).lines().count(), 3);
+    let public = seal::public_key_path(&t.key);
+    assert!(run(&["verify", "--key", public.to_str().unwrap()]).contains("intact"));
+    // Writing really is refused there: the replica is read-only.
+    let out = assert_cmd::Command::new(env!("CARGO_BIN_EXE_audit_cli"))
+        .env_remove("AUDIT_DB")
+        .env_remove("AUDIT_CONFIG")
+        .args(["--db", &t.uri, "prepare"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+}

@@ -46,7 +46,8 @@ pub enum ProofError {
     Unprovable(String),
 }
 
-/// A seal's part of its stream's tree.
+/// A seal's part of its stream's tree, read from its bytes (its record entries are decoded only
+/// when a leaf of it is asked for: a proof mostly needs the stored nodes).
 #[derive(Debug, Clone)]
 pub(crate) struct SealTree {
     pub(crate) seq: i64,
@@ -56,17 +57,16 @@ pub(crate) struct SealTree {
     pub(crate) root: Hash,
     /// The index of the seal's first record in the tree.
     pub(crate) first: u64,
-    /// Its records: commitment and `_id`.
-    pub(crate) leaves: Vec<(Hash, Option<Bson>)>,
     /// The interior nodes its records completed.
     pub(crate) nodes: Vec<u8>,
     pub(crate) note_sig: Option<Vec<u8>>,
     pub(crate) key: Option<VerifyingKey>,
+    raw: std::sync::Arc<RawDocumentBuf>,
 }
 
-fn binary(doc: &Document, key: &str) -> Option<Vec<u8>> {
-    match doc.get(key)? {
-        Bson::Binary(b) => Some(b.bytes.clone()),
+fn raw_binary<'a>(doc: &'a bson::RawDocument, key: &str) -> Option<&'a [u8]> {
+    match doc.get(key).ok()?? {
+        bson::raw::RawBsonRef::Binary(b) => Some(b.bytes),
         _ => None,
     }
 }
@@ -77,16 +77,13 @@ fn hash_of(bytes: &[u8]) -> Option<Hash> {
 
 impl SealTree {
     /// The tree fields of a seal; `None` for a seal without them (an earlier version's).
-    pub(crate) fn of(seal: &Document) -> Option<SealTree> {
+    pub(crate) fn of(seal: RawDocumentBuf) -> Option<SealTree> {
         let size = u64::try_from(seal.get_i64("size").ok()?).ok()?;
-        let root = hash_of(&binary(seal, "root")?)?;
-        let mut leaves = Vec::new();
-        if let Ok(records) = seal.get_array("records") {
-            for r in records {
-                let Bson::Document(e) = r else { return None };
-                leaves.push((hash_of(&binary(e, "h")?)?, e.get("id").cloned()));
-            }
-        }
+        let root = hash_of(raw_binary(&seal, "root")?)?;
+        let records = match seal.get_array("records") {
+            Ok(records) => records.into_iter().count() as u64,
+            Err(_) => 0,
+        };
         let key = seal
             .get_str("key")
             .ok()
@@ -98,12 +95,40 @@ impl SealTree {
             origin: seal.get_str("origin").ok()?.to_owned(),
             size,
             root,
-            first: size.checked_sub(leaves.len() as u64)?,
-            leaves,
-            nodes: binary(seal, "nodes").unwrap_or_default(),
-            note_sig: binary(seal, "note_sig"),
+            first: size.checked_sub(records)?,
+            nodes: raw_binary(&seal, "nodes").unwrap_or_default().to_vec(),
+            note_sig: raw_binary(&seal, "note_sig").map(<[u8]>::to_vec),
             key,
+            raw: std::sync::Arc::new(seal),
         })
+    }
+
+    /// Its records, in order: commitment and `_id` (`None` for an entry that is not one).
+    pub(crate) fn leaves(&self) -> Vec<Option<(Hash, Option<Bson>)>> {
+        let Ok(records) = self.raw.get_array("records") else {
+            return Vec::new();
+        };
+        records
+            .into_iter()
+            .map(|e| {
+                let e = e.ok()?;
+                let e = e.as_document()?;
+                let h = hash_of(raw_binary(e, "h")?)?;
+                let id = e
+                    .get("id")
+                    .ok()
+                    .flatten()
+                    .and_then(|v| Bson::try_from(v.to_raw_bson()).ok());
+                Some((h, id))
+            })
+            .collect()
+    }
+
+    /// The commitment of its record at `i` (0: its first).
+    fn leaf(&self, i: usize) -> Option<Hash> {
+        let records = self.raw.get_array("records").ok()?;
+        let e = records.into_iter().nth(i)?.ok()?;
+        hash_of(raw_binary(e.as_document()?, "h")?)
     }
 
     /// The tree head the seal states.
@@ -132,7 +157,7 @@ impl SealTree {
     fn stored(&self, n: Node) -> Option<Hash> {
         if n.level == 0 {
             let i = usize::try_from(n.index.checked_sub(self.first)?).ok()?;
-            return self.leaves.get(i).map(|(h, _)| merkle::leaf_hash(h));
+            return self.leaf(i).map(|h| merkle::leaf_hash(&h));
         }
         let at = usize::try_from(n.stored_offset(self.first)?).ok()? * 32;
         self.nodes.get(at..at + 32).and_then(hash_of)
@@ -154,14 +179,14 @@ impl<'a> TreeReader<'a> {
         stream: ObjectId,
     ) -> Result<Option<TreeReader<'a>>, ProofError> {
         let newest = store
-            .find_raw(
+            .find_bytes(
                 Collection::Seal,
                 &FindOptions::new(Filter::eq("stream", stream))
                     .sort("seq", Order::Desc)
                     .window(0, Some(1)),
             )
             .await?;
-        let Some(head) = newest.first().and_then(SealTree::of) else {
+        let Some(head) = newest.into_iter().next().and_then(SealTree::of) else {
             return Ok(None);
         };
         Ok(Some(TreeReader {
@@ -183,7 +208,7 @@ impl<'a> TreeReader<'a> {
         }
         let found = self
             .store
-            .find_raw(
+            .find_bytes(
                 Collection::Seal,
                 &FindOptions::new(Filter::And(vec![
                     Filter::eq("stream", self.stream),
@@ -192,12 +217,16 @@ impl<'a> TreeReader<'a> {
                 .window(0, Some(1)),
             )
             .await?;
-        let tree = found.first().and_then(SealTree::of).ok_or_else(|| {
-            ProofError::Unprovable(format!(
-                "seal {seq} of stream {} is missing or states no tree",
-                self.stream
-            ))
-        })?;
+        let tree = found
+            .into_iter()
+            .next()
+            .and_then(SealTree::of)
+            .ok_or_else(|| {
+                ProofError::Unprovable(format!(
+                    "seal {seq} of stream {} is missing or states no tree",
+                    self.stream
+                ))
+            })?;
         self.seals.insert(seq, tree.clone());
         Ok(tree)
     }
@@ -211,13 +240,29 @@ impl<'a> TreeReader<'a> {
                 leaf + 1
             )));
         }
+        // The seals' sizes only grow, and batches are of similar sizes: the search guesses where
+        // the leaf should be from the sizes at both ends (interpolation), and halves the range
+        // every other step, so a few reads usually find it and O(log n) always do.
         let (mut lo, mut hi) = (0i64, self.head.seq);
+        let (mut size_before_lo, mut size_at_hi) = (0u64, self.head.size);
+        let mut step = 0u32;
         while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.seal(mid).await?.size > leaf {
+            let mid = if step % 2 == 0 && size_at_hi > size_before_lo {
+                let span = (hi - lo) as u128;
+                let guess =
+                    (leaf - size_before_lo) as u128 * span / (size_at_hi - size_before_lo) as u128;
+                lo + (guess as i64).clamp(0, hi - lo - 1)
+            } else {
+                lo + (hi - lo) / 2
+            };
+            step += 1;
+            let size = self.seal(mid).await?.size;
+            if size > leaf {
                 hi = mid;
+                size_at_hi = size;
             } else {
                 lo = mid + 1;
+                size_before_lo = size;
             }
         }
         self.seal(lo).await
@@ -306,35 +351,32 @@ struct Located {
     commitment: Hash,
 }
 
-/// Finds record `id` in the seals: through the place its salt document keeps, else (a process
-/// document, a salt destroyed by an erasure) by reading the batch seals.
-async fn locate(store: &Store, id: ObjectId) -> Result<Located, ProofError> {
-    let mut hint = None;
-    store
-        .for_each_raw_batch(Collection::Salt, &Filter::eq("_id", id), 1, |docs| {
-            if let Some(d) = docs.first() {
-                if let (Ok(st), Ok(i)) = (d.get_object_id("st"), d.get_i64("i")) {
-                    hint = Some((st, i));
-                }
-            }
-            Ok(())
-        })
-        .await?;
+/// Finds record `id` in the seals: through the place its salt document keeps (`salt` is that
+/// document), else (a process document, a salt destroyed by an erasure) by reading the batch
+/// seals. Returns the reader of its stream too.
+async fn locate<'a>(
+    store: &'a Store,
+    id: ObjectId,
+    salt: Option<&RawDocumentBuf>,
+) -> Result<(Located, TreeReader<'a>), ProofError> {
+    let hint = salt.and_then(|d| Some((d.get_object_id("st").ok()?, d.get_i64("i").ok()?)));
     if let Some((stream, i)) = hint {
         if let (Some(mut reader), Ok(leaf)) =
             (TreeReader::open(store, stream).await?, u64::try_from(i))
         {
             if let Ok(seal) = reader.seal_adding(leaf).await {
-                if let Some((h, Some(Bson::ObjectId(found)))) =
-                    seal.leaves.get((leaf - seal.first) as usize)
+                let leaves = seal.leaves();
+                if let Some(Some((h, Some(Bson::ObjectId(found))))) =
+                    leaves.get((leaf - seal.first) as usize)
                 {
                     if *found == id {
-                        return Ok(Located {
+                        let located = Located {
                             stream,
                             leaf,
                             collection: None,
                             commitment: *h,
-                        });
+                        };
+                        return Ok((located, reader));
                     }
                 }
             }
@@ -349,21 +391,22 @@ async fn locate(store: &Store, id: ObjectId) -> Result<Located, ProofError> {
             200,
             |seals| {
                 for raw in seals {
-                    let Ok(doc) = raw.to_document() else { continue };
-                    let Some(tree) = SealTree::of(&doc) else {
+                    let Ok(stream) = raw.get_object_id("stream") else {
                         continue;
                     };
-                    let Ok(stream) = doc.get_object_id("stream") else {
+                    let Some(tree) = SealTree::of(raw) else {
                         continue;
                     };
-                    for (pos, (h, entry_id)) in tree.leaves.iter().enumerate() {
-                        if entry_id.as_ref() == Some(&Bson::ObjectId(id)) {
-                            found = Some(Located {
-                                stream,
-                                leaf: tree.first + pos as u64,
-                                collection: None,
-                                commitment: *h,
-                            });
+                    for (pos, leaf) in tree.leaves().into_iter().enumerate() {
+                        if let Some((h, Some(Bson::ObjectId(entry_id)))) = leaf {
+                            if entry_id == id {
+                                found = Some(Located {
+                                    stream,
+                                    leaf: tree.first + pos as u64,
+                                    collection: None,
+                                    commitment: h,
+                                });
+                            }
                         }
                     }
                 }
@@ -371,22 +414,33 @@ async fn locate(store: &Store, id: ObjectId) -> Result<Located, ProofError> {
             },
         )
         .await?;
-    found.ok_or_else(|| {
+    let located = found.ok_or_else(|| {
         ProofError::NotFound(format!(
             "no seal with a tree covers {id} (not sealed, or sealed by a version without trees)"
         ))
-    })
+    })?;
+    let reader = TreeReader::open(store, located.stream)
+        .await?
+        .ok_or_else(|| ProofError::NotFound(format!("stream {} has no seal", located.stream)))?;
+    Ok((located, reader))
 }
 
 /// A receipt for record `id`: its stored bytes (with its salt) or, when they are no longer what
 /// was sealed, its commitment; the inclusion proof of its leaf; and the signed checkpoint of its
 /// stream's tree with `size` leaves (the newest when `None`). Reads O(log n) seals.
 pub async fn prove(store: &Store, id: ObjectId, size: Option<u64>) -> Result<Receipt, ProofError> {
-    let mut located = locate(store, id).await?;
+    let mut salt_doc = None;
+    store
+        .for_each_raw_batch(Collection::Salt, &Filter::eq("_id", id), 1, |docs| {
+            salt_doc = docs.into_iter().next();
+            Ok(())
+        })
+        .await?;
+    let salt = salt_doc
+        .as_ref()
+        .and_then(|d| salt_of(d).map(<[u8]>::to_vec));
+    let (mut located, mut reader) = locate(store, id, salt_doc.as_ref()).await?;
     let record = stored_record(store, id).await?;
-    let mut reader = TreeReader::open(store, located.stream)
-        .await?
-        .ok_or_else(|| ProofError::NotFound(format!("stream {} has no seal", located.stream)))?;
     let seal = match size {
         None => reader.head().clone(),
         Some(n) => reader.seal_of_size(n).await?.ok_or_else(|| {
@@ -413,13 +467,6 @@ pub async fn prove(store: &Store, id: ObjectId, size: Option<u64>) -> Result<Rec
         .proof(&merkle::inclusion_ranges(located.leaf, seal.size))
         .await?;
 
-    let mut salt = None;
-    store
-        .for_each_raw_batch(Collection::Salt, &Filter::eq("_id", id), 1, |docs| {
-            salt = docs.first().and_then(|d| salt_of(d).map(<[u8]>::to_vec));
-            Ok(())
-        })
-        .await?;
     let mut extra;
     let mut holds_record = false;
     match &record {
@@ -530,9 +577,10 @@ pub async fn checkpoints(store: &Store) -> Result<Vec<String>, StoreError> {
     store
         .for_each_raw_batch(Collection::Seal, &Filter::all(), 500, |seals| {
             for raw in seals {
-                let Ok(doc) = raw.to_document() else { continue };
-                let (Ok(stream), Some(tree)) = (doc.get_object_id("stream"), SealTree::of(&doc))
-                else {
+                let Ok(stream) = raw.get_object_id("stream") else {
+                    continue;
+                };
+                let Some(tree) = SealTree::of(raw) else {
                     continue;
                 };
                 if tree.size == 0 {
@@ -555,16 +603,14 @@ pub async fn checkpoints(store: &Store) -> Result<Vec<String>, StoreError> {
         .collect())
 }
 
-/// Whether the tree of `stream` as the seals store it extends the checkpoint `cp` (same root at
-/// its size, and a consistency proof from it to the newest seal's tree that checks).
+/// Whether the stream's tree as the seals store it (read through `reader`, the stream's) extends
+/// the checkpoint `cp`: a consistency proof from it to the newest seal's tree, made from the
+/// stored nodes, checks.
 #[cfg(feature = "embedded-store")]
-pub(crate) async fn extends(store: &Store, cp: &Checkpoint) -> Result<Consistency, ProofError> {
-    let Some(stream) = cp.stream() else {
-        return Ok(Consistency::StreamMissing);
-    };
-    let Some(mut reader) = TreeReader::open(store, stream).await? else {
-        return Ok(Consistency::StreamMissing);
-    };
+pub(crate) async fn extends(
+    reader: &mut TreeReader<'_>,
+    cp: &Checkpoint,
+) -> Result<Consistency, ProofError> {
     let head = reader.head().clone();
     if head.size < cp.size {
         return Ok(Consistency::Truncated { size: head.size });
@@ -594,8 +640,6 @@ pub(crate) enum Consistency {
     Truncated { size: u64 },
     /// Its first leaves are not those the checkpoint's root commits to.
     Inconsistent,
-    /// No seal of the stream is stored.
-    StreamMissing,
 }
 
 /// The checkpoints of a witness file (signed notes, each followed by a blank line). With `key`,

@@ -680,6 +680,7 @@ async fn check_checkpoints(
     roots_at: &RootsAt,
     emit: &mut dyn FnMut(Finding),
 ) {
+    let mut readers = HashMap::new();
     for cp in checkpoints {
         let finding = |kind, detail: String| {
             let mut f = Finding::new(
@@ -720,7 +721,30 @@ async fn check_checkpoints(
             ));
             continue;
         }
-        match tree::extends(store, cp).await {
+        // One reader per stream: the checkpoints of a stream share the seals they read.
+        let reader = match readers.entry(head.stream) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                match tree::TreeReader::open(store, head.stream).await {
+                    Ok(Some(r)) => e.insert(r),
+                    Ok(None) => {
+                        emit(finding(
+                            FindingKind::Inconsistent,
+                            "the stream's newest seal states no tree".into(),
+                        ));
+                        continue;
+                    }
+                    Err(err) => {
+                        emit(finding(
+                            FindingKind::Inconsistent,
+                            format!("no consistency proof can be made from the seals: {err}"),
+                        ));
+                        continue;
+                    }
+                }
+            }
+        };
+        match tree::extends(reader, cp).await {
             Ok(Consistency::Extends) => {}
             Ok(_) => emit(finding(
                 FindingKind::Inconsistent,

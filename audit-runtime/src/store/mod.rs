@@ -534,6 +534,15 @@ impl Store {
         dispatch!(self, s => s.find(collection, opts).await)
     }
 
+    /// The stored bytes of the documents matching `opts`.
+    pub(crate) async fn find_bytes(
+        &self,
+        collection: Collection,
+        opts: &FindOptions,
+    ) -> StoreResult<Vec<RawDocumentBuf>> {
+        dispatch!(self, s => s.find_bytes(collection, opts).await)
+    }
+
     /// Typed documents matching `opts`.
     pub async fn find<T: AuditDocument>(&self, opts: &FindOptions) -> StoreResult<Vec<T>> {
         self.find_raw(T::COLLECTION, opts)

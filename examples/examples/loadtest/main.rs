@@ -48,10 +48,13 @@ struct Args {
     /// Only these configurations (comma-separated).
     #[arg(long)]
     only: Option<String>,
-    /// Also drive the async SQLite server to 1,000,000 requests and compare its memory with the
-    /// memory after 100,000.
+    /// Also drive one audited server (`--memory-config`, default the async SQLite one) to
+    /// 1,000,000 requests and compare its memory with the memory after 100,000.
     #[arg(long)]
     memory: bool,
+    /// The configuration `--memory` drives.
+    #[arg(long, default_value = "audited-async-sqlite")]
+    memory_config: String,
     /// Do not pin servers and generator to separate cores.
     #[arg(long)]
     no_pin: bool,
@@ -270,10 +273,7 @@ async fn drive(args: Args, dir: std::path::PathBuf, cpus: usize, pin: bool) -> b
 
     let mut memory = None;
     if args.memory {
-        if let Some(s) = servers
-            .iter_mut()
-            .find(|s| s.name == "audited-async-sqlite")
-        {
+        if let Some(s) = servers.iter_mut().find(|s| s.name == args.memory_config) {
             memory = Some(memory_growth(s, args.concurrency).await);
         }
     }
@@ -505,6 +505,6 @@ async fn memory_growth(s: &mut Server, concurrency: usize) -> Value {
         "ratio": round(rss(3) / rss(0), 2),
         "series": at,
     });
-    println!("{}", json!({ "memory": m }));
+    println!("{}", json!({ "memory": m, "config": s.name }));
     m
 }
