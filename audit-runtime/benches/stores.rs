@@ -405,9 +405,115 @@ mod postgres {
         docs.len() as f64 / start.elapsed().as_secs_f64()
     }
 
+    /// Binary `COPY ... FROM STDIN (FORMAT binary)` by tokio-postgres, one per batch.
+    async fn plain_binary_copy(uri: &str, docs: &[Access]) -> f64 {
+        use tokio_postgres::binary_copy::BinaryCopyInWriter;
+        use tokio_postgres::types::{ToSql, Type};
+        let (client, conn) = tokio_postgres::connect(uri, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS plain; {PLAIN}"))
+            .await
+            .unwrap();
+        let types = [
+            Type::TEXT,
+            Type::BYTEA,
+            Type::JSONB,
+            Type::TEXT,
+            Type::JSONB,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+        ];
+        let start = Instant::now();
+        for chunk in docs.chunks(100) {
+            let r = rows(chunk);
+            let sink = client
+                .copy_in("COPY plain FROM STDIN (FORMAT binary)")
+                .await
+                .unwrap();
+            let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+            for i in 0..chunk.len() {
+                let doc: serde_json::Value = serde_json::from_str(&r.docs[i]).unwrap();
+                let user: serde_json::Value = serde_json::from_str(&r.users[i]).unwrap();
+                let none: Option<String> = None;
+                let row: [&(dyn ToSql + Sync); 11] = [
+                    &r.ids[i],
+                    &r.bsons[i],
+                    &doc,
+                    &r.interlinks[i],
+                    &user,
+                    &r.paths[i],
+                    &r.times[i],
+                    &none,
+                    &r.apps[i],
+                    &r.names[i],
+                    &r.methods[i],
+                ];
+                writer.as_mut().write(&row).await.unwrap();
+            }
+            writer.finish().await.unwrap();
+        }
+        docs.len() as f64 / start.elapsed().as_secs_f64()
+    }
+
+    /// The plain UNNEST insert by sqlx into a table with the store's indexes (the original's
+    /// set, on the same columns): what index maintenance alone costs; with `idempotent`, the
+    /// insert skips rows already stored (`ON CONFLICT DO NOTHING`, as the store's does so that a
+    /// retried batch stores nothing twice).
+    async fn plain_indexed(uri: &str, docs: &[Access], idempotent: bool) -> f64 {
+        let pool = sqlx::PgPool::connect(uri).await.unwrap();
+        pool.execute("DROP TABLE IF EXISTS plain").await.unwrap();
+        pool.execute(PLAIN).await.unwrap();
+        pool.execute(
+            "CREATE UNIQUE INDEX ON plain (id, time_request);
+             CREATE INDEX ON plain (interlink_id); CREATE INDEX ON plain (user_id);
+             CREATE INDEX ON plain (request_path); CREATE INDEX ON plain (time_request);
+             CREATE INDEX ON plain (exception_type);
+             CREATE INDEX ON plain (request_path, time_request);
+             CREATE INDEX ON plain (view_app, view_name);
+             CREATE INDEX ON plain (view_app, view_name, user_id);
+             CREATE INDEX ON plain (view_app, view_name, time_request);
+             CREATE INDEX ON plain (view_app, view_name, user_id, time_request);
+             CREATE INDEX ON plain (request_path, request_method);",
+        )
+        .await
+        .unwrap();
+        let insert = if idempotent {
+            format!("{INSERT} ON CONFLICT (id, time_request) DO NOTHING")
+        } else {
+            INSERT.to_owned()
+        };
+        let start = Instant::now();
+        for chunk in docs.chunks(100) {
+            let r = rows(chunk);
+            sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
+                .bind(r.ids)
+                .bind(r.bsons)
+                .bind(r.docs)
+                .bind(r.interlinks)
+                .bind(r.users)
+                .bind(r.paths)
+                .bind(r.times)
+                .bind(r.apps)
+                .bind(r.names)
+                .bind(r.methods)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        docs.len() as f64 / start.elapsed().as_secs_f64()
+    }
+
     pub(super) async fn bench(base: &str, docs: &[Access], rounds: usize, quick: bool) {
         let (mut store_rates, mut sqlx_rates, mut tp_rates, mut copy_rates) =
             (vec![], vec![], vec![], vec![]);
+        let (mut binary_rates, mut indexed_rates, mut idempotent_rates) = (vec![], vec![], vec![]);
         for _ in 0..rounds {
             let fresh: Vec<Access> = docs
                 .iter()
@@ -422,7 +528,15 @@ mod postgres {
             sqlx_rates.push(plain_sqlx(&uri, &fresh).await);
             tp_rates.push(plain_tokio_postgres(&uri, &fresh).await);
             copy_rates.push(plain_copy(&uri, &fresh).await);
+            binary_rates.push(plain_binary_copy(&uri, &fresh).await);
+            indexed_rates.push(plain_indexed(&uri, &fresh, false).await);
+            idempotent_rates.push(plain_indexed(&uri, &fresh, true).await);
         }
+        let (binary, indexed, idempotent) = (
+            median(binary_rates),
+            median(indexed_rates),
+            median(idempotent_rates),
+        );
         let (ours, plain, tp, copy) = (
             median(store_rates),
             median(sqlx_rates),
@@ -433,6 +547,9 @@ mod postgres {
         println!("postgres plain INSERT (UNNEST), sqlx, no index   {plain:>10.0} docs/s");
         println!("postgres plain INSERT (UNNEST), tokio-postgres   {tp:>10.0} docs/s   ratio tokio-postgres/sqlx = {:.2}", tp / plain);
         println!("postgres plain COPY, sqlx, no index              {copy:>10.0} docs/s   ratio copy/insert = {:.2}", copy / plain);
+        println!("postgres plain binary COPY, tokio-postgres      {binary:>10.0} docs/s   ratio binary copy/insert = {:.2}", binary / plain);
+        println!("postgres plain INSERT, the store's indexes       {indexed:>10.0} docs/s   ratio store/indexed plain = {:.2}", ours / indexed);
+        println!("postgres ... and ON CONFLICT DO NOTHING          {idempotent:>10.0} docs/s   ratio store/idempotent plain = {:.2}", ours / idempotent);
 
         let uri = database(base);
         let store = open_store(DbConnection::Postgres { uri: uri.clone() }).await;
