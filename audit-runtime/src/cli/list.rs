@@ -4,7 +4,7 @@
 
 use super::dates::date_filter;
 use super::format::{json_line, table_row};
-use super::{open_existing, CliError, Kind};
+use super::{open_for_reading, CliError, Kind};
 use crate::config::AuditConfig;
 use crate::document::Action;
 use crate::query::UrlMatch;
@@ -238,7 +238,7 @@ pub(super) async fn list(
     let c = kind.collection();
     let filter = args.filter()?;
     let common = args.common();
-    let store = open_existing(config).await?;
+    let store = open_for_reading(config).await?;
     let opts = FindOptions::new(filter)
         .sort(c.date_field(), Order::Desc)
         .window(0, Some(common.limit))

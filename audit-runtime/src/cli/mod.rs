@@ -208,26 +208,30 @@ async fn open(config: &AuditConfig) -> Result<Store, CliError> {
         })
 }
 
-/// Opens a store that must already exist (for commands that only read): a mistyped SQLite path
-/// is an error, not a new empty database that then lists nothing or verifies clean. PostgreSQL is
-/// opened read-only (nothing created, every transaction read-only), so these commands and the
-/// console also run against a read replica.
+/// Opens a store that must already exist: a mistyped SQLite path is an error, not a new empty
+/// database that then lists or erases nothing.
 async fn open_existing(config: &AuditConfig) -> Result<Store, CliError> {
-    match &config.db_connection {
-        DbConnection::Sqlite(path) if !path.exists() => {
-            return Err(CliError::NoDatabase(path.clone()))
+    if let DbConnection::Sqlite(path) = &config.db_connection {
+        if !path.exists() {
+            return Err(CliError::NoDatabase(path.clone()));
         }
-        DbConnection::Postgres { .. } => {
-            return Store::open_read_only(&config.db_connection)
-                .await
-                .map_err(|source| CliError::Open {
-                    connection: config.db_connection.to_string(),
-                    source: Box::new(source),
-                })
-        }
-        _ => {}
     }
     open(config).await
+}
+
+/// Opens a store that must already exist, for commands that only read. PostgreSQL is opened
+/// read-only (nothing created, every transaction read-only), so these commands and the console
+/// also run against a read replica.
+async fn open_for_reading(config: &AuditConfig) -> Result<Store, CliError> {
+    match &config.db_connection {
+        DbConnection::Postgres { .. } => Store::open_read_only(&config.db_connection)
+            .await
+            .map_err(|source| CliError::Open {
+                connection: config.db_connection.to_string(),
+                source: Box::new(source),
+            }),
+        _ => open_existing(config).await,
+    }
 }
 
 /// Asks a yes/no question on the terminal; anything but yes, end of input included, is No.

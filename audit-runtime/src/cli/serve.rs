@@ -1,7 +1,7 @@
 //! `audit serve`: the read-only console (JSON API and pages) on one address until SIGTERM or
 //! Ctrl-C. Without a token it listens only on loopback addresses.
 
-use super::{open_existing, CliError};
+use super::{open_for_reading, CliError};
 use crate::config::AuditConfig;
 use clap::Args;
 use std::io::Write;
@@ -52,7 +52,7 @@ pub(super) async fn serve(
             return Err(CliError::NeedsToken(why));
         }
     }
-    let store = open_existing(config).await?;
+    let store = open_for_reading(config).await?;
     let listener = tokio::net::TcpListener::bind(&addrs[..])
         .await
         .map_err(|source| CliError::Listen {

@@ -2,7 +2,7 @@
 //! record, as stored (secrets were masked before it was stored), as indented JSON.
 
 use super::format::pretty_json;
-use super::{open_existing, CliError, Kind};
+use super::{open_for_reading, CliError, Kind};
 use crate::config::AuditConfig;
 use crate::store::{Filter, FindOptions};
 use bson::oid::ObjectId;
@@ -34,7 +34,7 @@ pub(super) async fn show(
             source,
         })?;
     let c = kind.collection();
-    let store = open_existing(config).await?;
+    let store = open_for_reading(config).await?;
     let opts = FindOptions::new(Filter::eq("_id", id))
         .window(0, Some(1))
         .max_time(query_timeout);
