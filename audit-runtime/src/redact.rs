@@ -51,12 +51,17 @@ pub(crate) const SECRET_ANYWHERE: &[&str] = &[
     "authorization",
     "jwt",
     "bearer",
+    "passcode",
+    "totp",
+    "hmac",
+    "client_assertion",
+    "subscription_key",
 ];
 
 /// Normalised names with one of these as a whole `_`-separated word are secrets (short words
 /// would match harmless names as substrings: `spinner`, `design`, `author`).
 pub(crate) const SECRET_WORDS: &[&str] = &[
-    "pwd", "pass", "pin", "sig", "auth", "otp", "cvv", "cvc", "cookie", "sid", "ssn",
+    "pwd", "pw", "pass", "pin", "sig", "auth", "otp", "cvv", "cvc", "cookie", "sid", "ssn",
 ];
 
 /// Normalised names that are secrets only as the whole name (`?code=` of an OAuth redirect,
@@ -811,6 +816,16 @@ mod tests {
             "tlsCertificateKeyFilePassword",
             "PaSsWoRd",
             "ApI-kEy",
+            // Seen stored in clear in a trial of a clinic API built from the README.
+            "pw",
+            "user_pw",
+            "passcode",
+            "totp",
+            "totp_code",
+            "hmac",
+            "X-Hub-Hmac",
+            "client_assertion",
+            "Ocp-Apim-Subscription-Key",
         ] {
             assert!(p.is_secret_key(name), "{name} should be a secret");
         }
@@ -845,6 +860,8 @@ mod tests {
             "shipping",
             "authSource",
             "authMechanism",
+            "pwa",
+            "powered_by",
         ] {
             assert!(!p.is_secret_key(name), "{name} should not be a secret");
             assert!(
