@@ -16,7 +16,7 @@ python3 - "$out/results.json" <<'PY'
 import json, sys
 doc = json.load(open(sys.argv[1]))
 runs = {r["config"]: r for r in doc["runs"]}
-want = ["bare", "trace-json", "audited-sync-sqlite", "audited-async-sqlite", "bare-again"]
+want = ["bare", "trace-json", "audited-sync-sqlite", "audited-async-sqlite", "audited-async-sqlite-forward", "bare-again"]
 import os
 if os.environ.get("MONGODB_URI"):
     want.append("audited-async-mongodb")
@@ -30,7 +30,7 @@ for name, r in runs.items():
     if name.startswith("audited"):
         assert r["records_written"] == r["records_expected"] == 2000 + 500, (name, r)
         assert r["writer_cpu_us_per_record"] > 0, (name, r)
-assert len(doc["targets"]) == 10, doc["targets"]
+assert len(doc["targets"]) == 11, doc["targets"]
 assert doc["stores"]["store_docs_per_s"] > 0
 print(f"loadtest smoke: {len(runs)} configurations, records written = requests answered")
 PY

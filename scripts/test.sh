@@ -6,13 +6,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The console's browser tests drive Debian's Chromium through chromedriver. Installed once; a
-# machine that has both skips apt entirely. The tests fail (never skip) when they are missing.
+# Debian packages the tests drive, installed once (a machine that has them skips apt entirely);
+# the tests fail, never skip, when they are missing:
+# - chromium and chromium-driver: the console's browser tests;
+# - rsyslog: the forwarder's syslog receiver (the tests start rsyslogd on a loopback port).
+packages=()
 if ! command -v chromedriver >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then
-  echo "installing chromium and chromium-driver (console browser tests)..." >&2
+  packages+=(chromium chromium-driver)
+fi
+if [ ! -x /usr/sbin/rsyslogd ]; then
+  packages+=(rsyslog)
+fi
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "installing ${packages[*]} (test receivers and browser)..." >&2
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${packages[@]}" >&2
 fi
 
 exec scripts/mongo-test-server.sh scripts/pg-test-server.sh cargo test --workspace --all-targets "$@"

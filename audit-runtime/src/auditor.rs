@@ -44,6 +44,9 @@ pub enum AuditError {
         /// Why.
         source: std::io::Error,
     },
+    /// The forwarder cannot start (its cursor file, a destination's address or TLS setup).
+    #[error("[forward]: {0}")]
+    Forward(String),
     /// `custom_provider` names a provider that was not registered.
     #[error(
         "custom_provider.{app}: no provider named `{name}` is registered (registered: {known})"
@@ -180,19 +183,43 @@ impl AuditorBuilder {
                 ..mine
             };
             let process_doc = (own == process).then_some(own);
+            // A stream per writer, so that writers never coordinate, even two in one process; the
+            // seals also name the process they write for.
+            let stream = ObjectId::new();
             let sealing = if config.seal {
                 Some(writer::Sealing {
-                    // A stream per writer, so that writers never coordinate, even two in one
-                    // process; the seals also name the process they write for.
-                    sealer: crate::seal::Sealer::new(ObjectId::new(), key)
-                        .trail(&config.trail_name),
+                    sealer: crate::seal::Sealer::new(stream, key).trail(&config.trail_name),
                     process: process.id,
                     process_doc,
                 })
             } else {
                 None
             };
-            let (writer, guard) = writer::spawn(store.clone(), &config, sealing, journal_keys);
+            let metrics = writer::Metrics::default();
+            // The forwarder follows the seals of this writer's stream (forwarding needs sealing,
+            // which the configuration checked).
+            let forwarder = if config.forward.is_on() && config.seal {
+                crate::forward::check(&config.forward).map_err(AuditError::Forward)?;
+                Some(
+                    crate::forward::Forwarder::start(
+                        store.clone(),
+                        &config,
+                        stream,
+                        metrics.forward.clone(),
+                    )
+                    .map_err(AuditError::Forward)?,
+                )
+            } else {
+                None
+            };
+            let (writer, guard) = writer::spawn(
+                store.clone(),
+                &config,
+                sealing,
+                journal_keys,
+                metrics,
+                forwarder,
+            );
             let active = Active {
                 store,
                 writer,

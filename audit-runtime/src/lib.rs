@@ -42,6 +42,7 @@ pub mod config;
 pub mod console;
 mod context;
 mod document;
+mod forward;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
@@ -67,6 +68,7 @@ pub mod registry;
 pub mod sea_orm;
 pub mod seal;
 mod secret;
+pub mod siem;
 #[cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
 mod store;
 mod tracked;

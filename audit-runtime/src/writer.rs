@@ -159,6 +159,8 @@ pub(crate) struct Metrics {
     seals_failed: AtomicU64,
     /// The checkpoints published (and the publications that failed).
     witness: Arc<crate::witness::WitnessMetrics>,
+    /// What the forwarder delivered.
+    pub(crate) forward: Arc<crate::forward::ForwardMetrics>,
     /// Accepted records not yet written, journaled, quarantined or counted as failed.
     outstanding: AtomicU64,
 }
@@ -230,6 +232,15 @@ pub struct MetricsSnapshot {
     /// Checkpoint publications a witness sink failed (`checkpoint_file`, `checkpoint_url`); each
     /// is logged at error level.
     pub checkpoint_failures: u64,
+    /// Events the forwarder delivered (each destination counts its own).
+    pub forwarded: u64,
+    /// Forwarding attempts that failed and were tried again (each logged).
+    pub forward_failures: u64,
+    /// Events a destination refused for good (each logged), or whose record was removed
+    /// before it could be forwarded.
+    pub forward_dropped: u64,
+    /// Records sealed but not forwarded yet, by the destination furthest behind.
+    pub forward_lag: u64,
 }
 
 /// Handle to submit records. Cheap to clone.
@@ -258,6 +269,8 @@ pub struct WriterGuard {
     retention: Option<tokio::task::JoinHandle<()>>,
     /// The checkpoint publisher: it publishes the last head once the consumer is gone.
     witness: Option<tokio::task::JoinHandle<()>>,
+    /// The forwarder: it delivers what is stored before it stops.
+    forwarder: Option<crate::forward::Forwarder>,
     stopping: Arc<AtomicBool>,
     timeout: Duration,
 }
@@ -285,9 +298,11 @@ pub(crate) fn spawn(
     config: &AuditConfig,
     sealing: Option<Sealing>,
     journal_keys: Option<(JournalKey, Vec<JournalKey>)>,
+    metrics: Metrics,
+    forwarder: Option<crate::forward::Forwarder>,
 ) -> (Writer, WriterGuard) {
     let (tx, rx) = mpsc::channel(config.queue_capacity);
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(metrics);
     let stopping = Arc::new(AtomicBool::new(false));
     let journal = config
         .spill_path
@@ -365,6 +380,7 @@ pub(crate) fn spawn(
             ))
         }),
         witness: witness_task,
+        forwarder,
         stopping,
         timeout: config.flush_timeout,
     };
@@ -620,6 +636,10 @@ impl Writer {
             seals_failed: m.seals_failed.load(Ordering::Relaxed),
             checkpoints: m.witness.published.load(Ordering::Relaxed),
             checkpoint_failures: m.witness.failures.load(Ordering::Relaxed),
+            forwarded: m.forward.forwarded.load(Ordering::Relaxed),
+            forward_failures: m.forward.failures.load(Ordering::Relaxed),
+            forward_dropped: m.forward.dropped.load(Ordering::Relaxed),
+            forward_lag: m.forward.lag.load(Ordering::Relaxed),
         }
     }
 }
@@ -644,6 +664,7 @@ impl WriterGuard {
             task: None,
             retention: None,
             witness: None,
+            forwarder: None,
             stopping: Arc::default(),
             timeout: Duration::ZERO,
         }
@@ -701,6 +722,11 @@ impl WriterGuard {
                 tracing::error!(target: "audit",
                     "audit checkpoint publisher did not finish within {WITNESS_GRACE:?} at shutdown");
             }
+        }
+        // Everything is stored and sealed: the forwarder may deliver it, within the flush
+        // deadline (what it does not deliver it resumes from its cursor at the next start).
+        if let Some(forwarder) = self.forwarder.take() {
+            forwarder.stop(self.timeout).await;
         }
         // A store call that had not returned leaves records in the aborted consumer's hands: they
         // are counted as failed (a write in flight may still land; its outcome is unknown), never

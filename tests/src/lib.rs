@@ -5,6 +5,8 @@
 //! not pass by skipping them.
 
 use audit_runtime::{Access, AccessView, DbConnection, Store};
+
+pub mod siem;
 use chrono::{DateTime, TimeZone, Utc};
 
 /// A store plus whatever keeps it alive (the SQLite file's directory).

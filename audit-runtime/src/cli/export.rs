@@ -1,9 +1,10 @@
 //! `audit export KIND`: every matching record as one JSON line, streamed in batches so memory
-//! stays bounded whatever the size of the trail, to standard output or to a private file.
+//! stays bounded whatever the size of the trail, to standard output or to a private file: the
+//! record as stored (`--format jsonl`, the default), or as an OCSF or ECS event for a SIEM.
 
 use super::dates::date_filter;
 use super::format::json_line;
-use super::{open_existing, CliError, Kind};
+use super::{open_for_reading, CliError, Kind};
 use crate::config::AuditConfig;
 use crate::store::StoreError;
 use clap::Args;
@@ -24,6 +25,10 @@ pub(super) struct ExportArgs {
     /// Write to this file instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// `jsonl`: the records as stored; `ocsf`: OCSF 1.6 events (API Activity, Entity
+    /// Management); `ecs`: Elastic Common Schema 8.17 documents.
+    #[arg(long, default_value = "jsonl")]
+    format: crate::siem::Format,
 }
 
 /// Runs `export`.
@@ -33,8 +38,34 @@ pub(super) async fn export(
     stdout: &mut impl Write,
 ) -> Result<(), CliError> {
     let c = args.kind.collection();
+    if args.format != crate::siem::Format::Jsonl && c == crate::document::Collection::Process {
+        return Err(CliError::Conflicting(
+            "--format ocsf|ecs with process (a process is the device and process of the \
+             events it served: export access or model-action)",
+        ));
+    }
     let filter = date_filter(c, args.from.as_deref(), args.to.as_deref())?;
-    let store = open_existing(config).await?;
+    let store = open_for_reading(config).await?;
+    // The processes the events name, read once (there is one per process start).
+    let mut processes = std::collections::HashMap::new();
+    if args.format != crate::siem::Format::Jsonl {
+        store
+            .for_each_batch(
+                crate::document::Collection::Process,
+                &crate::store::Filter::all(),
+                1000,
+                |batch| {
+                    for p in batch {
+                        if let Ok(id) = p.get_object_id("_id") {
+                            processes.insert(id, p);
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
+    }
+    let format = args.format;
     let total = store.count(c, &filter).await?;
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(total);
@@ -58,7 +89,22 @@ pub(super) async fn export(
     let written = store
         .for_each_batch(c, &filter, 1000, |batch| {
             for d in batch {
-                let line = json_line(d);
+                let line = if format == crate::siem::Format::Jsonl {
+                    json_line(d)
+                } else {
+                    let process = d
+                        .get_object_id("process")
+                        .ok()
+                        .and_then(|p| processes.get(&p));
+                    let ctx = crate::siem::Context {
+                        process,
+                        sealed: None,
+                    };
+                    match crate::siem::event(format, c, &d, &ctx) {
+                        Some(e) => e.to_string(),
+                        None => continue,
+                    }
+                };
                 let res = match file_out.as_mut() {
                     Some(f) => writeln!(f, "{line}"),
                     None => writeln!(stdout, "{line}"),

@@ -28,9 +28,12 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 mod connection;
+mod forward;
 
 use connection::{apply_env_credentials, parse_connection, Credentials};
 pub use connection::{parse_connection_str, redact_uri, DbConnection, MongoParts};
+pub(crate) use forward::syslog_address;
+pub use forward::ForwardConfig;
 
 /// The embedded default database file, in the working directory (like Django's `db.sqlite3`).
 pub const DEFAULT_SQLITE_PATH: &str = "audit.db";
@@ -134,6 +137,8 @@ pub struct AuditConfig {
     /// The trail's name in its checkpoints (`<trail_name>/<stream>` is their origin) and the
     /// name of the key that signs them. No spaces and no `+`; default `audit-tools`.
     pub trail_name: String,
+    /// Where stored, sealed records are forwarded (a SIEM, a collector, a file), and as what.
+    pub forward: ForwardConfig,
     /// What `audit erase` replaces with a tombstone besides the user name: dotted paths in the
     /// user's accesses and in the model actions they caused, each erased leaf by leaf except the
     /// paths of [`seal::ERASURE_KEEPS`](crate::seal::ERASURE_KEEPS) inside it (by default every
@@ -241,6 +246,7 @@ impl Default for AuditConfig {
             checkpoint_file: None,
             checkpoint_url: None,
             trail_name: crate::seal::DEFAULT_TRAIL_NAME.to_owned(),
+            forward: ForwardConfig::default(),
             erase_fields: DEFAULT_ERASE_FIELDS.map(String::from).to_vec(),
             retention_days: None,
             quarantine_path: None,
@@ -274,6 +280,7 @@ const KEYS: &[&str] = &[
     "checkpoint_file",
     "checkpoint_url",
     "trail_name",
+    "forward",
     "erase_fields",
     "retention_days",
     "quarantine_path",
@@ -350,6 +357,29 @@ impl AuditConfig {
                 _ => {
                     if let Some(key) = k.strip_prefix("AUDIT_") {
                         if NON_SETTING_VARS.contains(&k) {
+                            continue;
+                        }
+                        if let Some(sub) = key
+                            .to_ascii_lowercase()
+                            .strip_prefix("forward_")
+                            .filter(|s| forward::FORWARD_KEYS.contains(s))
+                        {
+                            // AUDIT_FORWARD_<KEY> sets `<key>` of the `[forward]` table.
+                            let value = match sub {
+                                "file_max_bytes" | "file_keep" => {
+                                    v.trim().parse::<i64>().map(Value::Integer).map_err(|_| {
+                                        ConfigError(format!("{k}: expected a number, got `{v}`"))
+                                    })?
+                                }
+                                _ => Value::String(v.to_owned()),
+                            };
+                            let entry = table
+                                .entry("forward")
+                                .or_insert_with(|| Value::Table(Table::new()));
+                            let Some(t) = entry.as_table_mut() else {
+                                return err(format!("forward: expected a table, got {entry}"));
+                            };
+                            t.insert(sub.to_owned(), value);
                             continue;
                         }
                         if let Some((key, value)) = env_value(k, key, v)? {
@@ -469,6 +499,7 @@ impl AuditConfig {
                     }
                     c.checkpoint_url = (!u.is_empty()).then_some(u);
                 }
+                "forward" => c.forward = forward::parse_forward(&value)?,
                 "trail_name" => {
                     let n = as_str(&key, &value)?;
                     if !crate::seal::note::valid_key_name(&n) {
@@ -497,6 +528,12 @@ impl AuditConfig {
             }
         }
         apply_env_credentials(&mut c.db_connection, &credentials);
+        if c.forward.is_on() && !c.seal {
+            return err(
+                "[forward] sends records once they are stored and sealed: it needs seal = true"
+                    .to_owned(),
+            );
+        }
         if c.checkpoint_file.is_some() || c.checkpoint_url.is_some() {
             if c.seal_key_file.is_none() || !c.seal {
                 return err(
@@ -549,6 +586,26 @@ impl AuditConfig {
         match &self.db_connection {
             DbConnection::Sqlite(p) => beside(p),
             _ => PathBuf::from("audit.quarantine"),
+        }
+    }
+
+    /// The forwarder's cursor file: `forward.cursor_file`, else beside the forwarded file, the
+    /// SQLite file, or `audit.forward-cursor` in the working directory.
+    pub fn forward_cursor_file(&self) -> PathBuf {
+        let beside = |p: &Path, ext: &str| {
+            let mut s = p.as_os_str().to_owned();
+            s.push(ext);
+            PathBuf::from(s)
+        };
+        if let Some(p) = &self.forward.cursor_file {
+            return p.clone();
+        }
+        if let Some(p) = &self.forward.file {
+            return beside(p, ".cursor");
+        }
+        match &self.db_connection {
+            DbConnection::Sqlite(p) => beside(p, ".forward-cursor"),
+            _ => PathBuf::from("audit.forward-cursor"),
         }
     }
 

@@ -70,6 +70,19 @@ where
             &cap.config.default_app,
         );
         let interlink = interlink_id(req.headers(), &cap.config.interlink_header);
+        // A W3C trace context travels with the access (and every event forwarded from it), so a
+        // SIEM can jump from an audit event to its trace.
+        if let Some((trace, span, flags)) = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::siem::parse_traceparent)
+        {
+            state.lock().custom.insert(
+                crate::siem::TRACE_KEY,
+                bson::doc! { "trace_id": trace, "span_id": span, "flags": i32::from(flags) },
+            );
+        }
         let remote = remote_addr(&req);
         let size_hint = record_size_hint(&req, cap);
         let request = cap.request(&req, path, remote);

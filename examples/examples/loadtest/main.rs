@@ -69,11 +69,12 @@ struct Args {
     serve: Option<String>,
 }
 
-const CONFIGS: [&str; 8] = [
+const CONFIGS: [&str; 9] = [
     "bare",
     "trace-json",
     "audited-sync-sqlite",
     "audited-async-sqlite",
+    "audited-async-sqlite-forward",
     "audited-async-mongodb",
     "audited-async-postgres",
     "audited-sync-postgres",
@@ -293,6 +294,14 @@ async fn drive(args: Args, dir: std::path::PathBuf, cpus: usize, pin: bool) -> b
                     s.name, s.sent
                 );
             }
+            // With forwarding, every stored record also reached the destination.
+            if s.name.ends_with("-forward") && end["forwarded"].as_u64() != Some(stored) {
+                ok = false;
+                eprintln!(
+                    "{}: {stored} records stored, {} forwarded",
+                    s.name, end["forwarded"]
+                );
+            }
         }
         for (lp, run) in &s.runs {
             let lat = run.latencies.as_ref().unwrap();
@@ -390,6 +399,15 @@ async fn drive(args: Args, dir: std::path::PathBuf, cpus: usize, pin: bool) -> b
             ratio(rps("audited-async-mongodb"), rps("trace-json")),
             ">=",
             1.2,
+        ),
+        target(
+            "async SQLite forwarding to a file rps / without",
+            ratio(
+                rps("audited-async-sqlite-forward"),
+                rps("audited-async-sqlite"),
+            ),
+            ">=",
+            0.95,
         ),
         target(
             "async PostgreSQL rps / trace-json rps",

@@ -65,9 +65,18 @@ pub(crate) fn run(config: &str, dir: &std::path::Path) {
             app().layer(tower_http::trace::TraceLayer::new_for_http())
         }
         audited => {
+            let mut extra = String::new();
             let (run_async, conn) = match audited {
                 "audited-sync-sqlite" => (false, DbConnection::Sqlite(dir.join("sync.db"))),
                 "audited-async-sqlite" => (true, DbConnection::Sqlite(dir.join("async.db"))),
+                // The same, every record also forwarded as OCSF to a JSON-lines file.
+                "audited-async-sqlite-forward" => {
+                    extra = format!(
+                        "[forward]\nfile = {:?}",
+                        dir.join("forward.ocsf.jsonl").display().to_string()
+                    );
+                    (true, DbConnection::Sqlite(dir.join("forward.db")))
+                }
                 "audited-async-mongodb" => (
                     true,
                     DbConnection::Mongo {
@@ -84,7 +93,7 @@ pub(crate) fn run(config: &str, dir: &std::path::Path) {
             };
             // A long deadline: the count after shutdown must be the whole story, even on a slow
             // store.
-            let toml = format!("run_async = {run_async}\nflush_timeout_ms = 600000");
+            let toml = format!("run_async = {run_async}\nflush_timeout_ms = 600000\n{extra}");
             let cfg = AuditConfig::from_sources(Some(&toml), Vec::<(String, String)>::new())
                 .expect("settings")
                 .with_connection(conn);
@@ -128,6 +137,7 @@ pub(crate) fn run(config: &str, dir: &std::path::Path) {
                         "failed": m.failed,
                         "dropped": m.dropped,
                         "spilled": m.spilled,
+                        "forwarded": m.forwarded,
                     });
                 }
                 let mut s = stats();
