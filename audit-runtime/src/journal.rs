@@ -324,6 +324,19 @@ pub(crate) fn open_private(path: &Path, truncate: bool) -> std::io::Result<File>
         }
     })?;
     let meta = file.metadata()?;
+    // A file another user created beforehand (with open permissions) stays theirs whatever its
+    // mode becomes: they could read what is written. Refuse it instead.
+    let me = rustix::process::geteuid().as_raw();
+    if std::os::unix::fs::MetadataExt::uid(&meta) != me {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to another user (uid {}); refusing to write audit data into it",
+                path.display(),
+                std::os::unix::fs::MetadataExt::uid(&meta)
+            ),
+        ));
+    }
     if meta.permissions().mode() & 0o077 != 0 {
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     }

@@ -48,6 +48,18 @@ fn refuses_a_non_loopback_address_without_a_token() {
 
 /// One HTTP/1.1 GET over a plain socket; returns the status line and the body.
 fn http_get(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
+    http_request(addr, "GET", path, addr, token, "")
+}
+
+/// One HTTP/1.1 request with this `Host` and form body.
+fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    host: &str,
+    token: Option<&str>,
+    form: &str,
+) -> (String, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let auth = token
@@ -55,7 +67,8 @@ fn http_get(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
         .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
     )
     .unwrap();
     let mut out = String::new();
@@ -167,4 +180,98 @@ fn list_stops_at_its_time_limit() {
         .unwrap();
     assert!(ok.status.success(), "{ok:?}");
     assert!(String::from_utf8_lossy(&ok.stdout).contains("/items/299"));
+}
+
+/// Starts `audit serve` with `args` on a free loopback port; returns it and its address.
+fn serve(db: &std::path::Path, args: &[&str]) -> (std::process::Child, String) {
+    let mut child = audit(db)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    (child, addr)
+}
+
+/// Without a token the console answers to loopback names only: a page on another site that
+/// points its own name at 127.0.0.1 (DNS rebinding) gets 421, not the trail.
+#[test]
+fn without_a_token_only_loopback_names_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    assert!(audit(&db).arg("prepare").output().unwrap().status.success());
+    let (mut child, addr) = serve(&db, &["--allow-host", "audit.internal"]);
+    let port = addr.rsplit(':').next().unwrap();
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "audit.internal".to_owned(),
+    ] {
+        let (status, _) = http_request(&addr, "GET", "/api/access", &host, None, "");
+        assert!(status.contains("200"), "{host}: {status}");
+    }
+    for host in [
+        "attacker.example",
+        "attacker.example:80",
+        "127.0.0.1.attacker.example",
+    ] {
+        let (status, body) = http_request(&addr, "GET", "/api/access", host, None, "");
+        assert!(status.contains("421"), "{host}: {status}");
+        assert!(!body.contains("items"), "{body}");
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+/// A token shorter than 16 bytes is refused at start; failed logins are throttled per client,
+/// so a guesser waits longer after each (the right token included, while it waits).
+#[test]
+fn short_tokens_are_refused_and_guessing_is_throttled() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    assert!(audit(&db).arg("prepare").output().unwrap().status.success());
+    let short = dir.path().join("short");
+    std::fs::write(&short, "abc123\n").unwrap();
+    let out = audit(&db)
+        .args(["serve", "--addr", "127.0.0.1:0", "--token-file"])
+        .arg(&short)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
+
+    let token = dir.path().join("token");
+    std::fs::write(&token, "throttle-test-token-0042\n").unwrap();
+    let (mut child, addr) = serve(&db, &["--token-file", token.to_str().unwrap()]);
+    let login =
+        |t: &str| http_request(&addr, "POST", "/login", &addr, None, &format!("token={t}")).0;
+    let statuses: Vec<String> = (0..8).map(|i| login(&format!("guess-{i}"))).collect();
+    assert!(
+        statuses[..5].iter().all(|s| s.contains("401")),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[5..].iter().all(|s| s.contains("429")),
+        "{statuses:?}"
+    );
+    assert!(
+        login("throttle-test-token-0042").contains("429"),
+        "while it waits, even the right token is not heard"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let ok = login("throttle-test-token-0042");
+    assert!(ok.contains("303"), "heard again after the wait: {ok}");
+    child.kill().unwrap();
+    let _ = child.wait();
 }

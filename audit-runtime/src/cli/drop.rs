@@ -215,3 +215,72 @@ pub(super) async fn seal_removal(
     crate::seal::seal_prune(store, config, reason, &ranges).await?;
     Ok(())
 }
+
+/// The arguments of `prune`.
+#[derive(clap::Args, Debug)]
+pub(super) struct PruneArgs {
+    /// The age past which records go: days, as `30d` or `30`.
+    #[arg(long)]
+    older_than: String,
+    /// Count what would go, remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not ask.
+    #[arg(long)]
+    yes: bool,
+}
+
+/// A number of days, `30d` or `30`, from 1 to 100 years' worth.
+fn parse_days(s: &str) -> Result<u32, CliError> {
+    s.trim()
+        .strip_suffix('d')
+        .unwrap_or(s.trim())
+        .parse::<u32>()
+        .ok()
+        .filter(|d| (1..=crate::config::MAX_RETENTION_DAYS).contains(d))
+        .ok_or_else(|| CliError::InvalidAge(s.to_owned()))
+}
+
+/// Runs `prune`: what the retention job would remove with `retention_days = N`, now.
+pub(super) async fn prune(
+    config: &AuditConfig,
+    args: PruneArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let days = parse_days(&args.older_than)?;
+    let store = open(config).await?;
+    let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
+    if args.dry_run {
+        for c in [Collection::Access, Collection::ModelAction] {
+            let older = Filter::Cmp(
+                c.date_field().into(),
+                crate::store::filter::CmpOp::Lt,
+                bson::Bson::DateTime(bson::DateTime::from_chrono(cutoff)),
+            );
+            let n = store.count(c, &older).await?;
+            writeln!(
+                out,
+                "would delete {n} documents from {c} older than {days} days"
+            )?;
+        }
+        return Ok(());
+    }
+    // Before the question: a signed trail without its key refuses, nothing changed.
+    crate::seal::signing_key_for(&store, config).await?;
+    if !args.yes
+        && !confirm(&format!(
+            "Delete the accesses and model actions older than {days} days in {}?",
+            config.db_connection
+        ))?
+    {
+        writeln!(out, "Aborted: nothing deleted.")?;
+        return Ok(());
+    }
+    let removed = crate::seal::prune_older_than(&store, config, days).await?;
+    writeln!(
+        out,
+        "deleted {removed} documents older than {days} days (before {})",
+        cutoff.format("%Y-%m-%d %H:%M:%S")
+    )?;
+    Ok(())
+}

@@ -49,6 +49,12 @@ pub enum CliError {
     /// `--action` is not create, update or delete.
     #[error("{0}")]
     InvalidAction(String),
+    /// `--older-than` is not a number of days.
+    #[error("invalid age `{0}`: expected days, as 30d (1 to 36500)")]
+    InvalidAge(String),
+    /// `--status` is neither a status code nor a class such as `5xx`.
+    #[error("invalid status `{0}`: expected a code (404) or a class (5xx)")]
+    InvalidStatus(String),
     /// A record id that is not an id (24 hexadecimal digits).
     #[error("invalid id `{id}`: expected 24 hexadecimal digits")]
     InvalidId {
@@ -72,6 +78,12 @@ pub enum CliError {
     /// The console's token is empty.
     #[error("the console token is empty (--token-file or AUDIT_CONSOLE_TOKEN)")]
     EmptyToken,
+    /// The console's token is too short to resist guessing.
+    #[error(
+        "the console token is {0} bytes; it must be at least 16 (--token-file or \
+         AUDIT_CONSOLE_TOKEN; for example: openssl rand -hex 32)"
+    )]
+    ShortToken(usize),
     /// `--addr` does not resolve.
     #[error("--addr `{addr}`: {source}")]
     Addr {
@@ -124,8 +136,11 @@ pub enum CliError {
     #[error("{0}")]
     Verify(#[source] Box<VerifyError>),
     /// Verification found the trail changed.
-    #[error("{0} findings: the trail is not intact")]
+    #[error("{} finding{}: the trail is not intact", .0, if *.0 == 1 { "" } else { "s" })]
     NotIntact(u64),
+    /// `keygen` could not write the key pair (nothing is left behind).
+    #[error("{0}")]
+    KeyWrite(#[source] KeyError),
     /// A proof could not be made.
     #[error("{0}")]
     Proof(#[source] Box<crate::seal::ProofError>),
@@ -204,10 +219,13 @@ impl CliError {
                 | CliError::Conflicting(_)
                 | CliError::InvalidFilter(_)
                 | CliError::InvalidAction(_)
+                | CliError::InvalidStatus(_)
+                | CliError::InvalidAge(_)
                 | CliError::InvalidId { .. }
                 | CliError::Key(_)
                 | CliError::TokenFile { .. }
                 | CliError::EmptyToken
+                | CliError::ShortToken(_)
                 | CliError::Addr { .. }
                 | CliError::NeedsToken(_)
                 | CliError::ReadFile { .. }
@@ -244,6 +262,14 @@ mod tests {
             2
         );
         assert_eq!(CliError::NotIntact(3).exit_code(), 1);
+        assert_eq!(
+            CliError::NotIntact(1).to_string(),
+            "1 finding: the trail is not intact"
+        );
+        assert_eq!(
+            CliError::NotIntact(2).to_string(),
+            "2 findings: the trail is not intact"
+        );
         assert_eq!(CliError::from(StoreError::Raw("bad".into())).exit_code(), 1);
         assert_eq!(CliError::Io(std::io::Error::other("pipe")).exit_code(), 1);
     }

@@ -57,6 +57,12 @@ pub(super) struct AccessListArgs {
     /// Correlation id.
     #[arg(long)]
     interlink: Option<String>,
+    /// Response status: a code (`404`) or a class (`5xx`).
+    #[arg(long)]
+    status: Option<String>,
+    /// HTTP method (`POST`; any case).
+    #[arg(long)]
+    method: Option<String>,
     #[command(flatten)]
     common: CommonListArgs,
 }
@@ -73,6 +79,9 @@ pub(super) struct ModelActionListArgs {
     /// create, update or delete.
     #[arg(long)]
     action: Option<String>,
+    /// The access (its id) the actions were made in.
+    #[arg(long)]
+    access: Option<String>,
     #[command(flatten)]
     common: CommonListArgs,
 }
@@ -150,8 +159,44 @@ impl AccessListArgs {
         if let Some(i) = &self.interlink {
             parts.push(Filter::eq("interlink_id", i.as_str()));
         }
+        if let Some(s) = &self.status {
+            parts.push(status_filter(s)?);
+        }
+        if let Some(m) = &self.method {
+            parts.push(Filter::eq(
+                "request.METADATA.REQUEST_METHOD",
+                m.to_ascii_uppercase(),
+            ));
+        }
         Ok(Filter::And(parts))
     }
+}
+
+/// `--status`: a code (`404`), or a class (`4xx`: 400 to 499).
+fn status_filter(s: &str) -> Result<Filter, CliError> {
+    let bad = || CliError::InvalidStatus(s.to_owned());
+    let path = "response.status_code";
+    if let Some(class) = s.strip_suffix("xx").or_else(|| s.strip_suffix("XX")) {
+        let c: i64 = class
+            .parse()
+            .ok()
+            .filter(|c| (1..=5).contains(c))
+            .ok_or_else(bad)?;
+        return Ok(Filter::And(vec![
+            Filter::gte(path, c * 100),
+            Filter::Cmp(
+                path.into(),
+                crate::store::filter::CmpOp::Lt,
+                Bson::Int64(c * 100 + 100),
+            ),
+        ]));
+    }
+    let code: i64 = s
+        .parse()
+        .ok()
+        .filter(|c| (100..=599).contains(c))
+        .ok_or_else(bad)?;
+    Ok(Filter::eq(path, code))
 }
 
 impl ModelActionListArgs {
@@ -174,6 +219,15 @@ impl ModelActionListArgs {
         if let Some(act) = &self.action {
             let act: Action = act.parse().map_err(CliError::InvalidAction)?;
             parts.push(Filter::eq("action", act.as_str()));
+        }
+        if let Some(a) = &self.access {
+            let id = a
+                .parse::<bson::oid::ObjectId>()
+                .map_err(|source| CliError::InvalidId {
+                    id: a.clone(),
+                    source,
+                })?;
+            parts.push(Filter::eq("access", id));
         }
         Ok(Filter::And(parts))
     }

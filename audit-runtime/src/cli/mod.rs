@@ -49,7 +49,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     /// How long one query may run before it is stopped, in milliseconds (listing and the console).
-    #[arg(long, global = true, default_value_t = 30_000)]
+    #[arg(long, global = true, default_value_t = 5_000)]
     pub query_timeout_ms: u64,
     #[command(subcommand)]
     command: Command,
@@ -70,6 +70,9 @@ enum Command {
     },
     /// Delete audit data: everything, from INIT_DATE to now, or from INIT_DATE to the end of END_DATE.
     Drop(drop::DropArgs),
+    /// Run the retention job now: accesses and model actions older than the given age go, stated
+    /// first in a prune seal (a signed trail needs its key, seal_key_file).
+    Prune(drop::PruneArgs),
     /// Accesses.
     Access {
         #[command(subcommand)]
@@ -179,6 +182,8 @@ pub fn main() -> ! {
     };
     let code = match rt.block_on(run(cli)) {
         Ok(()) => 0,
+        // The reader went away (`audit access list | head`): nothing more to say.
+        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(e) => {
             eprintln!("audit: {e}");
             e.exit_code()
@@ -256,6 +261,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Prepare => prepare::prepare(&config, &mut out).await,
         Command::Remove { purge, yes } => prepare::remove(&config, purge, yes, &mut out).await,
         Command::Drop(args) => drop::drop(&config, args, &mut out).await,
+        Command::Prune(args) => drop::prune(&config, args, &mut out).await,
         Command::Access { command } => match command {
             AccessCommand::List(a) => {
                 list::list(&config, ListArgs::Access(a), query_timeout, &mut out).await

@@ -13,7 +13,16 @@ use std::path::{Path, PathBuf};
 
 /// Runs `keygen`; `trail` is the name the trail's checkpoints are signed under.
 pub(super) fn keygen(path: &Path, trail: &str, out: &mut impl Write) -> Result<(), CliError> {
-    let public = crate::seal::keygen(path)?;
+    // A path that is taken is the caller's to change (exit 2); a directory that is missing or a
+    // disk that fails is a runtime failure (exit 1).
+    let public = crate::seal::keygen(path).map_err(|e| match &e {
+        crate::seal::KeyError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
+            CliError::Key(e)
+        }
+        _ => CliError::KeyWrite(e),
+    })?;
     let hex: String = public
         .as_bytes()
         .iter()

@@ -17,6 +17,11 @@ pub(super) struct ServeArgs {
     /// only listens on loopback addresses.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Without a token the console answers only to loopback host names (a web page could
+    /// otherwise reach it by pointing its own name at 127.0.0.1); also answer to this one
+    /// (repeatable).
+    #[arg(long)]
+    allow_host: Vec<String>,
 }
 
 /// Runs `serve`.
@@ -39,6 +44,11 @@ pub(super) async fn serve(
     };
     if token.as_deref() == Some("") {
         return Err(CliError::EmptyToken);
+    }
+    if let Some(t) = &token {
+        if t.len() < crate::console::MIN_TOKEN_BYTES {
+            return Err(CliError::ShortToken(t.len()));
+        }
     }
     let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&args.addr)
         .await
@@ -70,6 +80,6 @@ pub(super) async fn serve(
         config.db_connection
     );
     std::io::stdout().flush()?;
-    crate::console::serve::serve(store, listener, token, query_timeout).await?;
+    crate::console::serve::serve(store, listener, token, query_timeout, &args.allow_host).await?;
     Ok(())
 }

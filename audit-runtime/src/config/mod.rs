@@ -255,6 +255,10 @@ impl Default for AuditConfig {
     }
 }
 
+/// The longest retention there is: 100 years (a longer one would reach before the calendar's
+/// start once subtracted from now).
+pub(crate) const MAX_RETENTION_DAYS: u32 = 36_500;
+
 const KEYS: &[&str] = &[
     "activate",
     "db_alias",
@@ -449,10 +453,11 @@ impl AuditConfig {
                 "erase_fields" => c.erase_fields = as_str_list(&key, &value)?,
                 "retention_days" => {
                     c.retention_days = match value.as_integer() {
-                        Some(n) if n > 0 && n <= i64::from(u32::MAX) => Some(n as u32),
+                        Some(n) if n > 0 && n <= i64::from(MAX_RETENTION_DAYS) => Some(n as u32),
                         _ => {
                             return err(format!(
-                                "retention_days: expected a positive number of days, got {value}"
+                                "retention_days: expected a number of days from 1 to \
+                                 {MAX_RETENTION_DAYS}, got {value}"
                             ))
                         }
                     }

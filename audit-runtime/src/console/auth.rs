@@ -1,11 +1,15 @@
 //! The console's token check: `Authorization: Bearer TOKEN` for the API, a login form and a
 //! session cookie for browsers. Tokens and session ids are compared in constant time, so the
-//! time an answer takes says nothing about how much of a guess was right.
+//! time an answer takes says nothing about how much of a guess was right; and failed logins are
+//! throttled, per client (after a few, each one doubles the wait before the next is heard) and
+//! overall (past a rate, everyone waits), so guessing is slow however many connections it uses.
 
 use super::{base, pages, Shared};
 use axum::body::{Body, Bytes};
-use axum::extract::{OriginalUri, State};
-use axum::http::{header, HeaderMap, Response, StatusCode, Uri};
+use axum::extract::{ConnectInfo, OriginalUri, State};
+use axum::http::{header, Extensions, HeaderMap, Response, StatusCode, Uri};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
@@ -17,9 +21,26 @@ const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at most; the oldest goes first (a bound on memory, whoever logs in).
 const MAX_SESSIONS: usize = 1024;
 
+/// Failed logins a client may make before it has to wait.
+const FREE_FAILURES: u32 = 5;
+/// The longest wait a client is given.
+const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
+/// Failed logins a minute, from everyone, before every login waits.
+const GLOBAL_FAILURES_PER_MINUTE: usize = 60;
+/// Clients remembered at most (the oldest go first).
+const MAX_CLIENTS: usize = 10_000;
+
+/// Who failed to log in, and until when they wait.
+#[derive(Default)]
+struct Throttle {
+    clients: HashMap<Option<IpAddr>, (u32, Instant)>,
+    recent: VecDeque<Instant>,
+}
+
 pub(crate) struct Auth {
     token: Option<String>,
     sessions: Mutex<Vec<([u8; 32], Instant)>>,
+    throttle: Mutex<Throttle>,
 }
 
 impl Auth {
@@ -27,7 +48,60 @@ impl Auth {
         Auth {
             token,
             sessions: Mutex::new(Vec::new()),
+            throttle: Mutex::new(Throttle::default()),
         }
+    }
+
+    /// `Err(wait)` when `client` (or, past the overall rate, anyone) must wait before a login is
+    /// heard.
+    fn may_try(&self, client: Option<IpAddr>) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        while t
+            .recent
+            .front()
+            .is_some_and(|f| now.duration_since(*f) > Duration::from_secs(60))
+        {
+            t.recent.pop_front();
+        }
+        if let Some((_, until)) = t.clients.get(&client) {
+            if *until > now {
+                return Err(*until - now);
+            }
+        }
+        if t.recent.len() >= GLOBAL_FAILURES_PER_MINUTE {
+            let oldest = *t.recent.front().expect("not empty");
+            return Err(Duration::from_secs(60).saturating_sub(now.duration_since(oldest)));
+        }
+        Ok(())
+    }
+
+    /// A failed login of `client`: after [`FREE_FAILURES`], each doubles its wait.
+    fn failed(&self, client: Option<IpAddr>) {
+        let now = Instant::now();
+        let mut t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        t.recent.push_back(now);
+        if t.clients.len() >= MAX_CLIENTS && !t.clients.contains_key(&client) {
+            if let Some(oldest) = t
+                .clients
+                .iter()
+                .min_by_key(|(_, (_, u))| *u)
+                .map(|(k, _)| *k)
+            {
+                t.clients.remove(&oldest);
+            }
+        }
+        let entry = t.clients.entry(client).or_insert((0, now));
+        entry.0 += 1;
+        if entry.0 >= FREE_FAILURES {
+            let doublings = (entry.0 - FREE_FAILURES).min(20);
+            entry.1 = now + (Duration::from_secs(1) * 2u32.pow(doublings)).min(MAX_WAIT);
+        }
+    }
+
+    fn succeeded(&self, client: Option<IpAddr>) {
+        let mut t = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        t.clients.remove(&client);
     }
 
     /// `true` when there is no token to check.
@@ -161,19 +235,42 @@ pub(crate) async fn login(
     State(state): State<Shared>,
     OriginalUri(original): OriginalUri,
     uri: Uri,
+    extensions: Extensions,
     body: Bytes,
 ) -> Response<Body> {
     let base = base(&original, &uri);
     if state.auth.open() {
         return see_other(&format!("{base}/"));
     }
+    // The client, when the server says who it is (`into_make_service_with_connect_info`); all
+    // unknown clients share one bucket.
+    let client = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Err(wait) = state.auth.may_try(client) {
+        let secs = wait.as_secs().max(1);
+        let mut res = pages::login_page(
+            &base,
+            Some(&format!(
+                "Too many failed logins: try again in {secs} seconds."
+            )),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        res.headers_mut().insert(
+            header::RETRY_AFTER,
+            secs.to_string().parse().expect("digits"),
+        );
+        return res;
+    }
     let token = form_urlencoded::parse(&body)
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
     if token.is_empty() || !state.auth.token_matches(&token) {
+        state.auth.failed(client);
         return pages::login_page(&base, Some("Wrong token."), StatusCode::UNAUTHORIZED);
     }
+    state.auth.succeeded(client);
     let Some(id) = state.auth.new_session() else {
         return pages::login_page(
             &base,
@@ -233,5 +330,43 @@ mod tests {
         a.end_session(&h);
         assert!(!a.page_ok(&h));
         assert!(Auth::new(None).page_ok(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn failed_logins_make_a_client_wait_longer_each_time() {
+        let a = Auth::new(Some("0123456789abcdef".into()));
+        let (one, other) = (
+            Some(IpAddr::from([10, 0, 0, 1])),
+            Some(IpAddr::from([10, 0, 0, 2])),
+        );
+        for _ in 0..FREE_FAILURES - 1 {
+            assert!(a.may_try(one).is_ok());
+            a.failed(one);
+        }
+        assert!(a.may_try(one).is_ok());
+        a.failed(one);
+        let first = a.may_try(one).unwrap_err();
+        assert!(first > Duration::from_millis(500), "{first:?}");
+        assert!(a.may_try(other).is_ok(), "another client is not held");
+        // Later failures double the wait.
+        a.throttle.lock().unwrap().clients.get_mut(&one).unwrap().1 = Instant::now();
+        a.failed(one);
+        let second = a.may_try(one).unwrap_err();
+        assert!(
+            second > first + Duration::from_millis(500),
+            "{first:?} then {second:?}"
+        );
+        a.succeeded(one);
+        assert!(a.may_try(one).is_ok());
+        // Past the overall rate everyone waits.
+        for i in 0..GLOBAL_FAILURES_PER_MINUTE {
+            a.failed(Some(IpAddr::from([
+                10,
+                1,
+                (i / 256) as u8,
+                (i % 256) as u8,
+            ])));
+        }
+        assert!(a.may_try(Some(IpAddr::from([192, 0, 2, 9]))).is_err());
     }
 }

@@ -153,14 +153,50 @@ pub(crate) fn status_classes(stats: &Stats) -> Result<String, String> {
     bars("Status classes", &items, &CLASS_COLOURS)
 }
 
-/// The most requested views, labelled by rank (full names do not fit under a bar; the table
-/// beside the chart gives them in the same order).
+/// The most requested views, each bar labelled with its view's own name (the last part of the
+/// full name, shortened to fit under a bar; the table beside the chart gives the full names in
+/// the same order).
 pub(crate) fn top_views(stats: &Stats) -> Result<String, String> {
     let items: Vec<(String, u64)> = stats
         .top_views
         .iter()
-        .enumerate()
-        .map(|(i, (_, n))| (format!("#{}", i + 1), *n))
+        .map(|(view, n)| (bar_label(view), *n))
         .collect();
-    bars("Top views (by rank)", &items, &[RGBColor(70, 130, 180)])
+    bars("Top views", &items, &[RGBColor(70, 130, 180)])
+}
+
+/// The label of a view under its bar: the name after the last `::` (or `/`), at most 14
+/// characters.
+fn bar_label(view: &str) -> String {
+    let name = view
+        .rsplit("::")
+        .next()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(view);
+    let name = name
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(name);
+    if name.chars().count() <= 14 {
+        name.to_owned()
+    } else {
+        format!("{}…", name.chars().take(13).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::bar_label;
+
+    #[test]
+    fn bars_are_labelled_with_the_views_name() {
+        assert_eq!(bar_label("clinic::patients::show"), "show");
+        assert_eq!(bar_label("demo::/access/function/"), "function");
+        assert_eq!(
+            bar_label("app::a_rather_long_handler_name"),
+            "a_rather_long…"
+        );
+    }
 }

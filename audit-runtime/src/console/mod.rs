@@ -9,7 +9,7 @@
 //! # async fn demo(store: audit_runtime::Store) {
 //! use audit_runtime::console::Console;
 //! let app: axum::Router = axum::Router::new()
-//!     .nest("/audit", Console::new(store).token("s3cret").router());
+//!     .nest("/audit", Console::new(store).token("a-long-random-console-token").router());
 //! # let _ = app; }
 //! ```
 //!
@@ -45,12 +45,16 @@ use std::time::Duration;
 /// How long one console query may run unless told otherwise.
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The shortest token the console accepts: a shorter one can be guessed.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
 /// The console over one store. Build it, then take its [`router`](Console::router).
 #[derive(Clone)]
 pub struct Console {
     store: Store,
     token: Option<String>,
     query_timeout: Duration,
+    hosts: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Console {
@@ -59,6 +63,7 @@ impl std::fmt::Debug for Console {
             .field("store", &self.store)
             .field("token", &self.token.as_ref().map(|_| "********"))
             .field("query_timeout", &self.query_timeout)
+            .field("hosts", &self.hosts)
             .finish()
     }
 }
@@ -79,11 +84,31 @@ impl Console {
             store,
             token: None,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            hosts: None,
         }
     }
 
-    /// Requires this token: as `Authorization: Bearer TOKEN` on the API, through the login form
-    /// for pages.
+    /// Answers only requests whose `Host` is one of `hosts` (names, without the port) and 421
+    /// to the others. A console without a token on a loopback address needs this: a web page
+    /// can point its own name at 127.0.0.1 (DNS rebinding) and read the console otherwise.
+    /// `audit serve` sets it to the loopback names when it runs without a token.
+    pub fn allow_hosts<I, S>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.hosts = Some(
+            hosts
+                .into_iter()
+                .map(|h| h.into().to_ascii_lowercase())
+                .collect(),
+        );
+        self
+    }
+
+    /// Requires this token (at least [`MIN_TOKEN_BYTES`] bytes): as `Authorization: Bearer
+    /// TOKEN` on the API, through the login form for pages. Failed logins are throttled per
+    /// client and overall.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
@@ -102,7 +127,21 @@ impl Console {
     }
 
     /// The routes, to serve or to nest under a prefix.
+    ///
+    /// # Panics
+    ///
+    /// When the token is shorter than [`MIN_TOKEN_BYTES`]: refused at startup, before anyone
+    /// could guess it.
     pub fn router(self) -> Router {
+        if let Some(t) = &self.token {
+            assert!(
+                t.len() >= MIN_TOKEN_BYTES,
+                "the audit console's token is {} bytes; it must be at least {MIN_TOKEN_BYTES} \
+                 (for example: openssl rand -hex 32)",
+                t.len()
+            );
+        }
+        let hosts = self.hosts.clone();
         let state: Shared = Arc::new(State {
             store: self.store,
             auth: auth::Auth::new(self.token),
@@ -127,8 +166,54 @@ impl Console {
             .route("/assets/style.css", get(style))
             .fallback(not_found)
             .layer(axum::middleware::map_response(security_headers))
+            .layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let allowed = host_allowed(hosts.as_deref(), req.headers());
+                    async move {
+                        if allowed {
+                            next.run(req).await
+                        } else {
+                            misdirected()
+                        }
+                    }
+                },
+            ))
             .with_state(state)
     }
+}
+
+/// Whether the request's `Host` (its name, without the port) is one of `hosts` (any, without a
+/// list).
+fn host_allowed(hosts: Option<&[String]>, headers: &axum::http::HeaderMap) -> bool {
+    let Some(hosts) = hosts else {
+        return true;
+    };
+    let Some(host) = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_ascii_lowercase)
+    else {
+        return false;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((n, p)) if !n.ends_with(':') && p.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host.as_str(),
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    hosts
+        .iter()
+        .any(|h| h.trim_start_matches('[').trim_end_matches(']') == name)
+}
+
+/// 421: this console does not answer to that name.
+fn misdirected() -> Response<axum::body::Body> {
+    Response::builder()
+        .status(StatusCode::MISDIRECTED_REQUEST)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(axum::body::Body::from(
+            "this console answers to its own host names only",
+        ))
+        .expect("static response")
 }
 
 impl From<Console> for Router {

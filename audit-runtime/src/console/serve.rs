@@ -22,20 +22,38 @@ pub fn refuse_without_token(addrs: &[SocketAddr]) -> Option<String> {
     })
 }
 
+/// The names a console without a token answers to: the loopback ones, and `extra`.
+pub fn loopback_hosts(extra: &[String]) -> Vec<String> {
+    ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(extra.iter().cloned())
+        .collect()
+}
+
 /// Serves the console on `listener` until SIGTERM or Ctrl-C (requests in flight finish).
+/// Without a token it answers only to loopback host names (and `extra_hosts`), so a web page
+/// cannot reach it through DNS rebinding.
 pub async fn serve(
     store: Store,
     listener: tokio::net::TcpListener,
     token: Option<String>,
     query_timeout: Duration,
+    extra_hosts: &[String],
 ) -> std::io::Result<()> {
-    let app = Console::new(store)
-        .maybe_token(token)
-        .query_timeout(query_timeout)
-        .router();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    let mut console = Console::new(store).query_timeout(query_timeout);
+    console = match token {
+        Some(t) => console.token(t),
+        None => console.allow_hosts(loopback_hosts(extra_hosts)),
+    };
+    axum::serve(
+        listener,
+        console
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
 }
 
 async fn shutdown_signal() {

@@ -47,9 +47,20 @@ pub fn keygen(path: &Path) -> Result<VerifyingKey, KeyError> {
         .verifying_key()
         .to_public_key_pem(Default::default())
         .map_err(|e| io(path)(std::io::Error::other(e.to_string())))?;
-    write_new(path, private.as_bytes(), 0o600).map_err(io(path))?;
+    // The public key's place is checked first, and a private key whose public half could not be
+    // written is removed: a failed keygen leaves no half pair behind.
     let pub_path = public_key_path(path);
-    write_new(&pub_path, public.as_bytes(), 0o644).map_err(io(&pub_path))?;
+    if std::fs::symlink_metadata(&pub_path).is_ok() {
+        return Err(io(&pub_path)(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the public key's file exists (or a link is there); nothing was written",
+        )));
+    }
+    write_new(path, private.as_bytes(), 0o600).map_err(io(path))?;
+    if let Err(e) = write_new(&pub_path, public.as_bytes(), 0o644) {
+        let _ = std::fs::remove_file(path);
+        return Err(io(&pub_path)(e));
+    }
     Ok(key.verifying_key())
 }
 
